@@ -1,0 +1,19 @@
+"""Shared fixtures: a PRNG key per test derived from its name, so a failure replays."""
+
+import zlib
+
+import jax
+import pytest
+
+
+@pytest.fixture
+def key(request):
+    """A `jax.random.key` seeded by a CRC of the test's node id (stable across runs)."""
+    return jax.random.key(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def x64():
+    """Run the test body with float64 enabled (gradient checks)."""
+    with jax.enable_x64(True):
+        yield
