@@ -1,0 +1,204 @@
+"""The multilayer perceptron of the note, for ONE example; batches come from ``jax.vmap``.
+
+Layer ``k-1`` maps to layer ``k`` by (Efron & Hastie, CASI eq. 18.3-18.4; ESL section 11.3)
+
+    z^(k) = W^(k-1) a^(k-1) + b^(k-1),      a^(k) = g^(k)(z^(k)),
+
+with ``a^(1) = x``. ``params`` is a list of layers ``{"W": (n_out, n_in), "b": (n_out,)}``:
+``params[k]`` holds the note's ``W^(k)``. :func:`apply` returns the output layer's
+pre-activation ``z^(K)``; the output function ``g^(K)`` (softmax for M classes, CASI eq. 18.5;
+identity for regression; sigmoid for two classes) is applied by :func:`predict` or, in a
+numerically stable form, inside the loss (:mod:`nets.losses`).
+
+>>> import jax
+>>> params = init(jax.random.key(0), (64, 100, 10))
+>>> [layer["W"].shape for layer in params]
+[(100, 64), (10, 100)]
+>>> X = jax.numpy.zeros((32, 64))
+>>> jax.vmap(apply, in_axes=(None, 0))(params, X).shape
+(32, 10)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from nets import activations as _activations
+
+Params = list  # list[dict[str, jax.Array]]: [{"W": (n_out, n_in), "b": (n_out,)}, ...]
+
+INITS = ("esl", "glorot", "he")
+
+OUTPUTS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "softmax": jax.nn.softmax,  # M-class probabilities, CASI eq. 18.5
+    "identity": lambda z: z,  # regression
+    "sigmoid": jax.nn.sigmoid,  # two classes, one output unit
+}
+
+
+def _check_sizes(sizes) -> tuple[int, ...]:
+    if not isinstance(sizes, Sequence) or isinstance(sizes, str):
+        raise TypeError(f"sizes: expected a sequence of ints like (64, 100, 10), got {sizes!r}")
+    if len(sizes) < 2:
+        raise ValueError(
+            f"sizes: expected at least 2 layer widths (input and output), got {tuple(sizes)!r}"
+        )
+    for i, n in enumerate(sizes):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(
+                f"sizes: expected every width to be an int >= 1, got sizes[{i}] = {n!r} "
+                f"in {tuple(sizes)!r}"
+            )
+    return tuple(sizes)
+
+
+def init(
+    key: jax.Array,
+    sizes: Sequence[int],
+    *,
+    scheme: str = "esl",
+    scale: float = 0.7,
+    dtype=jnp.float32,
+) -> Params:
+    """Random parameters for an MLP with layer widths ``sizes = (n_0, ..., n_K)``.
+
+    Args:
+      key: a ``jax.random.key``.
+      sizes: widths of the input layer, each hidden layer and the output layer.
+      scheme: ``"esl"``: weights and biases uniform on ``[-scale, scale]`` (ESL section
+        11.5.1 with standardised inputs, ``scale=0.7``); ``"glorot"``: Glorot-uniform
+        weights, zero biases (Glorot & Bengio 2010, for sigmoid/tanh); ``"he"``: He-normal
+        weights, zero biases (He et al. 2015, arXiv:1502.01852, for ReLU).
+      scale: half-width of the ``"esl"`` interval.
+      dtype: parameter dtype.
+
+    Returns:
+      ``[{"W": (n_{k+1}, n_k), "b": (n_{k+1},)} for k in range(K)]``.
+    """
+    sizes = _check_sizes(sizes)
+    if scheme not in INITS:
+        raise ValueError(f"scheme: expected one of {INITS}, got {scheme!r}")
+    if scheme == "esl" and not scale > 0:
+        raise ValueError(f"scale: expected a positive half-width, got {scale!r}")
+    keys = jax.random.split(key, len(sizes) - 1)
+    params = []
+    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        kw, kb = jax.random.split(keys[k])
+        if scheme == "esl":
+            W = jax.random.uniform(kw, (n_out, n_in), dtype, -scale, scale)
+            b = jax.random.uniform(kb, (n_out,), dtype, -scale, scale)
+        else:
+            make = jax.nn.initializers.glorot_uniform if scheme == "glorot" else (
+                jax.nn.initializers.he_normal)
+            # W is (n_out, n_in): fan-in is the last axis.
+            W = make(in_axis=-1, out_axis=-2)(kw, (n_out, n_in), dtype)
+            b = jnp.zeros((n_out,), dtype)
+        params.append({"W": W, "b": b})
+    return params
+
+
+def sizes_of(params: Params) -> tuple[int, ...]:
+    """Layer widths ``(n_0, ..., n_K)`` of ``params``, checking that the layers chain."""
+    if not isinstance(params, (list, tuple)) or not params:
+        raise TypeError(
+            "params: expected a non-empty list of layers {'W': (n_out, n_in), 'b': (n_out,)}, "
+            f"got {type(params).__name__}"
+        )
+    sizes = []
+    for k, layer in enumerate(params):
+        if not isinstance(layer, dict) or set(layer) != {"W", "b"}:
+            raise TypeError(
+                f"params[{k}]: expected a dict with keys 'W' and 'b', got "
+                f"{sorted(layer) if isinstance(layer, dict) else type(layer).__name__}"
+            )
+        W, b = layer["W"], layer["b"]
+        if jnp.ndim(W) != 2 or jnp.shape(b) != (jnp.shape(W)[0],):
+            raise ValueError(
+                f"params[{k}]: expected W of shape (n_out, n_in) and b of shape (n_out,), "
+                f"got W {jnp.shape(W)} and b {jnp.shape(b)}"
+            )
+        if sizes and jnp.shape(W)[1] != sizes[-1]:
+            raise ValueError(
+                f"params[{k}]['W']: expected {sizes[-1]} input columns (the width of layer "
+                f"{k}), got shape {jnp.shape(W)}"
+            )
+        if not sizes:
+            sizes.append(jnp.shape(W)[1])
+        sizes.append(jnp.shape(W)[0])
+    return tuple(sizes)
+
+
+def hidden_activations(activation, n_hidden: int) -> list[_activations.Activation]:
+    """One :class:`~nets.activations.Activation` per hidden layer.
+
+    ``activation`` is a single name/function used for every hidden layer (the note's
+    ``g``), or a sequence with one entry per hidden layer (the note's ``g^(k)``).
+    """
+    if isinstance(activation, (list, tuple)):
+        if len(activation) != n_hidden:
+            raise ValueError(
+                f"activation: expected one activation per hidden layer ({n_hidden}), "
+                f"got {len(activation)}: {activation!r}"
+            )
+        return [_activations.get(g) for g in activation]
+    return [_activations.get(activation)] * n_hidden
+
+
+def check_example(x, n_in: int, name: str = "x") -> None:
+    """Raise a clear error unless ``x`` is one example of shape ``(n_in,)``."""
+    shape = jnp.shape(x)
+    if shape != (n_in,):
+        hint = " (a batch? use jax.vmap(apply, in_axes=(None, 0)))" if len(shape) == 2 else ""
+        raise ValueError(f"{name}: expected one example of shape ({n_in},), got shape {shape}{hint}")
+
+
+def apply(
+    params: Params,
+    x: jax.Array,
+    *,
+    activation="sigmoid",
+    drop_rate: float = 0.0,
+    key: jax.Array | None = None,
+) -> jax.Array:
+    """Output-layer pre-activation ``z^(K)`` for one example ``x`` of shape ``(n_0,)``.
+
+    Args:
+      params: from :func:`init`.
+      x: one input vector, shape ``(n_0,)``.
+      activation: the hidden nonlinearity ``g`` (name or function), or one per hidden layer.
+      drop_rate: probability of zeroing each hidden unit (inverted dropout, Srivastava et
+        al. 2014); ``0`` is the deterministic network. Needs ``key`` when positive.
+      key: PRNG key for dropout.
+
+    Returns:
+      ``z^(K)``, shape ``(n_K,)``.
+    """
+    sizes = sizes_of(params)
+    check_example(x, sizes[0])
+    gs = hidden_activations(activation, len(params) - 1)
+    if not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"drop_rate: expected a probability in [0, 1), got {drop_rate!r}")
+    if drop_rate > 0 and key is None:
+        raise ValueError("key: dropout with drop_rate > 0 needs a PRNG key, got None")
+    a = x
+    for k, layer in enumerate(params):
+        z = layer["W"] @ a + layer["b"]  # z^(k+1) = W^(k) a^(k) + b^(k)
+        if k == len(params) - 1:
+            return z
+        a = gs[k].fn(z)  # a^(k+1) = g(z^(k+1))
+        if drop_rate > 0:
+            key, sub = jax.random.split(key)
+            keep = jax.random.bernoulli(sub, 1.0 - drop_rate, a.shape)
+            a = jnp.where(keep, a / (1.0 - drop_rate), 0.0)
+    raise AssertionError("unreachable")
+
+
+def predict(params: Params, x: jax.Array, *, activation="sigmoid", output="softmax") -> jax.Array:
+    """The network's output ``g^(K)(z^(K))`` for one example: class probabilities
+    (``"softmax"``), a regression value (``"identity"``) or ``P(y=1)`` (``"sigmoid"``)."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output: expected one of {sorted(OUTPUTS)}, got {output!r}")
+    return OUTPUTS[output](apply(params, x, activation=activation))
