@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nets import _checks
 from nets import losses as _losses
@@ -60,7 +61,7 @@ def grad(params, x, y, *, activation="sigmoid", loss="cross_entropy", l2=0.0, pe
     if x.shape[1] != sizes[0]:
         raise ValueError(f"x: expected shape (n, {sizes[0]}), got {x.shape}")
     y = _checks.check_targets(y, x.shape[0], sizes[-1], loss.labels)
-    if not (isinstance(l2, (int, float)) and 0 <= l2 < float("inf")):
+    if not (isinstance(l2, (int, float, np.floating, np.integer)) and 0 <= l2 < float("inf")):
         raise ValueError(f"l2: expected a finite lambda >= 0, got {l2!r}")
     terms = _penalties.terms(penalties) + ([(_penalties.get("l2"), l2)] if l2 else [])
     for k, layer in enumerate(params):
@@ -70,6 +71,13 @@ def grad(params, x, y, *, activation="sigmoid", loss="cross_entropy", l2=0.0, pe
     dtype = params[0]["W"].dtype
     X = jnp.asarray(x, dtype)
     Y = jnp.asarray(y) if loss.labels == "class" and y.ndim == 1 else jnp.asarray(y, dtype)
+    return grad_unchecked(params, X, Y, activation=activation, loss=loss, penalties=terms)
+
+
+def grad_unchecked(params, X, Y, *, activation="sigmoid", loss="cross_entropy", penalties=()):
+    """:func:`grad` without input checks: pure ``jax.numpy``, so it can be jitted and the
+    lambdas of ``penalties`` (``[(Penalty or name, lambda), ...]``) may be traced."""
+    loss = _losses.get(loss)
     gs = _mlp.hidden_activations(activation, len(params) - 1)
     zs, acts = forward(params, X, activation)
     n = X.shape[0]
@@ -81,6 +89,6 @@ def grad(params, x, y, *, activation="sigmoid", loss="cross_entropy", l2=0.0, pe
         if k > 0:
             delta = (delta @ params[k]["W"]) * gs[k - 1].grad(zs[k - 1])
 
-    for penalty, lam in terms:
+    for penalty, lam in _penalties.terms(penalties):
         grads = jax.tree.map(lambda g, dj: g + lam * dj, grads, penalty.grad(params))
     return grads

@@ -8,7 +8,9 @@ between autodiff and central finite differences ``(R(w + eps e_i) - R(w - eps e_
 and, when a reference gradient is given (the MLP's hand-derived :func:`nets.backprop.grad`),
 between autodiff and that reference and between the reference and finite differences.
 With ``eps = 1e-6`` in float64 a correct gradient agrees to about 1e-8; a dropped term of the
-chain rule shows up as an error of order 1.
+chain rule shows up as an error of order 1. A leaf whose true gradient is identically zero
+(a ReLU layer dead on every example of the batch) reads as error 1 against the difference
+quotient's rounding noise (~1e-11): check on a batch where every layer has a live unit.
 
 >>> import jax, numpy as np
 >>> from nets import mlp
@@ -20,6 +22,7 @@ True
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable, NamedTuple
 
 import jax
@@ -27,8 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from nets import activations as _activations
 from nets import backprop as _backprop
+from nets import losses as _losses
 from nets import objective as _objective
+from nets import penalties as _penalties
 
 
 class Row(NamedTuple):
@@ -83,63 +89,85 @@ def _to_float64(tree):
         else jnp.asarray(v), tree)
 
 
-def finite_differences(f: Callable, params, *, eps: float = 1e-6, coords=None) -> np.ndarray:
-    """Central differences of scalar ``f(params)`` along flat coordinates ``coords``
-    (all by default); returns a float64 vector. Call inside ``jax.enable_x64(True)``."""
-    flat, unravel = ravel_pytree(params)
-    coords = np.arange(flat.size) if coords is None else np.asarray(coords)
+def _central_differences(f, flat, coords, eps, chunk=512):
+    """``(f(w + eps e_i) - f(w - eps e_i)) / 2 eps`` for the flat indices ``coords``,
+    vmapped over chunks of at most ``chunk`` coordinates."""
 
-    @jax.jit
     def one(i):
         e = jnp.zeros_like(flat).at[i].set(eps)
-        return (f(unravel(flat + e)) - f(unravel(flat - e))) / (2 * eps)
+        return (f(flat + e) - f(flat - e)) / (2 * eps)
 
-    chunk = 256
-    out = [jax.lax.map(one, jnp.asarray(coords[s:s + chunk])) for s in range(0, coords.size, chunk)]
-    return np.concatenate([np.asarray(o) for o in out])
+    coords = np.asarray(coords)
+    parts = [jax.vmap(one)(jnp.asarray(coords[s:s + chunk])) for s in range(0, coords.size, chunk)]
+    return jnp.concatenate(parts) if parts else jnp.zeros(0, flat.dtype)
+
+
+def _triangulate(objective, reference, params, X, Y, hyper, coords, eps):
+    """Autodiff, the reference gradient and central differences. Run op by op (not
+    jitted): the small programs of a check cost more to compile than to dispatch, and
+    JAX's per-operation cache is shared by every check in a session."""
+    flat, unravel = ravel_pytree(params)
+    g_ad = jax.grad(objective)(params, X, Y, hyper)
+    g_ref = None if reference is None else reference(params, X, Y, hyper)
+    fd = _central_differences(lambda w: objective(unravel(w), X, Y, hyper), flat, coords, eps)
+    return g_ad, g_ref, fd
+
+
+def finite_differences(f: Callable, params, *, eps: float = 1e-6, coords=None) -> np.ndarray:
+    """Central differences of scalar ``f(params)`` along flat coordinates ``coords``
+    (all by default), as a vector. Call inside ``jax.enable_x64(True)`` for float64."""
+    flat, unravel = ravel_pytree(params)
+    coords = np.arange(flat.size) if coords is None else np.asarray(coords)
+    return np.asarray(_central_differences(lambda w: f(unravel(w)), flat, coords, eps))
 
 
 def check(objective: Callable, params, X, Y, *, reference: Callable | None = None,
-          eps: float = 1e-6, max_coords: int | None = None, seed: int = 0) -> Report:
+          eps: float = 1e-6, max_coords: int | None = None, seed: int = 0,
+          hyper=None) -> Report:
     """Compare ``jax.grad(objective)`` with central differences (and ``reference``).
 
     Args:
-      objective: ``objective(params, X, Y) -> scalar``, any model.
+      objective: ``objective(params, X, Y) -> scalar`` for any model (or
+        ``objective(params, X, Y, hyper)`` when ``hyper`` is given).
       params: a pytree; float leaves are cast to float64.
       X, Y: a batch; float arrays are cast to float64.
-      reference: optional ``reference(params, X, Y) -> grads`` (e.g. hand-derived backprop).
+      reference: optional ``reference(params, X, Y[, hyper]) -> grads`` (e.g. the
+        hand-derived backprop), a pure function (it is jitted).
       eps: finite-difference step.
       max_coords: check at most this many randomly chosen coordinates per leaf
         (``None``: all), for models too large to difference everywhere.
       seed: seed of that choice (NumPy; the check itself is deterministic).
+      hyper: optional pytree of traced arguments (e.g. penalty lambdas); with the same
+        ``objective`` and ``reference`` objects, one compilation serves every value.
 
     Returns:
       A :class:`Report` with one row per leaf.
     """
+    if hyper is None:
+        obj3, ref3 = objective, reference
+        objective = lambda p, x, y, h: obj3(p, x, y)  # noqa: E731
+        reference = None if ref3 is None else (lambda p, x, y, h: ref3(p, x, y))
     with jax.enable_x64(True):
-        params, X, Y = _to_float64(params), _to_float64(X), _to_float64(Y)
+        params, X, Y, hyper = (_to_float64(t) for t in (params, X, Y, hyper))
         for leaf in jax.tree.leaves((params, X)):
             if not np.all(np.isfinite(np.asarray(leaf))):
                 raise ValueError("params/X: expected finite values for a gradient check, got NaN/inf")
-        f = jax.jit(lambda p: objective(p, X, Y))
-        g_ad = jax.grad(objective)(params, X, Y)
-        g_ref = reference(params, X, Y) if reference is not None else None
-        leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+        leaves = jax.tree_util.tree_flatten_with_path(params)[0]
         sizes = [int(np.size(v)) for _, v in leaves]
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         rng = np.random.default_rng(seed)
         picks = [np.arange(s) if max_coords is None or s <= max_coords
                  else np.sort(rng.choice(s, max_coords, replace=False)) for s in sizes]
-        fd = finite_differences(f, params, eps=eps,
-                                coords=np.concatenate([o + p for o, p in zip(offsets, picks)]))
+        coords = np.concatenate([o + p for o, p in zip(offsets, picks)])
+        g_ad, g_ref, fd = _triangulate(objective, reference, params, X, Y, hyper, coords, eps)
+        fd = np.asarray(fd)
         ad_leaves = jax.tree.leaves(g_ad)
         ref_leaves = jax.tree.leaves(g_ref) if g_ref is not None else [None] * len(leaves)
-        rows, start = [], 0
+        rows, start, nan = [], 0, float("nan")
         for (path, value), pick, ad, ref in zip(leaves, picks, ad_leaves, ref_leaves):
             fd_leaf, start = fd[start:start + pick.size], start + pick.size
             ad_flat = np.asarray(ad).ravel()
             ref_flat = None if ref is None else np.asarray(ref).ravel()
-            nan = float("nan")
             rows.append(Row(
                 path=jax.tree_util.keystr(path), shape=tuple(np.shape(value)), checked=pick.size,
                 autodiff_vs_reference=nan if ref is None else relative_error(ad_flat, ref_flat),
@@ -148,14 +176,46 @@ def check(objective: Callable, params, X, Y, *, reference: Callable | None = Non
     return Report(rows)
 
 
+@lru_cache(maxsize=None)
+def _mlp_pair(activation, loss, penalty_set):
+    """The MLP's objective and hand-derived gradient as functions of traced lambdas
+    (``hyper[name]``), cached so one compilation serves every penalty strength."""
+
+    def spec(hyper):
+        return [(p, hyper[p.name]) for p in penalty_set]
+
+    def objective(params, X, Y, hyper):
+        return _objective.mlp_objective(params, X, Y, activation=activation, loss=loss,
+                                        penalties=spec(hyper))
+
+    def reference(params, X, Y, hyper):
+        return _backprop.grad_unchecked(params, X, Y, activation=activation, loss=loss,
+                                        penalties=spec(hyper))
+
+    return objective, reference
+
+
 def check_mlp(params, X, Y, *, activation="sigmoid", loss="cross_entropy", l2=0.0,
               penalties=None, eps: float = 1e-6, max_coords: int | None = None) -> Report:
     """Triangulate the MLP's gradient: ``jax.grad`` vs :func:`nets.backprop.grad` vs
     central differences, in float64. Inputs are validated by the backprop first."""
-    kw = dict(activation=activation, loss=loss, l2=l2, penalties=penalties)
     with jax.enable_x64(True):
-        _backprop.grad(_to_float64(params), X, Y, **kw)  # validates inputs before compiling
-    Y_cast = Y if np.issubdtype(np.asarray(Y).dtype, np.integer) else _to_float64(Y)
-    return check(lambda p, x, y: _objective.mlp_objective(p, x, y, **kw), params, X, Y_cast,
-                 reference=lambda p, x, y: _backprop.grad(p, x, y, **kw), eps=eps,
-                 max_coords=max_coords)
+        # Validates every argument on concrete values before anything is compiled.
+        _backprop.grad(_to_float64(params), X, Y, activation=activation, loss=loss, l2=l2,
+                       penalties=penalties)
+    lams = {p.name: 0.0 for p in _penalties.PENALTIES.values()}
+    extra = []
+    for p, lam in _penalties.terms(penalties) + [(_penalties.get("l2"), l2)]:
+        if p.name not in lams:
+            extra.append(p)
+            lams[p.name] = 0.0
+        lams[p.name] += lam
+    penalty_set = tuple(_penalties.PENALTIES.values()) + tuple(extra)
+    # Cache on the resolved objects (not names), so a changed registry entry recompiles.
+    if isinstance(activation, (list, tuple)) and not isinstance(activation, _activations.Activation):
+        activation = tuple(_activations.get(g) for g in activation)
+    else:
+        activation = _activations.get(activation)
+    objective, reference = _mlp_pair(activation, _losses.get(loss), penalty_set)
+    return check(objective, params, X, Y, reference=reference, eps=eps, max_coords=max_coords,
+                 hyper=lams)

@@ -137,7 +137,7 @@ def hidden_activations(activation, n_hidden: int) -> list[_activations.Activatio
     ``activation`` is a single name/function used for every hidden layer (the note's
     ``g``), or a sequence with one entry per hidden layer (the note's ``g^(k)``).
     """
-    if isinstance(activation, (list, tuple)):
+    if isinstance(activation, (list, tuple)) and not isinstance(activation, _activations.Activation):
         if len(activation) != n_hidden:
             raise ValueError(
                 f"activation: expected one activation per hidden layer ({n_hidden}), "
