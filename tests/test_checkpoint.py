@@ -1,0 +1,253 @@
+"""Checkpoints: bitwise round trips, typed PRNG keys, template checks, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import struct
+
+from train import checkpoint
+
+
+class TrainState(NamedTuple):
+    params: dict  # {"W": (3, 2) float32, "b": (3,) float32}
+    opt_state: Any  # optax.sgd(0.1, momentum=0.9) state: (TraceState(trace=params), EmptyState())
+    key: jax.Array  # typed PRNG key array, shape (2,)
+    step: int
+    history: dict  # {"loss": [float, ...], "acc": [float, ...]}
+    counts: np.ndarray  # (4,) int32, a NumPy leaf
+    note: str
+    extra: None
+
+
+@struct.dataclass
+class Config:
+    lr: jax.Array  # () float32
+    sizes: tuple = struct.field(pytree_node=False, default=(2, 3))
+
+
+def _state(key) -> TrainState:
+    k1, k2, k3 = jax.random.split(key, 3)
+    params = {
+        "W": jax.random.normal(k1, (3, 2), jnp.float32),
+        "b": jnp.array([0.0, -0.0, jnp.nan], jnp.float32),  # signed zero and NaN, bitwise
+    }
+    opt = optax.sgd(0.1, momentum=0.9)
+    opt_state = opt.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    _, opt_state = opt.update(grads, opt_state, params)  # a non-zero momentum trace
+    return TrainState(
+        params=params,
+        opt_state=opt_state,
+        key=jax.random.split(k2, 2),
+        step=17,
+        history={"loss": [2.5, 1.25, 0.625], "acc": [0.1, 0.5]},
+        counts=np.arange(4, dtype=np.int32),
+        note="digits, lambda=1e-3",
+        extra=None,
+    )
+
+
+def _assert_bitwise_equal(a, b):
+    """Same structure, leaf types, dtypes, shapes and bytes (keys compared by their bits)."""
+    chex.assert_trees_all_equal_structs(a, b)
+
+    def check(x, y):
+        assert type(x) is type(y), (type(x), type(y))
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            assert str(jax.random.key_impl(x)) == str(jax.random.key_impl(y))
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        if isinstance(x, (jax.Array, np.ndarray)):
+            x, y = np.asarray(x), np.asarray(y)
+            assert x.dtype == y.dtype and x.shape == y.shape
+            assert x.tobytes() == y.tobytes()
+        else:
+            assert x == y
+
+    jax.tree.map(check, a, b)
+
+
+def test_round_trip_is_bitwise(key, tmp_path):
+    state = _state(key)
+    path = tmp_path / "ckpt.msgpack"
+    checkpoint.save(path, state)
+    back = checkpoint.restore(path, like=state)
+    assert isinstance(back, TrainState)
+    assert isinstance(back.opt_state[0], optax.TraceState)
+    _assert_bitwise_equal(back, state)
+    # The restored key continues the same random stream.
+    np.testing.assert_array_equal(
+        jax.random.normal(back.key[1], (5,)), jax.random.normal(state.key[1], (5,))
+    )
+
+
+def test_round_trip_template_from_fresh_init(key, tmp_path):
+    """The usual resume: the template is a new state of the same shapes, not the saved one."""
+    state = _state(key)
+    checkpoint.save(tmp_path / "c", state)
+    template = _state(jax.random.key(0))
+    back = checkpoint.restore(tmp_path / "c", like=template)
+    _assert_bitwise_equal(back, state)
+
+
+def test_struct_dataclass_and_scalars(tmp_path):
+    cfg = {"config": Config(lr=jnp.float32(0.05), sizes=(64, 10)), "flag": True, "x": 1.5}
+    checkpoint.save(tmp_path / "c", cfg)
+    back = checkpoint.restore(tmp_path / "c", like=cfg)
+    assert isinstance(back["config"], Config) and back["config"].sizes == (64, 10)
+    assert back["flag"] is True and back["x"] == 1.5
+    _assert_bitwise_equal(back, cfg)
+
+
+def test_rbg_key_keeps_its_impl(tmp_path):
+    k = jax.random.key(3, impl="rbg")
+    checkpoint.save(tmp_path / "c", {"k": k})
+    back = checkpoint.restore(tmp_path / "c", like={"k": k})["k"]
+    assert str(jax.random.key_impl(back)) == "rbg"
+    np.testing.assert_array_equal(jax.random.key_data(back), jax.random.key_data(k))
+
+
+def test_float64_round_trip(x64, tmp_path):
+    state = {"w": jnp.linspace(0.0, 1.0, 7, dtype=jnp.float64), "n": np.int64(3)}
+    checkpoint.save(tmp_path / "c", state)
+    back = checkpoint.restore(tmp_path / "c", like=state)
+    assert back["w"].dtype == jnp.float64
+    _assert_bitwise_equal(back, state)
+
+
+def test_restore_without_template_gives_the_state_dict(key, tmp_path):
+    state = _state(key)
+    checkpoint.save(tmp_path / "c", state)
+    raw = checkpoint.restore(tmp_path / "c")
+    assert raw["history"]["loss"] == {"0": 2.5, "1": 1.25, "2": 0.625}
+    assert raw["step"] == 17 and raw["note"] == state.note and raw["extra"] is None
+    trace = raw["opt_state"]["0"]["trace"]  # the optax tuple and NamedTuple as dicts
+    np.testing.assert_array_equal(trace["W"], state.opt_state[0].trace["W"])
+    assert isinstance(raw["params"]["W"], np.ndarray)
+    assert jax.dtypes.issubdtype(raw["key"].dtype, jax.dtypes.prng_key)
+
+
+def test_template_of_shape_dtype_structs(key, tmp_path):
+    params = {"W": jax.random.normal(key, (4, 3)), "b": jnp.zeros(4)}
+    checkpoint.save(tmp_path / "c", params)
+    abstract = jax.eval_shape(lambda: params)
+    back = checkpoint.restore(tmp_path / "c", like=abstract)
+    assert isinstance(back["W"], jax.Array)
+    _assert_bitwise_equal(back, params)
+
+
+def test_save_creates_parent_directories_and_accepts_str(tmp_path):
+    path = os.path.join(str(tmp_path), "a", "b", "ckpt.msgpack")
+    checkpoint.save(path, {"x": np.ones(2)})
+    assert os.listdir(os.path.dirname(path)) == ["ckpt.msgpack"]
+    np.testing.assert_array_equal(checkpoint.restore(path)["x"], np.ones(2))
+
+
+def test_overwrite_replaces_the_checkpoint(tmp_path):
+    path = tmp_path / "c"
+    checkpoint.save(path, {"step": 1})
+    checkpoint.save(path, {"step": 2})
+    assert checkpoint.restore(path) == {"step": 2}
+    assert sorted(os.listdir(tmp_path)) == ["c"]
+
+
+@pytest.mark.parametrize("fail_at", ["fsync", "replace", "interrupt"])
+def test_failed_write_leaves_previous_checkpoint_whole(tmp_path, monkeypatch, fail_at):
+    path = tmp_path / "ckpt.msgpack"
+    checkpoint.save(path, {"W": np.arange(6.0), "step": 1})
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        if fail_at == "interrupt":
+            raise KeyboardInterrupt
+        raise OSError(f"simulated failure in {fail_at}")
+
+    monkeypatch.setattr(os, "replace" if fail_at == "replace" else "fsync", boom)
+    with pytest.raises(KeyboardInterrupt if fail_at == "interrupt" else OSError):
+        checkpoint.save(path, {"W": np.arange(1000.0), "step": 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["ckpt.msgpack"]  # no temporary file left behind
+    assert checkpoint.restore(path)["step"] == 1
+
+
+def test_unserialisable_leaf_names_its_path_and_writes_nothing(tmp_path):
+    with pytest.raises(TypeError, match=r"'params/act'.*got object"):
+        checkpoint.save(tmp_path / "c", {"params": {"act": object(), "W": np.ones(2)}})
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nowhere" / "ckpt.msgpack"
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*nowhere.*ckpt\.msgpack"):
+        checkpoint.restore(path)
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "c"
+    checkpoint.save(path, {"W": np.ones((10, 10))})
+    path.write_bytes(path.read_bytes()[:-7])  # truncated
+    with pytest.raises(ValueError, match="not a readable msgpack checkpoint"):
+        checkpoint.restore(path)
+
+
+def test_shape_mismatch_names_the_leaf(tmp_path):
+    checkpoint.save(tmp_path / "c", {"params": {"W": jnp.zeros((2, 3)), "b": jnp.zeros(2)}})
+    like = {"params": {"W": jnp.zeros((3, 3)), "b": jnp.zeros(2)}}
+    with pytest.raises(ValueError, match=r"at 'params/W': expected shape \(3, 3\), got \(2, 3\)"):
+        checkpoint.restore(tmp_path / "c", like=like)
+
+
+def test_dtype_mismatch_names_the_leaf(key, tmp_path):
+    state = _state(key)
+    checkpoint.save(tmp_path / "c", state)
+    like = state._replace(counts=state.counts.astype(np.int64))
+    with pytest.raises(ValueError, match=r"at 'counts': expected dtype int64, got int32"):
+        checkpoint.restore(tmp_path / "c", like=like)
+    trace = {"W": state.params["W"].astype(jnp.bfloat16), "b": state.params["b"]}
+    like = state._replace(opt_state=(optax.TraceState(trace=trace), optax.EmptyState()))
+    with pytest.raises(ValueError, match=r"at 'opt_state/0/trace/W': expected dtype bfloat16"):
+        checkpoint.restore(tmp_path / "c", like=like)
+
+
+def test_structure_mismatches(key, tmp_path):
+    state = _state(key)
+    checkpoint.save(tmp_path / "c", state)
+    path = tmp_path / "c"
+    with pytest.raises(ValueError, match=r"at 'history/loss': a list or tuple of length 3 was "
+                       r"saved, the template has length 0"):
+        checkpoint.restore(path, like=state._replace(history={"loss": [], "acc": [0.0, 0.0]}))
+    with pytest.raises(ValueError, match=r"at 'params': keys missing from the checkpoint "
+                       r"\['V'\], keys not in the template \['b'\]"):
+        checkpoint.restore(path, like=state._replace(params={"W": 0, "V": 0}))
+    with pytest.raises(ValueError, match=r"at 'params/W': the template has an array float32\[\], "
+                       r"the checkpoint has a subtree with keys \['a'\]"):
+        checkpoint.save(path, state._replace(params={"W": {"a": 1.0}, "b": 0.0}))
+        checkpoint.restore(path, like=state._replace(params={"W": jnp.float32(0), "b": 0.0}))
+
+
+def test_key_and_scalar_mismatches(key, tmp_path):
+    state = _state(key)
+    path = tmp_path / "c"
+    checkpoint.save(path, state)
+    with pytest.raises(ValueError, match=r"at 'key': expected key shape \(\), got \(2,\)"):
+        checkpoint.restore(path, like=state._replace(key=jax.random.key(0)))
+    with pytest.raises(ValueError, match=r"at 'key': expected an array uint32\[2, 2\], got a PRNG"):
+        checkpoint.restore(path, like=state._replace(key=np.zeros((2, 2), np.uint32)))
+    with pytest.raises(ValueError, match=r"at 'counts': expected a PRNG key array, got an array"):
+        checkpoint.restore(path, like=state._replace(counts=jax.random.split(key, 4)))
+    with pytest.raises(ValueError, match=r"at 'note': expected type int, got a value of type str"):
+        checkpoint.restore(path, like=state._replace(note=0))
+
+
+def test_pathlib_and_str_paths_agree(tmp_path):
+    checkpoint.save(str(tmp_path / "c"), [1, 2.0])
+    assert checkpoint.restore(pathlib.Path(tmp_path / "c"), like=[0, 0.0]) == [1, 2.0]
