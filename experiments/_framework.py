@@ -1,0 +1,366 @@
+"""Run an experiment: a config and a seed in, a folder with everything the run produced out.
+
+A run folder (default `runs/<name>/<UTC time>-seed<N>`) holds:
+
+- `config.json`: every config field, written before the run starts;
+- `metrics.json`: exactly what `run` returned, as deterministic JSON (same seed, same
+  machine: byte-identical files). No timings here: they go to `environment.json`.
+  Non-finite floats are written as the strings `"nan"`, `"inf"`, `"-inf"` (a diverged
+  run is a result, not an error);
+- `environment.json`: library versions, backend and devices, x64 flag, command line,
+  start time and wall time;
+- whatever `run` wrote (PNG figures, `history.csv`).
+
+The run writes into a staging folder `<folder>.partial-<pid>` beside the target, renamed
+to the target only on success; on any failure it is removed and the error re-raised.
+"""
+
+import contextlib
+import csv
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import math
+import numbers
+import os
+import platform
+import shlex
+import shutil
+import sys
+import time
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+import experiments
+from experiments import UsageError
+
+_PACKAGES = ("jax", "jaxlib", "optax", "flax", "chex", "numpy", "scikit-learn", "matplotlib")
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+_progress_on = True  # set by `execute(progress=...)` for the length of a run
+
+
+# --- configs --------------------------------------------------------------------------------
+
+def _type_name(hint) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def convert(value: Any, hint) -> Any:
+    """`value` (a command-line string, or a Python value) as type `hint`; ValueError if not one.
+
+    Supports int, float, bool (true/false/yes/no/1/0), str, `tuple[T, ...]` of those
+    (comma-separated), `Literal[...]` and `T | None` (`none`).
+
+    >>> convert("8,16", tuple[int, ...]), convert("yes", bool), convert(3, float)
+    ((8, 16), True, 3.0)
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return convert(value, inner)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",")] if value.strip() else []
+        if isinstance(value, (list, tuple)):
+            return tuple(convert(v, args[0]) for v in value)
+    elif origin is typing.Literal:
+        for a in args:
+            if value == a or (isinstance(value, str) and value == str(a)):
+                return a
+    elif hint is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+    elif hint is int:
+        if isinstance(value, str):
+            return int(value)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+    elif hint is float:
+        if isinstance(value, str):
+            return float(value)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise ValueError(f"fields of type {_type_name(hint)} cannot be set")
+    raise ValueError(f"cannot be read as {_type_name(hint)}")
+
+
+def describe_fields(cls) -> str:
+    """One line `name: type = default` per field of config class `cls`."""
+    hints = typing.get_type_hints(cls)
+    return "\n".join(f"  {f.name}: {_type_name(hints[f.name])} = {_default(f)!r}"
+                      for f in dataclasses.fields(cls))
+
+
+def _default(field: dataclasses.Field):
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
+def make_config(module, config=None, *, smoke=False, overrides=None, seed=None):
+    """`config` (default `module.Config()`) with `module.SMOKE` (if `smoke`), then `overrides`
+    (strings parsed by the field's type), then `seed`; UsageError on a bad key or value."""
+    cls = module.Config
+    if config is None:
+        config = cls()
+    elif type(config) is not cls:
+        raise TypeError(f"config is a {type(config).__name__}, expected {module.__name__}.Config")
+    changes = {**(module.SMOKE if smoke else {}), **(overrides or {})}
+    if seed is not None:
+        changes["seed"] = seed
+    hints = typing.get_type_hints(cls)
+    for key, value in changes.items():
+        if key not in {f.name for f in dataclasses.fields(cls)}:
+            raise UsageError(f"unknown config key {key!r}; valid keys (type = default):\n"
+                             f"{describe_fields(cls)}")
+        try:
+            changes[key] = convert(value, hints[key])
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"bad value for {key} (type {_type_name(hints[key])}): "
+                             f"{value!r} ({e})") from None
+    return dataclasses.replace(config, **changes)
+
+
+def _resolve(name_or_module) -> tuple[types.ModuleType, str]:
+    if isinstance(name_or_module, str):
+        module, name = experiments.load(name_or_module), name_or_module
+    else:
+        module = name_or_module
+        name = module.__name__.rpartition(".")[2].lstrip("_").replace("_", "-")
+    for attr in ("Config", "SMOKE", "run"):
+        if not hasattr(module, attr):
+            raise TypeError(f"experiment module {module.__name__} has no {attr}")
+    if not (dataclasses.is_dataclass(module.Config)
+            and "seed" in {f.name for f in dataclasses.fields(module.Config)}):
+        raise TypeError(f"{module.__name__}.Config must be a dataclass with a `seed: int` field")
+    return module, name
+
+
+# --- files -----------------------------------------------------------------------------------
+
+def to_jsonable(obj: Any) -> Any:
+    """`obj` with numpy/jax scalars and arrays as Python numbers and lists, tuples as lists,
+    dict keys as strings, and non-finite floats as the strings "nan", "inf", "-inf".
+    Floats below 64 bits keep the shortest decimals that round-trip in their precision.
+
+    >>> to_jsonable({"err": np.float32(0.1), "curve": np.array([1.0, np.inf]), 3: (1, None)})
+    {'err': 0.1, 'curve': [1.0, 'inf'], '3': [1, None]}
+    """
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (jax.Array, np.ndarray, np.generic)):
+        a = np.asarray(obj)
+        if jnp.issubdtype(a.dtype, jnp.floating) and a.dtype.itemsize < 8:
+            # float32, bfloat16...: the shortest decimals that give back the same value
+            a = np.array([float(str(v)) for v in a.ravel()]).reshape(a.shape)
+        return to_jsonable(a.tolist())
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return obj
+        return "nan" if math.isnan(obj) else "inf" if obj > 0 else "-inf"
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    raise TypeError(f"{obj!r} of type {type(obj).__name__} cannot be written as JSON")
+
+
+def dumps(obj: Any) -> str:
+    """Deterministic JSON text of `to_jsonable(obj)`: sorted keys, indent 2, final newline."""
+    return json.dumps(to_jsonable(obj), sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+
+def write_json(path, obj: Any) -> None:
+    """Write `obj` to `path` as deterministic JSON (see `dumps`)."""
+    Path(path).write_text(dumps(obj))
+
+
+def write_csv(path, rows: list[dict] | dict[str, Any]) -> None:
+    """Write a table to `path`: a list of row dicts, or a dict of equal-length columns
+    (sequences or 1-D arrays). Values as in `to_jsonable` (floats exactly, `nan` for NaN)."""
+    if isinstance(rows, dict):
+        columns = {k: to_jsonable(v if isinstance(v, (list, tuple, np.ndarray, jax.Array))
+                                  else list(v)) for k, v in rows.items()}
+        lengths = {k: len(v) for k, v in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"columns of unequal lengths: {lengths}")
+        rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+    else:
+        rows = [to_jsonable(r) for r in rows]
+    fieldnames = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# --- run-time helpers ------------------------------------------------------------------------
+
+def progress(iterable, enabled: bool | None = None, **kwargs):
+    """`iterable` under a tqdm bar on stderr (`**kwargs` go to tqdm).
+
+    `enabled=None`: on unless the run was started with `--no-progress` (`execute(progress=False)`)
+    or stderr is not a terminal. A disabled bar still accepts `set_postfix` and the like.
+    """
+    if enabled is None:
+        enabled = _progress_on and sys.stderr.isatty()
+    return tqdm(iterable, disable=not enabled, **kwargs)
+
+
+def enable_compilation_cache(path=None) -> Path:
+    """Turn on JAX's persistent compilation cache at `path`, `$JAXNETS_CACHE_DIR` or
+    `~/.cache/jaxnets/xla` (first set wins), caching every compiled program; returns the folder."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    path = path or os.environ.get("JAXNETS_CACHE_DIR") or "~/.cache/jaxnets/xla"
+    path = Path(path).expanduser()
+    if jax.config.jax_compilation_cache_dir != str(path):
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        compilation_cache.reset_cache()  # JAX sets its cache up once; a new folder needs a reset
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    # -1, not 0: 0 lets JAX substitute a filesystem-dependent minimum size.
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return path
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _command_line() -> str:
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "experiments":
+        argv[:1] = ["python", "-m", "experiments"]
+    return shlex.join(argv)
+
+
+def environment(started: datetime.datetime, wall_time_s: float) -> dict:
+    """Versions, platform, devices, x64 flag, command line, start time and wall time of a run."""
+    devices = jax.devices()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "packages": {p: _version(p) for p in _PACKAGES},
+        "backend": jax.default_backend(),
+        "device_kinds": sorted({d.device_kind for d in devices}),
+        "device_count": len(devices),
+        "process_count": jax.process_count(),
+        "x64": bool(jax.config.jax_enable_x64),
+        "xla_flags": os.environ.get("XLA_FLAGS"),
+        "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
+        "command": _command_line(),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "wall_time_s": round(wall_time_s, 3),
+    }
+
+
+def _target(name: str, seed: int, out, now: datetime.datetime) -> Path:
+    if out is not None:
+        out = Path(out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UsageError(f"output folder {out} exists and is not an empty folder; "
+                             "give a new one (an earlier run is never overwritten)")
+        return out
+    base = Path("runs") / name / f"{now:%Y%m%dT%H%M%SZ}-seed{seed}"
+    path, i = base, 1
+    while path.exists():
+        path, i = base.with_name(f"{base.name}-{i}"), i + 1
+    return path
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool):
+    global _progress_on
+    saved, _progress_on = _progress_on, enabled
+    try:
+        yield
+    finally:
+        _progress_on = saved
+
+
+def execute(name_or_module, config=None, *, out=None, smoke=False, overrides=None, seed=None,
+            progress=True) -> tuple[dict, Path]:
+    """Run an experiment into a new folder; returns (metrics as in metrics.json, the folder).
+
+    Args:
+      name_or_module: a registered experiment name, or an experiment module.
+      config: a `Config` instance to start from (default `Config()`).
+      out: the run folder (must not exist, or be empty); default `runs/<name>/<UTC time>-seed<N>`.
+      smoke: apply the module's `SMOKE` overrides.
+      overrides: `{field: value}`; string values are parsed by the field's type (see `convert`).
+      seed: replaces `config.seed`.
+      progress: False turns `progress` bars off for this run.
+
+    Raises UsageError, before anything runs, on an unknown name, key or value, or a non-empty
+    `out`. Anything the run raises propagates, and no run folder is left.
+    """
+    module, name = _resolve(name_or_module)
+    config = make_config(module, config, smoke=smoke, overrides=overrides, seed=seed)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    target = _target(name, config.seed, out, now)
+    enable_compilation_cache()
+
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed process with our pid
+    staging.mkdir(parents=True)
+    try:
+        write_json(staging / "config.json", dataclasses.asdict(config))
+        start = time.perf_counter()
+        with _progress(progress):
+            metrics = module.run(config, staging)
+        wall_time_s = time.perf_counter() - start
+        if not isinstance(metrics, dict):
+            raise TypeError(f"{module.__name__}.run returned {type(metrics).__name__}, not a dict")
+        metrics = to_jsonable(metrics)
+        write_json(staging / "metrics.json", metrics)
+        write_json(staging / "environment.json", environment(now, wall_time_s))
+        if target.exists():
+            target.rmdir()  # empty, checked above
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return metrics, target
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def _short(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list) and len(v) > 4:
+        return f"[{len(v)} values]"
+    return str(v) if not isinstance(v, list) else "[" + ", ".join(map(_short, v)) + "]"
+
+
+def format_summary(metrics: dict, outdir: Path) -> str:
+    """The metrics on one line each, then the folder and the files in it."""
+    lines = [f"  {k} = {_short(v)}" for k, v in sorted(_flatten(metrics).items())]
+    files = sorted(str(p.relative_to(outdir)) for p in Path(outdir).rglob("*") if p.is_file())
+    return "\n".join(["metrics:", *lines, f"wrote {outdir}/", *(f"  {f}" for f in files)])
