@@ -1,0 +1,438 @@
+"""train.loop and train.fit: steps, epochs, minibatch rules, the loss contract, early
+stopping, divergence, checkpoints and resume, bad inputs, and accuracy on the digits."""
+
+import time
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import train
+from nets import mlp, objective, penalties
+from train import loop
+
+
+SIZES = (4, 8, 3)  # one MLP shape for most tests: its initializers compile once
+
+
+def _rng(key):
+    """A NumPy generator seeded by a JAX key (test data without compiling JAX samplers)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)))
+
+
+def _toy(key, n=40, d=4, classes=3):
+    rng = _rng(key)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = rng.integers(0, classes, n).astype(np.int32)
+    return X, y
+
+
+def _tanh_loss(p, X, y):
+    return objective.mlp_objective(p, X, y, activation="tanh")
+
+
+def _noisy_loss(p, X, y, *, key):
+    """Cross-entropy on inputs with Gaussian noise in training; key=None is evaluation."""
+    if key is not None:
+        X = X + 0.3 * jax.random.normal(key, X.shape)
+    return _tanh_loss(p, X, y)
+
+
+def _error(p, X, y):
+    Z = jax.vmap(lambda x: mlp.apply(p, x, activation="tanh"))(X)
+    return jnp.mean(jnp.argmax(Z, -1) != y)
+
+
+def _trees_equal(a, b) -> bool:
+    a = jax.tree.map(lambda x: jax.random.key_data(x) if jnp.issubdtype(
+        x.dtype, jax.dtypes.prng_key) else x, a)
+    b = jax.tree.map(lambda x: jax.random.key_data(x) if jnp.issubdtype(
+        x.dtype, jax.dtypes.prng_key) else x, b)
+    return jax.tree.structure(a) == jax.tree.structure(b) and all(
+        np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+# --- the step --------------------------------------------------------------------------------
+
+
+class StepVariantsTest(chex.TestCase):
+    """The pure step, jitted and not, against the update written out by hand."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_step_matches_the_update_formula(self):
+        key = jax.random.key(11)
+        k_p, k_d, k_s = jax.random.split(key, 3)
+        X, y = _toy(k_d, n=8)
+        params = mlp.init(k_p, SIZES)
+        alpha, lam = 0.2, 0.01
+        opt = train.sgd(alpha, l2=lam)
+        state = train.init_state(params, opt, key=k_s)
+        step = self.variant(train.make_step(_noisy_loss, opt, loss_takes_key=True, jit=False))
+        new, metrics = step(state, (X, y))
+
+        carried, sub = jax.random.split(k_s)
+        loss, grads = jax.jit(jax.value_and_grad(_noisy_loss))(params, X, y, key=sub)
+        mask = penalties.weight_mask(params)
+        expected = jax.tree.map(lambda p, g, m: p - alpha * (g + lam * p * m), params, grads, mask)
+        chex.assert_trees_all_close(new.params, expected, atol=1e-6, rtol=1e-6)
+        np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-6)
+        assert int(new.step) == 1
+        assert _trees_equal(new.key, carried)
+
+
+# --- minibatches -----------------------------------------------------------------------------
+
+
+def test_sequential_order_reads_the_data_as_a_cycle():
+    idx = lambda step, n, b: train.minibatch_indices(  # noqa: E731
+        jax.random.key(0), step, n=n, batch_size=b, order="sequential").tolist()
+    assert idx(0, 10, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # n // B = 2 steps
+    assert idx(2, 10, 4) == [[8, 9, 0, 1], [2, 3, 4, 5]]  # the leftovers open the next epoch
+    assert idx(4, 10, 4) == [[6, 7, 8, 9], [0, 1, 2, 3]]
+    assert idx(7, 6, 3) == [[3, 4, 5], [0, 1, 2]]  # B divides n: always the same pass
+    assert idx(3, 5, 5) == [[0, 1, 2, 3, 4]]  # full batch
+    assert idx(0, 3, 1) == [[0], [1], [2]]  # online
+    # the cursor arithmetic does not overflow int32 for large n * batch_size
+    n, b, a = 1_000_003, 4096, 999_999
+    assert int(loop._mulmod(jnp.int32(a), b, n)) == (a * b) % n
+
+
+def test_random_order_is_a_fresh_permutation_each_epoch(key):
+    k1, k2 = jax.random.split(key)
+    a = np.asarray(train.minibatch_indices(k1, 0, n=11, batch_size=3))
+    b = np.asarray(train.minibatch_indices(k2, 0, n=11, batch_size=3))
+    assert a.shape == b.shape == (3, 3)  # 11 // 3 steps; 2 examples left out this epoch
+    assert len(set(a.ravel())) == 9 and a.min() >= 0 and a.max() < 11
+    assert not np.array_equal(a, b)
+
+
+def test_epoch_is_n_over_b_steps_and_averages_aux(key):
+    """An epoch takes n // batch_size steps; aux values are averaged over them."""
+    X, y = _toy(key, n=12)
+    params = mlp.init(key, SIZES)
+
+    def loss(p, X, y):
+        return _tanh_loss(p, X, y), {"x_mean": jnp.mean(X)}
+
+    opt = train.sgd(0.1)
+    for b, order in [(5, "random"), (4, "sequential")]:
+        epoch = train.make_epoch(loss, opt, batch_size=b, order=order, has_aux=True)
+        state, means = epoch(train.init_state(params, opt, key=key), (X, y))
+        assert int(state.step) == 12 // b
+        if 12 % b == 0:  # every example seen once: the mean of batch means is the mean
+            np.testing.assert_allclose(means["x_mean"], X.mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_per_example_grads_average_to_the_batch_gradient(key):
+    X, y = _toy(key, n=6)
+    params = mlp.init(key, SIZES)
+    g = jax.jit(lambda p, X, y: train.per_example_grads(_tanh_loss, p, X, y))(params, X, y)
+    chex.assert_tree_shape_prefix(g, (6,))
+    chex.assert_trees_all_close(jax.tree.map(lambda a: a.mean(0), g),
+                                jax.jit(jax.grad(_tanh_loss))(params, X, y), atol=1e-6)
+
+
+# --- fit: the loss contract ------------------------------------------------------------------
+
+
+def test_fit_any_pytree_adam_and_no_targets(key):
+    """A dict of parameters, optax.adam, Y=None (a linear autoencoder)."""
+    X, _ = _toy(key, n=32)
+    params = {"enc": {"W": 0.1 * jnp.ones((2, 4))}, "dec": {"W": 0.1 * jnp.eye(4, 2)}}
+
+    def loss(p, X, Y):
+        assert Y is None
+        recon = X @ p["enc"]["W"].T @ p["dec"]["W"].T
+        return jnp.mean((recon - X) ** 2)
+
+    result = train.fit(loss, params, (X, None), optimizer=optax.adam(0.05), epochs=15,
+                       batch_size=8, key=key, validation=(X[:8], None), progress=False)
+    assert result.history["loss"][-1] < 0.8 * result.history["loss"][0]
+    assert result.stop_reason == "epochs" and result.epochs_run == 15
+
+
+def test_fit_with_aux_metrics_and_a_key(key):
+    """Aux averaged into history (train and val_), metrics on both sets, key=None at
+    evaluation, the same key gives the same run."""
+    k_d, k_p, k_f = jax.random.split(key, 3)
+    X, y = _toy(k_d, n=24)
+    Xv, yv = _toy(jax.random.fold_in(k_d, 1), n=10)
+    params = mlp.init(k_p, SIZES)
+
+    def loss(p, X, y, *, key):
+        return _noisy_loss(p, X, y, key=key), {"x_mean": jnp.mean(X)}
+
+    kwargs = dict(optimizer=train.sgd(0.3), epochs=3, batch_size=6, key=k_f,
+                  validation=(Xv, yv), metrics={"error": _error}, has_aux=True,
+                  loss_takes_key=True, order="sequential", progress=False)
+    result = train.fit(loss, params, (X, y), **kwargs)
+    h = result.history
+    assert sorted(h) == ["epoch", "error", "loss", "val_error", "val_loss", "val_x_mean",
+                         "x_mean"]
+    assert h["epoch"] == [1, 2, 3]
+    np.testing.assert_allclose(h["x_mean"], X.mean(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h["val_x_mean"], Xv.mean(), rtol=1e-5, atol=1e-6)
+    # evaluation ran in evaluation mode (key=None: no input noise) on the final parameters
+    np.testing.assert_allclose(h["val_loss"][-1], _tanh_loss(result.params, Xv, yv), rtol=1e-5)
+    np.testing.assert_allclose(h["error"][-1], _error(result.params, X, y), rtol=1e-6)
+    again = train.fit(loss, params, (X, y), **kwargs)
+    assert _trees_equal(again.params, result.params) and again.history == h
+
+
+def test_model_state_is_threaded_through_training_not_evaluation(key):
+    """A model state counting the training examples the loss has seen."""
+    X, y = _toy(key, n=20)
+    params = mlp.init(key, SIZES)
+
+    def loss(p, X, y, *, model_state):
+        return _tanh_loss(p, X, y), {"seen": model_state["seen"] + X.shape[0]}
+
+    result = train.fit(loss, params, (X, y), optimizer=train.sgd(0.1), epochs=3, batch_size=5,
+                       key=key, validation=(X, y), model_state={"seen": jnp.zeros(())},
+                       progress=False)
+    assert float(result.state.model_state["seen"]) == 60  # 3 epochs x 4 steps x 5 examples
+    assert float(result.model_state["seen"]) == 60
+
+    # with has_aux the new model state comes last: (loss, aux, model_state)
+    def loss_aux(p, X, y, *, model_state):
+        return _tanh_loss(p, X, y), {"n": jnp.asarray(X.shape[0], float)}, model_state + 1.0
+
+    opt = train.sgd(0.1)
+    step = train.make_step(loss_aux, opt, has_aux=True)
+    state, metrics = step(train.init_state(params, opt, key=key, model_state=jnp.zeros(())),
+                          (X, y))
+    assert float(state.model_state) == 1.0 and float(metrics["n"]) == 20
+
+
+# --- fit: early stopping, divergence ---------------------------------------------------------
+
+
+def test_early_stopping_returns_the_best_validation_epoch(key):
+    """Random labels: the net memorises the training set and the validation loss turns up."""
+    k_d, k_v, k_p = jax.random.split(key, 3)
+    X, y = _toy(k_d, n=16)
+    Xv, yv = _toy(k_v, n=16)
+    patience = 3
+    result = train.fit(_tanh_loss, mlp.init(k_p, SIZES), (X, y),
+                       optimizer=train.sgd(0.5, momentum=0.9), epochs=200, batch_size=4,
+                       key=key, validation=(Xv, yv), patience=patience, progress=False)
+    val = np.asarray(result.history["val_loss"])
+    assert result.stop_reason == "early_stopping"
+    assert result.best_epoch == int(np.argmin(val)) + 1
+    assert result.epochs_run == result.best_epoch + patience == len(val)
+    # the returned parameters are those of the best epoch, not the last
+    np.testing.assert_allclose(_tanh_loss(result.params, Xv, yv), val.min(), rtol=1e-6)
+    assert not _trees_equal(result.params, result.state.params)
+    assert _trees_equal(result.params, result.best_params)
+
+
+def test_divergence_stops_cleanly_with_finite_parameters(key):
+    """A huge learning rate on least squares: the fit stops at the epoch the loss turns
+    non-finite, names it, and returns the last finite parameters."""
+    X = 3.0 * _rng(key).normal(size=(32, 3)).astype(np.float32)
+    y = X @ np.array([1.0, -2.0, 0.5], np.float32)
+
+    def loss(p, X, y):
+        return jnp.mean((X @ p["w"] + p["b"] - y) ** 2)
+
+    params = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+    with pytest.warns(RuntimeWarning, match=r"loss became non-finite in epoch (\d+); stopped "
+                                            r"and returned the last finite parameters"):
+        result = train.fit(loss, params, (X, y), optimizer=train.sgd(1.0), epochs=100,
+                           batch_size=8, key=key, progress=False)
+    e = result.non_finite_epoch
+    assert result.stop_reason == "non_finite" and e is not None and e > 1
+    assert result.epochs_run == e == len(result.history["loss"])
+    assert np.all(np.isfinite(result.history["loss"][:-1]))
+    assert not np.isfinite(result.history["loss"][-1])
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(result.params))
+    assert _trees_equal(result.params, result.state.params)
+    assert int(result.state.step) == (e - 1) * 4  # the state after epoch e - 1
+
+
+# --- checkpoints and resume ------------------------------------------------------------------
+
+
+def test_resume_from_a_checkpoint_is_bitwise_identical(key, tmp_path):
+    k_d, k_v, k_p, k_f = jax.random.split(key, 4)
+    X, y = _toy(k_d, n=30)
+    val = _toy(k_v, n=10)
+    params = mlp.init(k_p, SIZES)
+    kwargs = dict(optimizer=train.sgd(0.2, l2=1e-3, momentum=0.9), batch_size=4, key=k_f,
+                  validation=val, patience=50, metrics={"error": _error},
+                  loss_takes_key=True, progress=False)
+    whole = train.fit(_noisy_loss, params, (X, y), epochs=6, **kwargs)
+
+    path = tmp_path / "run" / "fit.msgpack"
+    first = train.fit(_noisy_loss, params, (X, y), epochs=3, checkpoint=path,
+                      checkpoint_every=2, **kwargs)
+    assert path.exists() and first.epochs_run == 3
+    resumed = train.fit(_noisy_loss, params, (X, y), epochs=6, resume=path, **kwargs)
+
+    assert _trees_equal(resumed.state, whole.state)  # params, opt_state, key, step
+    assert _trees_equal(resumed.params, whole.params)
+    assert resumed.history == whole.history
+    assert (resumed.best_epoch, resumed.epochs_run) == (whole.best_epoch, 6)
+
+    with pytest.raises(ValueError, match=r"resume: the checkpoint .* was written with "
+                                         r"batch_size=4, this fit has batch_size=5"):
+        train.fit(_noisy_loss, params, (X, y), epochs=6, resume=path,
+                  **{**kwargs, "batch_size": 5})
+
+
+# --- accuracy on the handwritten digits ------------------------------------------------------
+
+
+def test_digits_reach_97_percent_test_accuracy(key):
+    """64-100-10 ReLU net, He init, SGD + momentum, l2 = 1e-3, batch 32, early stopping."""
+    start = time.perf_counter()
+    k_split, k_init, k_fit = jax.random.split(key, 3)
+    split = train.data.load_digits(key=k_split)
+    (X, y), val, (Xt, yt) = split.train, split.val, split.test
+
+    def loss(p, X, y):
+        return objective.mlp_objective(p, X, y, activation="relu")
+
+    def error(p, X, y):
+        Z = jax.vmap(lambda x: mlp.apply(p, x, activation="relu"))(X)
+        return jnp.mean(jnp.argmax(Z, -1) != y)
+
+    result = train.fit(loss, mlp.init(k_init, (64, 100, 10), scheme="he"), (X, y),
+                       optimizer=train.sgd(0.02, l2=1e-3, momentum=0.9), epochs=100,
+                       batch_size=32, key=k_fit, validation=val, patience=10,
+                       metrics={"error": error}, num_classes=10, progress=False)
+    accuracy = 1.0 - float(error(result.params, Xt, yt))
+    print(f"digits: test accuracy {accuracy:.4f}, best epoch {result.best_epoch}, "
+          f"{result.epochs_run} epochs, {time.perf_counter() - start:.1f} s")
+    assert accuracy >= 0.97
+    assert result.history["val_error"][result.best_epoch - 1] < 0.05
+
+
+# --- bad inputs: all caught before compilation, with messages ---------------------------------
+
+
+def _never_called(*args, **kwargs):
+    raise AssertionError("the loss must not be traced before the arguments are checked")
+
+
+_X = np.zeros((20, 4), np.float32)
+_Y = np.zeros(20, np.int32)
+_P = [{"W": jnp.zeros((3, 4)), "b": jnp.zeros(3)}]
+
+
+def _base(**overrides):
+    kwargs = dict(loss_fn=_never_called, params=_P, data=(_X, _Y), optimizer=train.sgd(0.1),
+                  epochs=2, batch_size=4, key=jax.random.key(0), progress=False)
+    kwargs.update(overrides)
+    return kwargs
+
+
+_NAN_X = _X.copy()
+_NAN_X[3, 1] = np.nan
+
+
+@pytest.mark.parametrize("overrides, error, match", [
+    ({"loss_fn": "mse"}, TypeError, r"loss_fn: expected a function loss_fn\(params, X, Y\), got str"),
+    ({"optimizer": "sgd"}, TypeError, r"optimizer: expected an optax.GradientTransformation"),
+    ({"epochs": 0}, ValueError, r"epochs: expected an int >= 1, got 0"),
+    ({"epochs": 2.5}, TypeError, r"epochs: expected an int, got float 2.5"),
+    ({"batch_size": 0}, ValueError, r"batch_size: expected 1 <= batch_size <= n = 20 .*got 0"),
+    ({"batch_size": 21}, ValueError, r"batch_size: expected 1 <= batch_size <= n = 20 .*got 21"),
+    ({"batch_size": 4.0}, TypeError, r"batch_size: expected an int, got float"),
+    ({"patience": 0, "validation": (_X, _Y)}, ValueError, r"patience: expected an int >= 1, got 0"),
+    ({"patience": 3}, ValueError, r"patience: early stopping monitors the validation loss"),
+    ({"order": "shuffled"}, ValueError, r"order: expected one of \('random', 'sequential'\), got 'shuffled'"),
+    ({"key": jax.random.PRNGKey(0)}, TypeError, r"key: expected a typed PRNG key .*legacy"),
+    ({"key": 0}, TypeError, r"key: expected a typed PRNG key from jax.random.key\(seed\), got int"),
+    ({"key": jax.random.split(jax.random.key(0), 2)}, ValueError, r"key: expected a key array of shape \(\), got \(2,\)"),
+    ({"data": _X}, TypeError, r"data: expected a pair \(X, Y\)"),
+    ({"data": (_NAN_X, _Y)}, ValueError, r"X must be finite.*X\[3, 1\] = nan"),
+    ({"data": (_X, _Y[:19])}, ValueError, r"X has 20 rows but Y has 19"),
+    ({"data": (_X[:, 0], _Y)}, ValueError, r"X must be at least 2-D"),
+    ({"data": (_X, _Y + 2), "num_classes": 2}, ValueError, r"Y must hold labels in \[0, 2\)"),
+    ({"validation": (_X[:, :3], _Y)}, ValueError, r"validation: expected X_val of shape \(m, 4\) like X \(20, 4\), got \(20, 3\)"),
+    ({"validation": (_X, _Y[:, None])}, ValueError, r"validation: expected Y_val .* trailing shape \(\) like Y \(20,\), got \(20, 1\)"),
+    ({"validation": (_X, None)}, ValueError, r"validation: expected Y_val to be an array like Y, got None"),
+    ({"validation": (_X, _Y.astype(np.float32))}, TypeError, r"validation: expected Y_val of the kind of Y \(dtype int32\), got dtype float32"),
+    ({"validation": _X}, TypeError, r"validation: expected a pair \(X_val, Y_val\)"),
+    ({"validation": (_X[:5], _Y)}, ValueError, r"X_val has 5 rows but Y_val has 20"),
+    ({"params": [{"W": jnp.zeros((3, 4), jnp.int32)}]}, TypeError, r"params\[0\]\['W'\]: expected a floating-point array, got .* int32"),
+    ({"params": []}, ValueError, r"params: expected a pytree with at least one array"),
+    ({"metrics": {"loss": _error}}, ValueError, r"metrics: expected names other than 'loss'"),
+    ({"metrics": {"error": 0.5}}, TypeError, r"metrics\['error'\]: expected a function"),
+    ({"metrics": [_error]}, TypeError, r"metrics: expected a dict name -> fn"),
+    ({"checkpoint_every": 2}, ValueError, r"checkpoint_every: expected a checkpoint path"),
+    ({"checkpoint_every": 0, "checkpoint": "x"}, ValueError, r"checkpoint_every: expected an int >= 1, got 0"),
+    ({"progress": "yes"}, TypeError, r"progress: expected True, False or None, got 'yes'"),
+    ({"has_aux": 1}, TypeError, r"has_aux: expected a bool, got int 1"),
+])
+def test_fit_rejects_bad_arguments_before_compiling(overrides, error, match):
+    with pytest.raises(error, match=match):
+        train.fit(**_base(**overrides))
+
+
+@pytest.mark.parametrize("loss_fn, overrides, match", [
+    (lambda p, X, y: jnp.zeros(3), {}, r"loss_fn: expected a scalar loss .*got .* shape \(3,\)"),
+    (lambda p, X, y: jnp.zeros(()), {"has_aux": True}, r"loss_fn: expected it to return \(loss, aux\) \(has_aux=True\)"),
+    (lambda p, X, y: (jnp.zeros(()), {}), {}, r"loss_fn: expected a scalar loss.*pass has_aux=True"),
+    (lambda p, X, y: (jnp.zeros(()), jnp.zeros(())), {"has_aux": True}, r"loss_fn: with has_aux=True expected aux to be a dict"),
+    (lambda p, X, y, *, model_state: jnp.zeros(()), {"model_state": jnp.zeros(())}, r"loss_fn: expected it to return \(loss, new_model_state\)"),
+])
+def test_fit_rejects_a_loss_breaking_the_contract(loss_fn, overrides, match):
+    with pytest.raises(TypeError, match=match):
+        train.fit(**_base(loss_fn=loss_fn, **overrides))
+
+
+def _aux_loss(p, X, y):
+    return jnp.zeros(()), {"error": jnp.zeros(())}
+
+
+@pytest.mark.parametrize("loss_fn, overrides, error, match", [
+    (lambda p, X, y: (jnp.zeros(()), {"loss": jnp.zeros(())}), {"has_aux": True}, ValueError,
+     r"loss_fn: the aux dict may not use the name 'loss'"),
+    (lambda p, X, y: (jnp.zeros(()), {"a": jnp.zeros(2)}), {"has_aux": True}, TypeError,
+     r"loss_fn: expected aux to map names to scalars, got aux\['a'\] of shape \(2,\)"),
+    (_aux_loss, {"has_aux": True, "metrics": {"error": lambda p, X, y: jnp.zeros(())}},
+     ValueError, r"metrics: the name 'error' is taken by the loss's aux dict"),
+    (lambda p, X, y: jnp.zeros(()), {"metrics": {"e": lambda p, X, y: jnp.zeros(2)}},
+     TypeError, r"metrics\['e'\]: expected a scalar, got shape \(2,\)"),
+    (lambda p, X, y, *, model_state: (jnp.zeros(()), {"a": model_state}),
+     {"model_state": jnp.zeros(())}, TypeError,
+     r"loss_fn: expected the returned model state to have the structure of the model_state"),
+    (lambda p, X, y: jnp.zeros(()), {"hyperparams": {"momentum": 0.9}}, ValueError,
+     r"hyperparams: expected names among the optimizer's injected hyperparameters "
+     r"\['l2', 'learning_rate'\], got 'momentum'"),
+    (lambda p, X, y: jnp.zeros(()), {"hyperparams": {"l2": [0.1, 0.2]}}, ValueError,
+     r"hyperparams\['l2'\]: expected a scalar, got shape \(2,\)"),
+    (lambda p, X, y: jnp.zeros(()), {"hyperparams": {"l2": "big"}}, TypeError,
+     r"hyperparams\['l2'\]: expected a number, got str 'big'"),
+    (lambda p, X, y: jnp.zeros(()), {"hyperparams": [("l2", 0.1)]}, TypeError,
+     r"hyperparams: expected a dict name -> value, got list"),
+    (lambda p, X, y: jnp.zeros(()), {"loss_takes_key": "yes"}, TypeError,
+     r"loss_takes_key: expected a bool, got str 'yes'"),
+])
+def test_fit_rejects_more_contract_and_setting_errors(loss_fn, overrides, error, match):
+    with pytest.raises(error, match=match):
+        train.fit(**_base(loss_fn=loss_fn, **overrides))
+
+
+def test_step_and_epoch_builders_reject_bad_settings(key):
+    with pytest.raises(ValueError, match=r"order: expected one of \('random', 'sequential'\), "
+                                         r"got 'cyclic'"):
+        train.make_epoch(_tanh_loss, train.sgd(0.1), batch_size=2, order="cyclic")
+    with pytest.raises(ValueError, match=r"batch_size: expected 1 <= batch_size <= n = 5 .*"
+                                         r"got 6"):
+        train.minibatch_indices(key, 0, n=5, batch_size=6)
+    epoch = train.make_epoch(_tanh_loss, train.sgd(0.1), batch_size=50)
+    X, y = _toy(key, n=10)
+    with pytest.raises(ValueError, match=r"batch_size: expected 1 <= batch_size <= n = 10"):
+        epoch(train.init_state(mlp.init(key, SIZES), train.sgd(0.1), key=key), (X, y))
+
+
+def test_fit_resume_from_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at"):
+        train.fit(**_base(loss_fn=lambda p, X, y: jnp.zeros(()), resume=tmp_path / "none"))

@@ -1,0 +1,260 @@
+"""train.sweep: one compilation for a grid of models, each equal to its own fit; per-model
+early stopping and divergence; several devices; structural grids; bad inputs."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+import train
+from nets import mlp, objective
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _rng(key):
+    """A NumPy generator seeded by a JAX key (test data without compiling JAX samplers)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)))
+
+
+def _toy(key, n, d=4, classes=3):
+    rng = _rng(key)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = rng.integers(0, classes, n).astype(np.int32)
+    return X, y
+
+
+def _stacked_mlp(key, models, sizes=(4, 8, 3)):
+    """``models`` MLPs stacked on a leading axis, ESL-style uniform [-0.7, 0.7] weights."""
+    rng = _rng(key)
+    return [{"W": rng.uniform(-0.7, 0.7, (models, n_out, n_in)).astype(np.float32),
+             "b": rng.uniform(-0.7, 0.7, (models, n_out)).astype(np.float32)}
+            for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+
+
+def _tanh_loss(p, X, y):
+    return objective.mlp_objective(p, X, y, activation="tanh")
+
+
+def _error(p, X, y):
+    Z = jax.vmap(lambda x: mlp.apply(p, x, activation="tanh"))(X)
+    return jnp.mean(jnp.argmax(Z, -1) != y)
+
+
+def _row(tree, i):
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+def test_sweep_of_64_models_compiles_once_and_matches_fit(key):
+    k_d, k_v, k_m = jax.random.split(key, 3)
+    X, y = _toy(k_d, 32)
+    val = _toy(k_v, 12)
+    hp = train.grid(learning_rate=np.geomspace(0.05, 1.0, 8), l2=np.geomspace(1e-4, 1e-1, 8))
+    init_key, key = jax.random.split(k_m)
+    params = _stacked_mlp(init_key, 64)
+    keys = jax.random.split(key, 64)
+
+    chex.clear_trace_counter()
+    # traced twice per compilation: the training step (inside the scan) and the validation loss
+    loss = chex.assert_max_traces(_tanh_loss, n=2)
+    kwargs = dict(epochs=6, batch_size=8, validation=val, patience=3,
+                  metrics={"error": _error}, progress=False)
+    result = train.sweep(loss, params, (X, y), optimizer=train.sgd(0.1), keys=keys,
+                         hyperparams=hp, **kwargs)
+    assert result.compilations == 1
+    E = result.history["loss"].shape[1]
+    assert all(h.shape == (64, E) for h in result.history.values())
+    chex.assert_tree_shape_prefix(result.params, (64,))
+    np.testing.assert_allclose(result.hyperparams["learning_rate"], hp["learning_rate"],
+                               rtol=1e-6)
+    np.testing.assert_allclose(result.hyperparams["l2"], hp["l2"], rtol=1e-6)
+
+    # Each model, trained alone by fit, ends in the same place. Model 0 with its own
+    # train.sgd(lr, l2); the others with that optimizer and its hyperparameters replaced,
+    # which shares fit's compiled program.
+    optimizer = train.sgd(float(hp["learning_rate"][0]), l2=float(hp["l2"][0]))
+    for i in (0, 29, 63):
+        alone = train.fit(_tanh_loss, _row(params, i), (X, y), key=keys[i], optimizer=optimizer,
+                          hyperparams={"learning_rate": hp["learning_rate"][i],
+                                       "l2": hp["l2"][i]}, **kwargs)
+        chex.assert_trees_all_close(_row(result.params, i), alone.params, atol=2e-5, rtol=1e-4)
+        assert result.best_epoch[i] == alone.best_epoch
+        assert result.stop_reason[i] == alone.stop_reason
+        assert result.epochs_run[i] == alone.epochs_run
+        for name, values in alone.history.items():
+            if name != "epoch":
+                np.testing.assert_allclose(result.history[name][i, :len(values)], values,
+                                           rtol=1e-4, atol=1e-5)
+        assert np.all(np.isnan(result.history["loss"][i, alone.epochs_run:]))
+
+
+def test_sweep_stops_each_model_on_its_own(key):
+    """Noisy least squares: a small rate runs all epochs, middle rates stop early, a huge
+    rate diverges; each stopped model is frozen at its best (or last finite) parameters."""
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    w = np.array([1.0, -1.0, 0.5, 0.0, 0.0, 0.0], np.float32)
+    X = _rng(k1).normal(size=(10, 6)).astype(np.float32)
+    y = X @ w + _rng(k2).normal(size=10).astype(np.float32)
+    Xv = _rng(k3).normal(size=(30, 6)).astype(np.float32)
+
+    def loss(p, X, y):
+        return jnp.mean((X @ p["w"] + p["b"] - y) ** 2)
+
+    params = {"w": jnp.zeros((4, 6)), "b": jnp.zeros((4,))}
+    result = train.sweep(loss, params, (X, y), optimizer=train.sgd(0.1),
+                         keys=jax.random.split(key, 4),
+                         hyperparams={"learning_rate": [0.002, 0.05, 0.1, 30.0]}, epochs=15,
+                         batch_size=2, validation=(Xv, Xv @ w), patience=4, progress=False)
+    assert result.stop_reason == ["epochs", "early_stopping", "early_stopping", "non_finite"]
+    val = result.history["val_loss"]
+    for i in range(4):
+        run = result.epochs_run[i]
+        assert np.all(np.isnan(val[i, run:])) and not np.any(np.isnan(val[i, :run]))
+        if result.stop_reason[i] != "non_finite":
+            assert result.best_epoch[i] == np.nanargmin(val[i]) + 1
+            np.testing.assert_allclose(loss(_row(result.params, i), Xv, Xv @ w),
+                                       val[i, result.best_epoch[i] - 1], rtol=1e-5)
+    assert result.epochs_run[1] == result.best_epoch[1] + 4
+    assert not np.isfinite(val[3, result.epochs_run[3] - 1])
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(result.params))
+    chex.assert_trees_all_equal(_row(result.params, 3), _row(result.state.params, 3))
+
+
+_MULTI_DEVICE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    sys.path.insert(0, {root!r})
+    from tests.test_sweep import _sweep_for_devices
+    assert jax.device_count() == 2, jax.devices()
+    out = {{}}
+    for models in (4, 3):  # 3 models on 2 devices: padded to 4, the copy dropped
+        r = _sweep_for_devices(models)
+        W = r.params[0]["W"]
+        out[models] = {{
+            "W": np.asarray(W).tolist(),
+            "val_loss": np.asarray(r.history["val_loss"]).tolist(),
+            "devices": len(W.sharding.device_set),
+            "spec": str(getattr(W.sharding, "spec", None)),
+            "mesh": dict(r.mesh.shape),
+            "compilations": r.compilations,  # 3 models padded to 4 reuse the program
+        }}
+    print("RESULT" + json.dumps(out))
+""")
+
+
+_SGD = train.sgd(0.1)
+
+
+def _sweep_for_devices(models, devices=None):
+    """A small sweep shared by the multi-device test and its single-device reference."""
+    k_d, k_v, k_m = jax.random.split(jax.random.key(42), 3)
+    X, y = _toy(k_d, 24)
+    init_key, key = jax.random.split(k_m)
+    params = _stacked_mlp(init_key, 4)
+    keys = jax.random.split(key, 4)
+    return train.sweep(
+        _tanh_loss, _row(params, slice(0, models)), (X, y), optimizer=_SGD,
+        keys=keys[:models], hyperparams={"learning_rate": [0.1, 0.2, 0.4, 0.8][:models]},
+        epochs=4, batch_size=6, validation=_toy(k_v, 8), patience=2, progress=False,
+        devices=devices)
+
+
+def test_sweep_spreads_models_over_two_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _MULTI_DEVICE_SCRIPT.format(root=ROOT)],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
+    out = json.loads(line[len("RESULT"):])
+    sharded = out["4"]
+    assert sharded["devices"] == 2 and sharded["spec"] == str(P("models"))
+    assert sharded["mesh"] == {"models": 2} and sharded["compilations"] == 1
+    assert out["3"]["mesh"] == {"models": 2} and out["3"]["compilations"] == 0
+    reference = _sweep_for_devices(4, devices=jax.devices()[:1])
+    assert reference.mesh is None
+    for models in ("4", "3"):
+        m = int(models)
+        np.testing.assert_allclose(out[models]["W"], np.asarray(reference.params[0]["W"])[:m],
+                                   rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(out[models]["val_loss"],
+                                   reference.history["val_loss"][:m], rtol=1e-6)
+
+
+def test_sweep_structural_compiles_one_program_per_structure(key, caplog):
+    X, y = _toy(key, 16)
+    keys = jax.random.split(key, 2)
+
+    def build(hidden):
+        return _tanh_loss, _stacked_mlp(key, 2, (4, hidden, 3))
+
+    with caplog.at_level("INFO", logger="train.sweep"):
+        results = train.sweep_structural([3, 5], build, (X, y), optimizer=train.sgd(0.1),
+                                         keys=keys, epochs=2, batch_size=8, progress=False)
+    assert [r.params[0]["W"].shape for r in results] == [(2, 3, 4), (2, 5, 4)]
+    assert [r.compilations for r in results] == [1, 1]
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert messages == ["compiling program 1 of 2: 3", "compiling program 2 of 2: 5"]
+
+
+def test_grid_is_the_cartesian_product():
+    g = train.grid(l2=[0.0, 1e-3, 1e-2], learning_rate=[0.1, 0.2])
+    assert g["l2"].tolist() == [0.0, 0.0, 1e-3, 1e-3, 1e-2, 1e-2]
+    assert g["learning_rate"].tolist() == [0.1, 0.2] * 3
+    with pytest.raises(ValueError, match=r"grid: expected at least one value for 'l2'"):
+        train.grid(l2=[])
+    with pytest.raises(ValueError, match=r"grid: expected at least one hyperparameter"):
+        train.grid()
+
+
+def _never_called(*args, **kwargs):
+    raise AssertionError("the loss must not be traced before the arguments are checked")
+
+
+_X = np.zeros((12, 4), np.float32)
+_Y = np.zeros(12, np.int32)
+_PARAMS = {"W": jnp.zeros((3, 2, 4)), "b": jnp.zeros((3, 2))}
+_KEYS = jax.random.split(jax.random.key(0), 3)
+
+
+@pytest.mark.parametrize("overrides, error, match", [
+    ({"keys": jax.random.key(0)}, ValueError, r"keys: expected a 1-D array of keys, one per model .* got shape \(\)"),
+    ({"keys": jax.random.PRNGKey(0)}, TypeError, r"keys: expected a typed PRNG key .*legacy"),
+    ({"keys": _KEYS[:2]}, ValueError, r"params: expected every leaf to have a leading model axis of length 2 .*got leading sizes \[3\]"),
+    ({"params": {"W": jnp.zeros((3, 2, 4)), "b": jnp.zeros((2,))}}, ValueError, r"params: expected every leaf .* got leading sizes \[2, 3\]"),
+    ({"hyperparams": {"lr": [0.1, 0.2, 0.3]}}, ValueError, r"hyperparams: expected names among the optimizer's injected hyperparameters \['l2', 'learning_rate'\], got 'lr'"),
+    ({"hyperparams": {"learning_rate": [0.1, 0.2]}}, ValueError, r"hyperparams\['learning_rate'\]: expected a scalar or shape \(3,\) .* got shape \(2,\)"),
+    ({"hyperparams": {"l2": [0.1, np.nan, 0.3]}}, ValueError, r"hyperparams\['l2'\]: expected finite values"),
+    ({"optimizer": __import__("optax").sgd(0.1), "hyperparams": {"learning_rate": 0.1}}, ValueError, r"injected hyperparameters \[\], got 'learning_rate'; build the optimizer with optax.inject_hyperparams"),
+    ({"model_state": {"mean": jnp.zeros((2, 4))}}, ValueError, r"model_state: expected every leaf to have a leading model axis of length 3"),
+    ({"devices": []}, ValueError, r"devices: expected at least one device"),
+    ({"epochs": 0}, ValueError, r"epochs: expected an int >= 1, got 0"),
+    ({"batch_size": 13}, ValueError, r"batch_size: expected 1 <= batch_size <= n = 12"),
+    ({"patience": 2}, ValueError, r"patience: early stopping monitors the validation loss"),
+    ({"data": (_X, _Y[:5])}, ValueError, r"X has 12 rows but Y has 5"),
+])
+def test_sweep_rejects_bad_arguments_before_compiling(overrides, error, match):
+    kwargs = dict(loss_fn=_never_called, params=_PARAMS, data=(_X, _Y),
+                  optimizer=train.sgd(0.1), keys=_KEYS, epochs=2, batch_size=4, progress=False)
+    kwargs.update(overrides)
+    with pytest.raises(error, match=match):
+        train.sweep(**kwargs)
+
+
+def test_sweep_structural_rejects_bad_arguments():
+    with pytest.raises(ValueError, match=r"structures: expected at least one structure"):
+        train.sweep_structural([], lambda s: None, (_X, _Y))
+    with pytest.raises(TypeError, match=r"build: expected build\(structure\) -> "
+                                        r"\(loss_fn, params\), got int"):
+        train.sweep_structural([1], 3, (_X, _Y))
+    with pytest.raises(TypeError, match=r"build: expected it to return \(loss_fn, params\), "
+                                        r"got dict for structure 8"):
+        train.sweep_structural([8], lambda s: {}, (_X, _Y), log=lambda msg: None)

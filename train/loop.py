@@ -1,0 +1,633 @@
+"""Compiled training: a pure update step, an epoch as one ``lax.scan``, evaluation, tracking.
+
+The pieces, lowest first (:func:`train.fit` and :func:`train.sweep` are built from them, and a
+custom loop, a GAN's two players say, can use them directly):
+
+* :class:`TrainState` and :func:`init_state`: everything a run carries.
+* :func:`make_step`: ``step(state, (X_batch, Y_batch)) -> (state, metrics)``, one optimizer
+  update, pure and jitted.
+* :func:`make_epoch`: ``epoch(state, (X, Y)) -> (state, means)``, ``n // batch_size`` steps in
+  ONE ``jax.lax.scan`` over minibatches gathered by index from device-resident data.
+* :func:`make_evaluate`: the loss and metric functions on a whole data set.
+* :func:`per_example_grads`: ``jax.vmap(jax.grad(...))`` over the examples of a batch.
+
+**The loss-function contract.** ``loss_fn(params, X, Y) -> loss``, a scalar: the mean loss
+over the batch ``X`` of shape ``(b, ...)`` with targets ``Y`` of shape ``(b, ...)`` (``Y`` may
+be ``None``, or any pytree whose leaves have ``b`` rows). Extensions, each switched on
+explicitly:
+
+* ``loss_takes_key=True``: called as ``loss_fn(params, X, Y, *, key)`` with a fresh PRNG key
+  per step (dropout, diffusion noise). At evaluation (validation loss, metrics) it is called
+  with ``key=None``, which the loss must read as *evaluation mode* (no dropout).
+* ``has_aux=True``: returns ``(loss, aux)``, ``aux`` a dict of scalars; they are averaged over
+  the epoch's steps into the history (and reported on the validation set as ``val_<name>``).
+* a ``model_state`` (non-trained state such as batch-norm statistics) in the
+  :class:`TrainState`: when it is not ``None`` the loss is called with the keyword
+  ``model_state=`` and returns the new model state LAST: ``(loss, new_model_state)``, or
+  ``(loss, aux, new_model_state)`` with ``has_aux``. Training carries the new state forward;
+  evaluation discards it.
+
+**Minibatches and the last partial batch.** An epoch is ``n // batch_size`` steps, so
+``batch_size=1`` is online SGD and ``batch_size=n`` full-batch gradient descent.
+``order="random"``: a fresh permutation of the ``n`` examples every epoch (from the state's
+key); the ``n % batch_size`` examples at the end of the permutation are left out of that
+epoch, a different random few each epoch. ``order="sequential"``: the training set is read as
+a cycle in its given order; an epoch takes ``n // batch_size`` consecutive batches starting
+where the previous epoch stopped (at example ``step * batch_size mod n``), so the examples
+left over at the end of one epoch open the next and none is skipped for good; when
+``batch_size`` divides ``n`` every epoch is the same pass ``0, 1, ..., n - 1``.
+
+**Randomness.** All of it comes from ``state.key``: every epoch splits it once (the new key
+is carried, the other draws the permutation) and a key-taking loss splits it once per step.
+The same state therefore always continues the same way, which makes a resumed run identical
+to an uninterrupted one.
+
+A custom loop: two players of a (toy) GAN, each with its own state and step; the other
+player's parameters travel in the ``Y`` slot of the batch.
+
+>>> import jax, jax.numpy as jnp, numpy as np, optax
+>>> def d_loss(d, X, g, *, key):  # discriminator: real X against fakes g["mu"] + noise
+...     fake = g["mu"] + jax.random.normal(key, X.shape)
+...     logit = lambda x: d["w"] * x + d["b"]
+...     return jnp.mean(jax.nn.softplus(-logit(X)) + jax.nn.softplus(logit(fake)))
+>>> def g_loss(g, X, d, *, key):  # generator: make the discriminator call fakes real
+...     fake = g["mu"] + jax.random.normal(key, X.shape)
+...     return jnp.mean(jax.nn.softplus(-(d["w"] * fake + d["b"])))
+>>> opt = optax.sgd(0.1)
+>>> d_step = make_step(d_loss, opt, loss_takes_key=True)
+>>> g_step = make_step(g_loss, opt, loss_takes_key=True)
+>>> kd, kg = jax.random.split(jax.random.key(0))
+>>> D = init_state({"w": jnp.zeros(()), "b": jnp.zeros(())}, opt, key=kd)
+>>> G = init_state({"mu": jnp.zeros(())}, opt, key=kg)
+>>> X = 3.0 + np.random.default_rng(0).normal(size=64).astype(np.float32)  # data: N(3, 1)
+>>> for _ in range(5):
+...     D, d_metrics = d_step(D, (X, G.params))
+...     G, g_metrics = g_step(G, (X, D.params))
+>>> int(D.step), int(G.step), sorted(d_metrics)
+(5, 5, ['loss'])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from train import data as _data
+from train import optim as _optim
+
+__all__ = [
+    "TrainState",
+    "Tracker",
+    "Carry",
+    "init_state",
+    "init_tracker",
+    "make_step",
+    "make_epoch",
+    "make_evaluate",
+    "make_tracked_epoch",
+    "minibatch_indices",
+    "per_example_grads",
+    "ORDERS",
+    "STOP_REASONS",
+]
+
+ORDERS = ("random", "sequential")
+
+# Tracker.reason codes -> the names FitResult/SweepResult report.
+STOP_REASONS = ("epochs", "early_stopping", "non_finite")
+_RUNNING, _EARLY, _NON_FINITE = 0, 1, 2
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a training run carries from step to step (a pytree)."""
+
+    params: Any  # the trained pytree, e.g. the MLP's [{"W": (n_out, n_in), "b": (n_out,)}, ...]
+    opt_state: Any  # the optimizer's state (optax pytree; injected hyperparameters inside)
+    key: jax.Array  # () typed PRNG key: split once per epoch, and per step for keyed losses
+    step: jax.Array  # () int32: optimizer updates applied so far
+    model_state: Any = None  # non-trained state threaded through the loss (batch-norm stats)
+
+
+@flax.struct.dataclass
+class Tracker:
+    """Early stopping and divergence bookkeeping across epochs (a pytree; vmapped in sweeps).
+
+    The *monitored* value is the validation loss when there is a validation set, else the
+    epoch's mean training loss.
+    """
+
+    epoch: jax.Array  # () int32: epochs run so far (one that turned non-finite included)
+    best_value: jax.Array  # () float: lowest monitored value so far (+inf before any)
+    best_epoch: jax.Array  # () int32: 1-based epoch of best_value (0: the initial params)
+    best_params: Any  # pytree like params: the parameters after best_epoch
+    best_model_state: Any  # pytree like model_state (or None) after best_epoch
+    bad_epochs: jax.Array  # () int32: epochs since the monitored value last improved
+    stopped: jax.Array  # () bool: no further updates (early stopping or a non-finite loss)
+    reason: jax.Array  # () int32: index into STOP_REASONS (0 while running)
+
+
+@flax.struct.dataclass
+class Carry:
+    """What the tracked epoch carries: the training state and its tracker."""
+
+    state: TrainState
+    tracker: Tracker
+
+
+def _check_key(key, name: str = "key", shape: tuple = ()) -> None:
+    dtype = getattr(key, "dtype", None)
+    if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        hint = ""
+        if dtype is not None and jnp.shape(key)[-1:] == (2,) and dtype == jnp.uint32:
+            hint = " (a legacy jax.random.PRNGKey? use jax.random.key(seed))"
+        raise TypeError(
+            f"{name}: expected a typed PRNG key from jax.random.key(seed), got "
+            f"{type(key).__name__} of dtype {dtype}{hint}")
+    if jnp.shape(key) != shape:
+        raise ValueError(f"{name}: expected a key array of shape {shape}, got {jnp.shape(key)}")
+
+
+def init_state(params, optimizer: optax.GradientTransformation, *, key: jax.Array,
+               model_state=None) -> TrainState:
+    """A fresh :class:`TrainState`: ``optimizer.init(params)``, ``step = 0``.
+
+    Args:
+      params: any pytree of floating arrays.
+      optimizer: the ``optax.GradientTransformation`` the steps will use.
+      key: a typed PRNG key (``jax.random.key``); all of the run's randomness comes from it.
+      model_state: optional non-trained state passed to the loss (see the module docstring).
+    """
+    return TrainState(params=params, opt_state=optimizer.init(params), key=key,
+                      step=jnp.zeros((), jnp.int32), model_state=model_state)
+
+
+def _call_loss(loss_fn, params, model_state, X, Y, key, *, has_aux, loss_takes_key,
+               stateful):
+    """Calls ``loss_fn`` by the contract; returns ``loss, (aux dict, new model_state)``."""
+    kwargs = {}
+    if loss_takes_key:
+        kwargs["key"] = key
+    if stateful:
+        kwargs["model_state"] = model_state
+    out = loss_fn(params, X, Y, **kwargs)
+    n_out = 1 + int(has_aux) + int(stateful)
+    if n_out > 1:
+        if not isinstance(out, (tuple, list)) or len(out) != n_out:
+            form = "(loss, aux, new_model_state)" if has_aux and stateful else (
+                "(loss, aux)" if has_aux else "(loss, new_model_state)")
+            why = " and a model_state" if stateful else ""
+            got = type(out).__name__
+            if isinstance(out, (tuple, list)):
+                got += f" of length {len(out)}"
+            raise TypeError(
+                f"loss_fn: expected it to return {form} (has_aux={has_aux}{why}), got {got}")
+        loss = out[0]
+        aux = out[1] if has_aux else {}
+        new_model_state = out[-1] if stateful else None
+    else:
+        loss, aux, new_model_state = out, {}, None
+    if not hasattr(loss, "shape") or jnp.shape(loss) != ():
+        raise TypeError(
+            f"loss_fn: expected a scalar loss (the mean over the batch), got "
+            f"{type(loss).__name__} of shape {jnp.shape(loss) if hasattr(loss, 'shape') else None}"
+            + ("; if it returns (loss, aux), pass has_aux=True" if isinstance(loss, tuple) else ""))
+    if not isinstance(aux, Mapping):
+        raise TypeError(f"loss_fn: with has_aux=True expected aux to be a dict of scalars, got "
+                        f"{type(aux).__name__}")
+    aux = dict(aux)
+    for name, value in aux.items():
+        if not isinstance(name, str) or jnp.shape(value) != ():
+            raise TypeError(f"loss_fn: expected aux to map names to scalars, got aux[{name!r}] "
+                            f"of shape {jnp.shape(value)}")
+    if "loss" in aux:
+        raise ValueError("loss_fn: the aux dict may not use the name 'loss' (the loss itself)")
+    if stateful and jax.tree.structure(new_model_state) != jax.tree.structure(model_state):
+        raise TypeError(
+            "loss_fn: expected the returned model state to have the structure of the "
+            f"model_state passed in, {jax.tree.structure(model_state)}, got "
+            f"{jax.tree.structure(new_model_state)}")
+    return loss, (aux, new_model_state)
+
+
+def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
+              has_aux: bool = False, loss_takes_key: bool = False,
+              jit: bool = True) -> Callable:
+    """One optimizer update: ``step(state, (X_batch, Y_batch)) -> (state, metrics)``.
+
+    Computes ``jax.value_and_grad`` of the loss (the contract is in the module docstring) at
+    ``state.params``, applies ``optimizer`` and returns the new :class:`TrainState` with
+    ``step + 1``, together with ``metrics = {"loss": loss, **aux}`` (scalars, the loss at the
+    parameters *before* the update).
+
+    Args:
+      loss_fn: ``loss_fn(params, X, Y) -> scalar`` (or with ``key=`` / ``model_state=``).
+      optimizer: any ``optax.GradientTransformation`` (e.g. :func:`train.sgd`).
+      has_aux: the loss returns ``(loss, aux_dict)``.
+      loss_takes_key: pass a fresh ``key=`` per step (split from ``state.key``).
+      jit: return ``jax.jit(step)`` (default) or the pure Python function.
+    """
+
+    def step(state: TrainState, batch):
+        X, Y = batch
+        stateful = state.model_state is not None
+        key, sub = jax.random.split(state.key) if loss_takes_key else (state.key, None)
+
+        def objective(params):
+            return _call_loss(loss_fn, params, state.model_state, X, Y, sub, has_aux=has_aux,
+                              loss_takes_key=loss_takes_key, stateful=stateful)
+
+        (loss, (aux, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
+            state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = state.replace(params=params, opt_state=opt_state, key=key, step=state.step + 1,
+                            model_state=model_state if stateful else None)
+        return new, {"loss": loss, **aux}
+
+    return jax.jit(step) if jit else step
+
+
+def _mulmod(a: jax.Array, b: int, n: int) -> jax.Array:
+    """``a * b mod n`` for ``0 <= a, b < n < 2**30`` without int32 overflow (b static)."""
+    r = jnp.zeros((), jnp.int32)
+    for bit in bin(b)[2:]:  # at most 30 doubling steps, unrolled at trace time
+        r = (2 * r) % n
+        if bit == "1":
+            r = (r + a) % n
+    return r
+
+
+def _check_batching(n: int, batch_size, order) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size: expected an int, got {type(batch_size).__name__} "
+                        f"{batch_size!r}")
+    if not 1 <= batch_size <= n:
+        raise ValueError(
+            f"batch_size: expected 1 <= batch_size <= n = {n} (the number of training "
+            f"examples), got {batch_size}")
+    if order not in ORDERS:
+        raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
+
+
+def minibatch_indices(key: jax.Array, step: jax.Array, *, n: int, batch_size: int,
+                      order: str = "random") -> jax.Array:
+    """The example indices of one epoch's minibatches, shape ``(n // batch_size, batch_size)``.
+
+    ``order="random"``: the first ``(n // batch_size) * batch_size`` entries of
+    ``jax.random.permutation(key, n)``. ``order="sequential"``: consecutive indices modulo
+    ``n`` starting at ``step * batch_size mod n`` (``key`` unused). See the module docstring.
+
+    >>> import jax
+    >>> minibatch_indices(jax.random.key(0), 2, n=5, batch_size=2, order="sequential").tolist()
+    [[4, 0], [1, 2]]
+    """
+    _check_batching(n, batch_size, order)
+    steps = n // batch_size
+    if order == "random":
+        idx = jax.random.permutation(key, n)[: steps * batch_size]
+    else:
+        start = _mulmod(jnp.asarray(step, jnp.int32) % n, batch_size % n, n)
+        idx = (start + jnp.arange(steps * batch_size, dtype=jnp.int32)) % n
+    return idx.reshape(steps, batch_size)
+
+
+def _take(data, idx):
+    return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), data)
+
+
+def _num_examples(data) -> int:
+    leaves = jax.tree.leaves(data)
+    if not leaves:
+        raise ValueError("data: expected (X, Y) with at least one array, got no arrays")
+    return leaves[0].shape[0]
+
+
+def make_epoch(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
+               batch_size: int, order: str = "random", has_aux: bool = False,
+               loss_takes_key: bool = False, jit: bool = True) -> Callable:
+    """One epoch: ``epoch(state, (X, Y)) -> (state, means)``, all steps in one ``lax.scan``.
+
+    ``X`` (``(n, ...)``) and ``Y`` (``(n, ...)`` or ``None``) stay where they are (put them on
+    the device once); each step gathers its minibatch by index (:func:`minibatch_indices`).
+    ``means`` holds the epoch's mean of each step metric (``"loss"`` and the aux names):
+    the training loss averaged over the epoch's minibatches, each taken before its update.
+
+    Args:
+      loss_fn, optimizer, has_aux, loss_takes_key: as in :func:`make_step`.
+      batch_size: examples per step, ``1 <= batch_size <= n``; an epoch is
+        ``n // batch_size`` steps (the last-batch rule is in the module docstring).
+      order: ``"random"`` (a fresh permutation every epoch) or ``"sequential"``.
+      jit: return ``jax.jit(epoch)`` (default) or the pure function.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
+    step = make_step(loss_fn, optimizer, has_aux=has_aux, loss_takes_key=loss_takes_key,
+                     jit=False)
+
+    def epoch(state: TrainState, data):
+        n = _num_examples(data)
+        key, order_key = jax.random.split(state.key)
+        idx = minibatch_indices(order_key, state.step, n=n, batch_size=batch_size, order=order)
+
+        def body(state, batch_idx):
+            return step(state, _take(data, batch_idx))
+
+        state, metrics = jax.lax.scan(body, state.replace(key=key), idx)
+        return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+    return jax.jit(epoch) if jit else epoch
+
+
+def make_evaluate(loss_fn: Callable, *, metrics: Mapping[str, Callable] | None = None,
+                  has_aux: bool = False, loss_takes_key: bool = False,
+                  include_loss: bool = True, jit: bool = True) -> Callable:
+    """``evaluate(state, (X, Y)) -> {"loss": ..., **aux, **{name: metric}}`` on a whole set.
+
+    The loss is called in evaluation mode (``key=None`` when it takes a key); the model
+    state it returns is discarded. Each metric is ``fn(params, X, Y) -> scalar`` (with the
+    keyword ``model_state=`` when the state carries one), e.g. the error rate.
+    """
+    metrics = dict(metrics or {})
+
+    def evaluate(state: TrainState, data):
+        X, Y = data
+        stateful = state.model_state is not None
+        out = {}
+        if include_loss:
+            loss, (aux, _) = _call_loss(loss_fn, state.params, state.model_state, X, Y, None,
+                                        has_aux=has_aux, loss_takes_key=loss_takes_key,
+                                        stateful=stateful)
+            out = {"loss": loss, **aux}
+        extra = {"model_state": state.model_state} if stateful else {}
+        for name, fn in metrics.items():
+            value = fn(state.params, X, Y, **extra)
+            if jnp.shape(value) != ():
+                raise TypeError(f"metrics[{name!r}]: expected a scalar, got shape "
+                                f"{jnp.shape(value)}")
+            out[name] = value
+        return out
+
+    return jax.jit(evaluate) if jit else evaluate
+
+
+def init_tracker(state: TrainState) -> Tracker:
+    """A fresh :class:`Tracker` for ``state`` (best so far: the initial parameters)."""
+    dtype = jnp.result_type(*jax.tree.leaves(state.params)) if jax.tree.leaves(
+        state.params) else jnp.float32
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.float32
+    return Tracker(
+        epoch=jnp.zeros((), jnp.int32), best_value=jnp.full((), jnp.inf, dtype),
+        best_epoch=jnp.zeros((), jnp.int32), best_params=state.params,
+        best_model_state=state.model_state, bad_epochs=jnp.zeros((), jnp.int32),
+        stopped=jnp.zeros((), bool), reason=jnp.zeros((), jnp.int32))
+
+
+def _select(pred, on_true, on_false):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def make_tracked_epoch(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
+                       batch_size: int, order: str = "random", has_aux: bool = False,
+                       loss_takes_key: bool = False,
+                       metrics: Mapping[str, Callable] | None = None,
+                       patience: int | None = None) -> Callable:
+    """``tracked(carry, train, val) -> (carry, record)``: an epoch with evaluation and stopping.
+
+    This one pure function is what :func:`train.fit` jits and what :func:`train.sweep`
+    ``vmap``-s over models, so a model of a sweep follows the same code as the same model
+    fitted alone. After :func:`make_epoch`'s epoch it
+
+    1. evaluates the metrics on ``train`` and, when ``val`` is not ``None``, the loss, aux
+       values and metrics on ``val``;
+    2. if the epoch's training loss, the monitored value or the parameters are non-finite,
+       keeps the state from before the epoch and stops (reason ``"non_finite"``);
+    3. otherwise records an improvement of the monitored value (validation loss, or the
+       epoch's training loss without ``val``): best parameters kept with ``jnp.where``;
+       ``patience`` epochs without one stop the run (reason ``"early_stopping"``);
+    4. leaves a carry that was already stopped untouched (its record is NaN): in a sweep a
+       stopped model is frozen while the others train.
+
+    ``record`` maps ``"loss"`` and each aux name to the epoch's mean over its steps, each
+    metric name to its value on ``train``, and ``"val_" + name`` to the values on ``val``.
+    """
+    epoch = make_epoch(loss_fn, optimizer, batch_size=batch_size, order=order,
+                       has_aux=has_aux, loss_takes_key=loss_takes_key, jit=False)
+    eval_metrics = make_evaluate(loss_fn, metrics=metrics, include_loss=False, jit=False)
+    eval_val = make_evaluate(loss_fn, metrics=metrics, has_aux=has_aux,
+                             loss_takes_key=loss_takes_key, jit=False)
+
+    def tracked(carry: Carry, train, val):
+        old, tr = carry.state, carry.tracker
+        new, means = epoch(old, train)
+        record = dict(means)
+        for name, value in eval_metrics(new, train).items():
+            if name in record:
+                raise ValueError(f"metrics: the name {name!r} is taken by the loss's aux dict")
+            record[name] = value
+        if val is not None:
+            record.update({f"val_{k}": v for k, v in eval_val(new, val).items()})
+        monitored = record["val_loss"] if val is not None else record["loss"]
+        finite = (jnp.isfinite(record["loss"]) & jnp.isfinite(monitored)
+                  & _all_finite(new.params))
+        improved = finite & (monitored < tr.best_value)
+        epoch_no = tr.epoch + 1
+        bad = jnp.where(improved, 0, tr.bad_epochs + 1)
+        early = (bad >= patience) if patience is not None else jnp.array(False)
+        early = finite & early
+        fresh = Tracker(
+            epoch=epoch_no,
+            best_value=jnp.where(improved, monitored.astype(tr.best_value.dtype),
+                                 tr.best_value),
+            best_epoch=jnp.where(improved, epoch_no, tr.best_epoch),
+            best_params=_select(improved, new.params, tr.best_params),
+            best_model_state=_select(improved, new.model_state, tr.best_model_state),
+            bad_epochs=bad,
+            stopped=~finite | early,
+            reason=jnp.where(~finite, _NON_FINITE, jnp.where(early, _EARLY, _RUNNING)),
+        )
+        state = _select(finite, new, old)  # a non-finite epoch leaves the last finite state
+        # A carry that had already stopped is frozen (sweeps run it along with the others).
+        carry = Carry(state=_select(tr.stopped, old, state),
+                      tracker=_select(tr.stopped, tr, fresh))
+        record = {k: jnp.where(tr.stopped, jnp.nan, jnp.asarray(v, jnp.result_type(v, float)))
+                  for k, v in record.items()}
+        return carry, record
+
+    return tracked
+
+
+def per_example_grads(loss_fn: Callable, params, X, Y=None):
+    """Gradients of ``loss_fn`` at each example separately: ``jax.vmap(jax.grad(...))``.
+
+    ``loss_fn(params, X_batch, Y_batch)`` follows the contract above (a batch mean, no key);
+    each example is passed as a batch of one. The mean over the leading axis of the result
+    is the gradient of the batch mean loss.
+
+    Returns:
+      A pytree like ``params`` whose leaves have a leading axis of length ``n``.
+
+    >>> import jax.numpy as jnp
+    >>> loss = lambda w, X, Y: jnp.mean((X @ w - Y) ** 2)
+    >>> g = per_example_grads(loss, jnp.ones(2), jnp.eye(2), jnp.zeros(2))
+    >>> g.tolist()
+    [[2.0, 0.0], [0.0, 2.0]]
+    """
+
+    def one(x, y):
+        return jax.grad(loss_fn)(params, x[None], jax.tree.map(lambda a: a[None], y))
+
+    return jax.vmap(one)(X, Y)
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks, shared by train.fit and train.sweep (run before any compilation)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_int(value, name: str, minimum: int, maximum: int | None = None,
+               what: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name}: expected an int {rng}{what}, got {value}")
+    return value
+
+
+def _check_params(params, name: str = "params") -> None:
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError(f"{name}: expected a pytree with at least one array, got {params!r}")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{name}{jax.tree_util.keystr(path)}: expected a floating-point array, got "
+                f"{type(leaf).__name__}" + (f" of dtype {dtype}" if dtype is not None else ""))
+
+
+def _check_common(loss_fn, optimizer, epochs, patience, metrics, order, validation) -> None:
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn: expected a function loss_fn(params, X, Y), got "
+                        f"{type(loss_fn).__name__}")
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer: expected an optax.GradientTransformation (e.g. "
+                        f"train.sgd(0.1)), got {type(optimizer).__name__}")
+    _check_int(epochs, "epochs", 1)
+    if patience is not None:
+        _check_int(patience, "patience", 1)
+        if validation is None:
+            raise ValueError("patience: early stopping monitors the validation loss; pass "
+                             "validation=(X_val, Y_val), or patience=None")
+    if metrics is not None:
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"metrics: expected a dict name -> fn(params, X, Y), got "
+                            f"{type(metrics).__name__}")
+        for name, fn in metrics.items():
+            if not isinstance(name, str) or not name or name == "loss" or name.startswith(
+                    "val_") or name == "epoch":
+                raise ValueError(f"metrics: expected names other than 'loss', 'epoch' and "
+                                 f"'val_*', got {name!r}")
+            if not callable(fn):
+                raise TypeError(f"metrics[{name!r}]: expected a function fn(params, X, Y), "
+                                f"got {type(fn).__name__}")
+    if order not in ORDERS:
+        raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
+
+
+def _check_data(data, validation, num_classes):
+    """Validates (X, Y) and the validation pair; returns them as NumPy arrays."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"data: expected a pair (X, Y) (Y may be None), got "
+                        f"{type(data).__name__}"
+                        + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""))
+    X, Y = _data.validate(data[0], data[1], num_classes=num_classes, name="X", y_name="Y")
+    val = None
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise TypeError(f"validation: expected a pair (X_val, Y_val), got "
+                            f"{type(validation).__name__}")
+        Xv, Yv = _data.validate(validation[0], validation[1], num_classes=num_classes,
+                                name="X_val", y_name="Y_val")
+        if Xv.shape[1:] != X.shape[1:]:
+            features = ", ".join(map(str, X.shape[1:]))
+            raise ValueError(f"validation: expected X_val of shape (m, {features}) like X "
+                             f"{X.shape}, got {Xv.shape}")
+        if (Y is None) != (Yv is None):
+            raise ValueError(f"validation: expected Y_val to be "
+                             f"{'None like Y' if Y is None else 'an array like Y'}, got "
+                             f"{'None' if Yv is None else f'shape {Yv.shape}'}")
+        if Y is not None:
+            if Yv.shape[1:] != Y.shape[1:]:
+                raise ValueError(f"validation: expected Y_val of shape (m, ...) with trailing "
+                                 f"shape {Y.shape[1:]} like Y {Y.shape}, got {Yv.shape}")
+            if (Y.dtype.kind in "iub") != (Yv.dtype.kind in "iub"):
+                raise TypeError(f"validation: expected Y_val of the kind of Y (dtype "
+                                f"{Y.dtype}), got dtype {Yv.dtype}")
+        val = (Xv, Yv)
+    return (X, Y), val
+
+
+def _to_device(pair):
+    if pair is None:
+        return None
+    return jax.device_put(tuple(None if a is None else jnp.asarray(a) for a in pair))
+
+
+def _check_probe(tracked, carry, train, val) -> None:
+    """Traces the tracked epoch once (no compilation) so a broken loss fails early and clearly."""
+    jax.eval_shape(tracked, carry, train, val)
+
+
+def _check_hyperparams(optimizer, params, hyperparams, models: int | None = None):
+    """Checks ``{name: value}`` against the optimizer's injected hyperparameters.
+
+    ``params`` is one model's parameters (abstract shapes suffice). Values are scalars, or
+    with ``models`` also ``(models,)`` arrays; returned as float NumPy arrays of shape
+    ``()`` (``models=None``) or ``(models,)``.
+    """
+    if hyperparams is None:
+        return {}
+    if not isinstance(hyperparams, Mapping):
+        raise TypeError(f"hyperparams: expected a dict name -> value, got "
+                        f"{type(hyperparams).__name__}")
+    if not hyperparams:
+        return {}
+    available = _optim.get_hyperparams(jax.eval_shape(optimizer.init, params))
+    shape = () if models is None else (models,)
+    out = {}
+    for name, value in hyperparams.items():
+        if name not in available:
+            raise ValueError(
+                f"hyperparams: expected names among the optimizer's injected "
+                f"hyperparameters {sorted(available)}, got {name!r}"
+                + ("" if available else "; build the optimizer with "
+                   "optax.inject_hyperparams (train.sgd is)"))
+        try:
+            v = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise TypeError(f"hyperparams[{name!r}]: expected a number"
+                            f"{'' if models is None else ' or an array'}, got "
+                            f"{type(value).__name__} {value!r}") from None
+        if v.shape not in {(), shape}:
+            what = "a scalar" if models is None else (
+                f"a scalar or shape ({models},) (one value per model)")
+            raise ValueError(f"hyperparams[{name!r}]: expected {what}, got shape {v.shape}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"hyperparams[{name!r}]: expected finite values, got {v}")
+        out[name] = np.broadcast_to(v, shape)
+    return out

@@ -1,0 +1,174 @@
+"""The note's optimizer, built from optax, and hyperparameters kept in the optimizer state.
+
+One step of :func:`sgd` is the note's update (CASI section 18.2)
+
+    W <- W - alpha (dW + lambda W),        b <- b - alpha db,
+
+i.e. ``optax.add_decayed_weights(lambda, mask=nets.penalties.weight_mask)`` chained before
+``optax.sgd(alpha)``. The optimizer is wrapped in ``optax.inject_hyperparams``, so ``alpha``
+and ``lambda`` live in the optimizer state as arrays: :func:`set_hyperparams` changes them
+without recompiling, which is how :func:`train.sweep` gives every model of a ``vmap`` its
+own value under one compiled program.
+
+>>> import jax.numpy as jnp
+>>> params = [{"W": jnp.array([[1.0, 2.0]]), "b": jnp.array([3.0])}]
+>>> grads = [{"W": jnp.array([[0.5, 0.5]]), "b": jnp.array([1.0])}]
+>>> opt = sgd(0.1, l2=0.5)
+>>> updates, state = opt.update(grads, opt.init(params), params)
+>>> [round(float(u), 6) for u in updates[0]["W"][0]], float(updates[0]["b"][0])
+([-0.1, -0.15], -0.1)
+>>> {k: float(v) for k, v in get_hyperparams(state).items()}
+{'learning_rate': 0.1, 'l2': 0.5}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nets import penalties as _penalties
+
+__all__ = ["sgd", "get_hyperparams", "set_hyperparams"]
+
+_INJECT_STATES = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+
+
+def _sgd_with_l2(learning_rate, l2, momentum, nesterov) -> optax.GradientTransformation:
+    """The inner chain: ``g + lambda W`` on the weights, then optax's (momentum) SGD."""
+    return optax.chain(
+        optax.add_decayed_weights(l2, mask=_penalties.weight_mask),
+        optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
+    )
+
+
+def _check_rate(value, name: str, *, positive: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
+    if not ok:
+        raise ValueError(
+            f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+def sgd(
+    learning_rate: float | Callable[[jax.Array], jax.Array],
+    l2: float = 0.0,
+    momentum: float | None = None,
+    nesterov: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    """Stochastic gradient descent with the note's quadratic penalty on the weights.
+
+    One update, for every weight matrix ``W`` (a leaf with two or more axes, see
+    :func:`nets.penalties.weight_mask`) and every bias ``b`` (any other leaf):
+
+        W <- W - alpha (dW + lambda W),        b <- b - alpha db
+
+    (with ``momentum`` the bracket is accumulated in optax's trace first). Because the
+    decay ``lambda W`` is added to the gradient *before* the SGD step, this is exactly
+    gradient descent on ``L + (lambda/2) sum ||W||^2``, the note's penalized objective
+    (CASI eq. 18.6 with ``J = 1/2 sum W^2``), with or without momentum. It is *not* what
+    weight decay means under Adam: ``optax.adamw`` adds ``lambda W`` after Adam's rescaling
+    (decoupled weight decay, Loshchilov & Hutter 2019, arXiv:1711.05101), which equals no
+    penalty on the loss.
+
+    ``learning_rate``, ``l2`` and a numeric ``momentum`` are injected hyperparameters
+    (``optax.inject_hyperparams``): they sit in the optimizer state as arrays (see
+    :func:`get_hyperparams`, :func:`set_hyperparams`), so changing them does not recompile.
+
+    Args:
+      learning_rate: ``alpha > 0``, or an optax schedule ``step -> alpha``.
+      l2: ``lambda >= 0``, the weight of the penalty ``(1/2) sum ||W||^2``.
+      momentum: ``None`` (plain SGD) or the heavy-ball coefficient in ``[0, 1)``.
+      nesterov: Nesterov momentum (needs ``momentum``).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; its ``update`` needs ``params``.
+    """
+    if not callable(learning_rate):
+        _check_rate(learning_rate, "learning_rate", positive=True)
+    _check_rate(l2, "l2", positive=False)
+    if momentum is not None:
+        _check_rate(momentum, "momentum", positive=False)
+        if not momentum < 1:
+            raise ValueError(f"momentum: expected a number in [0, 1), got {momentum!r}")
+    if not isinstance(nesterov, bool):
+        raise TypeError(f"nesterov: expected a bool, got {type(nesterov).__name__} {nesterov!r}")
+    if nesterov and momentum is None:
+        raise ValueError("nesterov: Nesterov momentum needs momentum, got momentum=None")
+    return optax.inject_hyperparams(_sgd_with_l2, static_args=("nesterov",))(
+        learning_rate=learning_rate, l2=l2, momentum=momentum, nesterov=nesterov)
+
+
+def _is_inject_state(x) -> bool:
+    return isinstance(x, _INJECT_STATES)
+
+
+def _inject_states(opt_state) -> list:
+    return [s for s in jax.tree.leaves(opt_state, is_leaf=_is_inject_state)
+            if _is_inject_state(s)]
+
+
+def get_hyperparams(opt_state) -> dict[str, jax.Array]:
+    """The injected hyperparameters of an optimizer state, ``{name: array}``.
+
+    Searches the state (a chain's tuple, a ``MultiSteps`` wrapper, ...) for the states of
+    ``optax.inject_hyperparams`` and merges their ``hyperparams`` dicts. A stacked state
+    (a sweep's) gives arrays with a leading model axis.
+    """
+    out: dict[str, jax.Array] = {}
+    for s in _inject_states(opt_state):
+        out.update(s.hyperparams)
+    return out
+
+
+def set_hyperparams(opt_state, **values: Any):
+    """A copy of ``opt_state`` with injected hyperparameters replaced; no recompilation.
+
+    Each value is cast to the dtype the state holds and must broadcast to its shape (a
+    scalar for one model; a ``(models,)`` array for a stacked sweep state).
+
+    >>> import jax.numpy as jnp
+    >>> state = sgd(0.1).init({"W": jnp.ones((2, 2))})
+    >>> float(get_hyperparams(set_hyperparams(state, l2=1e-3))["l2"])
+    0.001
+
+    Raises:
+      ValueError: the state holds no ``inject_hyperparams`` state, or no hyperparameter of
+        that name (the message lists those it has), or a value of the wrong shape.
+    """
+    states = _inject_states(opt_state)
+    if not states:
+        raise ValueError(
+            "opt_state: expected a state of an optax.inject_hyperparams optimizer (such as "
+            "train.sgd), found none; wrap the optimizer, e.g. "
+            "optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)")
+    available = sorted({k for s in states for k in s.hyperparams})
+    unknown = sorted(set(values) - set(available))
+    if unknown:
+        raise ValueError(
+            f"hyperparams: expected names among the optimizer's injected hyperparameters "
+            f"{available}, got {unknown}")
+
+    def replace(s):
+        if not _is_inject_state(s):
+            return s
+        hp = dict(s.hyperparams)
+        for name, value in values.items():
+            if name in hp:
+                old = jnp.asarray(hp[name])
+                new = jnp.asarray(value, old.dtype)
+                if new.shape != old.shape:
+                    try:
+                        new = jnp.broadcast_to(new, old.shape)
+                    except ValueError:
+                        raise ValueError(
+                            f"hyperparams[{name!r}]: expected shape {old.shape} (or a value "
+                            f"broadcasting to it), got shape {new.shape}") from None
+                hp[name] = new
+        return s._replace(hyperparams=hp)
+
+    return jax.tree.map(replace, opt_state, is_leaf=_is_inject_state)
