@@ -1,5 +1,7 @@
 """Shared fixtures: a PRNG key per test derived from its name, so a failure replays."""
 
+import os
+import tempfile
 import zlib
 
 import jax
@@ -17,3 +19,8 @@ def x64():
     """Run the test body with float64 enabled (gradient checks)."""
     with jax.enable_x64(True):
         yield
+
+
+def pytest_configure(config):
+    """Experiment runs in the tests compile into a throwaway cache, not the user's."""
+    os.environ.setdefault("JAXNETS_CACHE_DIR", tempfile.mkdtemp(prefix="jaxnets-test-cache-"))

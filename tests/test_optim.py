@@ -143,3 +143,17 @@ def test_set_hyperparams_rejects_bad_names_and_shapes():
         train.set_hyperparams(state, lr=0.2)
     with pytest.raises(ValueError, match=r"hyperparams\['l2'\]: expected shape \(\)"):
         train.set_hyperparams(state, l2=jnp.ones(3))
+
+
+def test_mask_decays_a_vector_weight():
+    """A weight that is a vector (logistic regression's w) is decayed when the mask says so."""
+    params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array(3.0)}
+    grads = {"w": jnp.array([0.5, 0.5]), "b": jnp.array(1.0)}
+    for mask in ({"w": True, "b": False}, lambda p: {"w": True, "b": False}):
+        opt = train.sgd(0.1, l2=0.5, mask=mask)
+        updates, _ = opt.update(grads, opt.init(params), params)
+        np.testing.assert_allclose(updates["w"], -0.1 * (np.array([0.5, 0.5]) + 0.5 * np.array([1.0, -2.0])))
+        np.testing.assert_allclose(updates["b"], -0.1 * 1.0)
+    default = train.sgd(0.1, l2=0.5)  # the default mask decays leaves with >= 2 axes only
+    updates, _ = default.update(grads, default.init(params), params)
+    np.testing.assert_allclose(updates["w"], -0.1 * np.array([0.5, 0.5]))

@@ -37,10 +37,10 @@ __all__ = ["sgd", "get_hyperparams", "set_hyperparams"]
 _INJECT_STATES = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
 
 
-def _sgd_with_l2(learning_rate, l2, momentum, nesterov) -> optax.GradientTransformation:
+def _sgd_with_l2(learning_rate, l2, momentum, nesterov, mask) -> optax.GradientTransformation:
     """The inner chain: ``g + lambda W`` on the weights, then optax's (momentum) SGD."""
     return optax.chain(
-        optax.add_decayed_weights(l2, mask=_penalties.weight_mask),
+        optax.add_decayed_weights(l2, mask=mask),
         optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
     )
 
@@ -59,6 +59,7 @@ def sgd(
     l2: float = 0.0,
     momentum: float | None = None,
     nesterov: bool = False,
+    mask: Callable[[Any], Any] | Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Stochastic gradient descent with the note's quadratic penalty on the weights.
 
@@ -84,6 +85,10 @@ def sgd(
       l2: ``lambda >= 0``, the weight of the penalty ``(1/2) sum ||W||^2``.
       momentum: ``None`` (plain SGD) or the heavy-ball coefficient in ``[0, 1)``.
       nesterov: Nesterov momentum (needs ``momentum``).
+      mask: which leaves are weights (decayed): a pytree of bools shaped like the params, or
+        a function ``params -> pytree of bools``. Default :func:`nets.penalties.weight_mask`
+        (leaves with two or more axes). Pass your own when a weight is a vector, e.g.
+        logistic regression's ``{"w": (d,), "b": ()}``: ``mask={"w": True, "b": False}``.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; its ``update`` needs ``params``.
@@ -99,8 +104,9 @@ def sgd(
         raise TypeError(f"nesterov: expected a bool, got {type(nesterov).__name__} {nesterov!r}")
     if nesterov and momentum is None:
         raise ValueError("nesterov: Nesterov momentum needs momentum, got momentum=None")
-    return optax.inject_hyperparams(_sgd_with_l2, static_args=("nesterov",))(
-        learning_rate=learning_rate, l2=l2, momentum=momentum, nesterov=nesterov)
+    return optax.inject_hyperparams(_sgd_with_l2, static_args=("nesterov", "mask"))(
+        learning_rate=learning_rate, l2=l2, momentum=momentum, nesterov=nesterov,
+        mask=_penalties.weight_mask if mask is None else mask)
 
 
 def _is_inject_state(x) -> bool:
