@@ -1,0 +1,279 @@
+"""MLP with weight decay and early stopping on scikit-learn's 8x8 handwritten digits.
+
+The note's model: a 64-256-10 network, z = W a + b, a = relu(z), softmax output, trained by
+minibatch SGD with momentum on the mean cross-entropy plus the quadratic penalty, one step
+being the note's ``W <- W - alpha (dW + lambda W)`` on the weights (``train.sgd(l2=...)``,
+biases unpenalised), and stopped early: after ``patience`` epochs without a lower validation
+loss the run ends and the parameters of the best epoch are kept (``train.fit``). The data are
+``train.data.load_digits``: 1797 images split 1079 / 359 / 359 (train / validation / test),
+stratified. The split, the initial weights and the minibatch order all derive from
+``jax.random.key(seed)``, so each seed is a different split.
+
+Inputs: grey levels divided by 16 (``inputs="unit"``, in [0, 1]) rather than standardised
+pixel by pixel (``inputs="standardize"``, ESL 11.5.3). Standardising divides the rarely inked
+border pixels by tiny training deviations (down to 0.03 grey levels), so a stray stroke there
+becomes an input of 20-45 standard deviations; on validation the unit scaling was better in
+every comparison (seeds 10-29, not used for the rest of the tuning: 2.06% against 2.45% mean
+validation error for the best setting of each).
+
+Tuning, on the validation error only (the test sets were not used to choose anything): SGD
+sweeps (``train.sweep``, seeds 0-9, patience 20) over the nonlinearity (ReLU/He, tanh and
+sigmoid/Glorot, ELU/He), width (100, 256, 512, 1024; 256-256 and 256-128), batch size 16-64,
+learning rate 0.01-0.2 with momentum 0.9, lambda 1e-4 to 1e-2, patience 20/50, a learning-rate
+decay, small initial weights and dropout. ReLU beat tanh, ELU and sigmoid (mean validation
+error 1.8-2.1% against 2.3-3.3%); width, depth, decay and dropout changed little (all within
+about 0.3%, the noise of a 359-image validation set). The defaults (256 ReLU units, He init,
+alpha 0.1, momentum 0.9, lambda 3e-4, batch 16) had the lowest mean validation error in
+those sweeps, 1.75%. For scale: an RBF support-vector machine gets 1.09% on the same
+validation sets.
+
+Full run (2-core CPU, shared)::
+
+    python -m experiments run digits
+
+    test error 3.06% (11 of 359), validation error 2.79%, training error 0.00%; best epoch
+    72 of 92 (stopped early); 19,210 parameters. Wall time 6 s for the command with an
+    empty compilation cache (4.6 s in `run`, 1.6 s of it training, compilation included);
+    4.4 s with a warm cache.
+
+The default seed's split is a hard one: its validation error (2.79%) is the highest of seeds
+0-4 too, and six settings of the tuning grid, looked at after the choice (not used for it),
+gave 2.5-3.6% on its test set. Over
+seeds (``--seed N``, each a different split, initialisation and order), test error:
+
+    seeds 0-4: 3.06, 1.39, 1.95, 1.11, 2.79%: mean 2.06%, range 1.11-3.06%
+    seeds 0-9: mean 2.20%, range 1.11-3.34%; 6 of 10 seeds at or below 2.5%
+               (seed 9: 9 errors, 2.51%)
+
+Files: ``learning_curves.png`` (training and validation loss and error per epoch, the kept and
+the stopping epoch marked), ``confusion_matrix.png`` (test set, counts),
+``first_layer_weights.png`` (the incoming weights of the 64 hidden units the output uses most,
+each as an 8x8 image), ``misclassified.png`` (the misclassified test digits, true and
+predicted labels), ``history.csv`` (per epoch), ``timings.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import train
+from experiments._framework import progress, write_csv, write_json
+from experiments._plot import image_grid, plt, savefig
+from nets import mlp, objective
+
+Activation = Literal["sigmoid", "tanh", "relu", "elu", "softplus"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    hidden: tuple[int, ...] = (256,)  # widths of the hidden layers (the input is 64, output 10)
+    activation: Activation = "relu"  # hidden nonlinearity g
+    init: Literal["esl", "glorot", "he"] = "he"  # weight initialisation (nets.mlp.init scheme)
+    learning_rate: float = 0.1  # SGD step size alpha
+    momentum: float = 0.9  # heavy-ball momentum (0 for the note's plain SGD step)
+    l2: float = 3e-4  # lambda of the quadratic penalty (lambda/2) sum ||W||^2 (weights only)
+    batch_size: int = 16  # examples per SGD step
+    epochs: int = 300  # most epochs to run
+    patience: int = 20  # stop after this many epochs without a lower validation loss
+    inputs: Literal["unit", "standardize"] = "unit"  # grey levels/16 in [0, 1], or pixel z-scores
+    val_fraction: float = 0.2  # share of the 1797 images in the validation set
+    test_fraction: float = 0.2  # share of the 1797 images in the test set
+    seed: int = 0  # PRNG seed: data split, initial weights, minibatch order
+
+
+SMOKE = {"hidden": (32,), "epochs": 6, "patience": 3}
+
+
+def _apply_fn(config: Config):
+    def apply(params, x):  # one example (64,) -> logits (10,)
+        return mlp.apply(params, x, activation=config.activation)
+
+    return apply
+
+
+def _batch_logits(apply, params, X):
+    return jax.vmap(apply, in_axes=(None, 0))(params, X)  # (n, 10)
+
+
+def _bars_on() -> bool:
+    """Whether this run shows progress bars (off under ``--no-progress`` or without a terminal);
+    passed on to ``train.fit``/``train.sweep``, which draw their own."""
+    with progress(()) as bar:
+        return not bar.disable
+
+
+def run(config: Config, outdir) -> dict:
+    key = jax.random.key(config.seed)
+    k_data, k_init, k_train = jax.random.split(key, 3)
+    split = train.data.load_digits(key=k_data, val_fraction=config.val_fraction,
+                                   test_fraction=config.test_fraction,
+                                   standardize=config.inputs == "standardize")
+    (X_tr, y_tr), (X_va, y_va), (X_te, y_te) = split.train, split.val, split.test
+    if config.inputs == "unit":  # grey levels 0..16 -> [0, 1]
+        X_tr, X_va, X_te = X_tr / 16, X_va / 16, X_te / 16
+    sizes = (X_tr.shape[1], *config.hidden, 10)
+
+    apply = _apply_fn(config)
+    loss_fn = objective.make(apply, "cross_entropy")  # mean cross-entropy; lambda: the optimizer
+
+    def error(params, X, y):  # misclassification rate
+        return jnp.mean(jnp.argmax(_batch_logits(apply, params, X), axis=-1) != y)
+
+    def cross_entropy(params, X, y):  # the same data loss, on the whole set after an epoch
+        return loss_fn(params, X, y)
+
+    params = mlp.init(k_init, sizes, scheme=config.init)
+    n_params = sum(int(p.size) for p in jax.tree.leaves(params))
+    optimizer = train.sgd(config.learning_rate, l2=config.l2,
+                          momentum=config.momentum or None)
+    start = time.perf_counter()
+    result = train.fit(loss_fn, params, (X_tr, y_tr), optimizer=optimizer,
+                       epochs=config.epochs, batch_size=config.batch_size, key=k_train,
+                       validation=(X_va, y_va), patience=config.patience,
+                       metrics={"error": error, "cross_entropy": cross_entropy},
+                       num_classes=10, progress=_bars_on())
+    fit_s = time.perf_counter() - start
+
+    best = result.params  # the parameters after the best (lowest validation loss) epoch
+    predict = jax.jit(lambda p, X: jnp.argmax(_batch_logits(apply, p, X), axis=-1))
+    pred = {name: np.asarray(predict(best, X)) for name, X in
+            (("train", X_tr), ("val", X_va), ("test", X_te))}
+    errors = {name: float(np.mean(pred[name] != y)) for name, y in
+              (("train", y_tr), ("val", y_va), ("test", y_te))}
+    test_loss = float(jax.jit(loss_fn)(best, X_te, y_te))
+    confusion = np.zeros((10, 10), np.int64)
+    np.add.at(confusion, (y_te, pred["test"]), 1)
+
+    h = result.history
+    history = {
+        "epoch": h["epoch"],
+        "train_loss": h["cross_entropy"],  # full training set, after the epoch
+        "train_error": h["error"],
+        "val_loss": h["val_loss"],
+        "val_error": h["val_error"],
+        "minibatch_loss": h["loss"],  # mean over the epoch's steps, while the weights moved
+    }
+    write_csv(outdir / "history.csv", history)
+
+    _plot_learning_curves(history, result.best_epoch, result.stop_reason, errors, config,
+                          outdir / "learning_curves.png")
+    _plot_confusion(confusion, errors["test"], outdir / "confusion_matrix.png")
+    _plot_first_layer(np.asarray(best[0]["W"]), np.asarray(best[1]["W"]),
+                      outdir / "first_layer_weights.png")
+    raw_test = X_te * 16 if config.inputs == "unit" else X_te * split.std + split.mean  # 0..16
+    _plot_misclassified(raw_test, y_te, pred["test"], outdir / "misclassified.png")
+
+    write_json(outdir / "timings.json", {"fit_s": fit_s, "device": str(jax.devices()[0])})
+    n_wrong = int(np.sum(pred["test"] != y_te))
+    print(f"digits: {'-'.join(map(str, sizes))} {config.activation} MLP, lambda={config.l2:g}: "
+          f"test error {100 * errors['test']:.2f}% ({n_wrong} of {len(y_te)}), "
+          f"validation {100 * errors['val']:.2f}%, training {100 * errors['train']:.2f}%; "
+          f"best epoch {result.best_epoch} of {result.epochs_run} ({result.stop_reason}); "
+          f"training took {fit_s:.1f} s")
+    return {
+        "test_error": errors["test"],
+        "val_error": errors["val"],
+        "train_error": errors["train"],
+        "test_loss": test_loss,
+        "test_misclassified": n_wrong,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stop_reason": result.stop_reason,
+        "n_train": int(len(y_tr)),
+        "n_val": int(len(y_va)),
+        "n_test": int(len(y_te)),
+        "n_params": n_params,
+        "sizes": list(sizes),
+    }
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+def _plot_learning_curves(history, best_epoch, stop_reason, errors, config, path):
+    epoch = np.asarray(history["epoch"])
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax_loss.plot(epoch, history["train_loss"], label="training", color="C0")
+    ax_loss.plot(epoch, history["val_loss"], label="validation", color="C1")
+    ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("mean cross-entropy (nats, log scale)")
+    ax_loss.set_title("Loss (without the penalty)")
+    ax_err.plot(epoch, 100 * np.asarray(history["train_error"]), label="training", color="C0")
+    ax_err.plot(epoch, 100 * np.asarray(history["val_error"]), label="validation", color="C1")
+    ax_err.set_ylabel("misclassified (%)")
+    top = max(5.0, 1.2 * 100 * float(np.max(history["val_error"][len(epoch) // 10:])))
+    ax_err.set_ylim(0, min(top, 100))
+    ax_err.set_title("Error rate")
+    last = int(epoch[-1])
+    for ax in (ax_loss, ax_err):
+        ax.axvline(best_epoch, color="k", ls="--", lw=1,
+                   label=f"best epoch {best_epoch} (kept)")
+        if stop_reason == "early_stopping":
+            ax.axvline(last, color="0.5", ls=":", lw=1,
+                       label=f"stopped at {last} (patience {config.patience})")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Digits MLP ({config.activation}, hidden {','.join(map(str, config.hidden))}, "
+                 f"lambda={config.l2:g}): test error {100 * errors['test']:.2f}% at the best epoch")
+    fig.tight_layout()
+    savefig(fig, path)
+
+
+def _plot_confusion(confusion, test_error, path):
+    fig, ax = plt.subplots(figsize=(5.6, 5))
+    im = ax.imshow(confusion, cmap="Blues")
+    vmax = confusion.max()
+    for i in range(10):
+        for j in range(10):
+            if confusion[i, j]:
+                ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if confusion[i, j] > vmax / 2 else "black")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    ax.set_title(f"Test-set confusion matrix (counts; {confusion.sum()} images, "
+                 f"error {100 * test_error:.2f}%)", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="images")
+    savefig(fig, path)
+
+
+def _plot_first_layer(W, W_next, path, most: int = 64):
+    """The ``most`` hidden units with the largest outgoing weights ``||W2[:, j]||``."""
+    strength = np.linalg.norm(W_next, axis=0)  # (n_hidden,): how much the output uses unit j
+    order = np.argsort(-strength, kind="stable")[:most]
+    fig, ax = plt.subplots(figsize=(6.4, 6.9))
+    im = image_grid(ax, W[order], shape=(8, 8), symmetric=True)
+    ax.set_title(f"First-layer weights: each hidden unit's 64 incoming weights as an 8x8 image\n"
+                 f"(the {len(order)} of {W.shape[0]} units with the largest outgoing weights, "
+                 f"largest first;\neach image scaled by its own largest |w|: red +, blue -)",
+                 fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04, label="w / max |w| of its unit")
+    savefig(fig, path)
+
+
+def _plot_misclassified(X_raw, y, pred, path, most: int = 40):
+    wrong = np.flatnonzero(pred != y)[:most]
+    ncols = min(max(len(wrong), 1), 10)
+    nrows = max(1, -(-len(wrong) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols + 0.4, 1.5 * nrows + 0.6),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, i in zip(axes.ravel(), wrong):
+        ax.imshow(X_raw[i].reshape(8, 8), cmap="gray_r", vmin=0, vmax=16,
+                  interpolation="nearest")
+        ax.set_title(f"true {y[i]}, pred {pred[i]}", fontsize=8)
+    if not len(wrong):
+        axes[0, 0].text(0.5, 0.5, "no test digit misclassified", ha="center", va="center")
+    shown = "" if len(wrong) == int(np.sum(pred != y)) else f" (first {len(wrong)})"
+    fig.suptitle(f"Misclassified test digits{shown}: {int(np.sum(pred != y))} of {len(y)}",
+                 fontsize=10)
+    fig.tight_layout()
+    savefig(fig, path)
