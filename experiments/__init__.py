@@ -30,7 +30,7 @@ EXPERIMENTS = (  # the registry, in the order `list` shows it
 )
 
 _LAZY = {  # re-exported from `experiments._framework` on first use (it imports jax)
-    "execute", "make_config", "write_csv", "write_json", "to_jsonable", "progress",
+    "execute", "make_config", "write_csv", "write_json", "to_jsonable", "progress", "progress_enabled",
     "enable_compilation_cache",
 }
 __all__ = ["EXPERIMENTS", "UsageError", "describe", "load", "module_name", *sorted(_LAZY)]

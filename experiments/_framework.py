@@ -210,6 +210,12 @@ def write_csv(path, rows: list[dict] | dict[str, Any]) -> None:
 
 # --- run-time helpers ------------------------------------------------------------------------
 
+def progress_enabled() -> bool:
+    """Whether this run shows progress bars: off under `--no-progress` or when stderr is not a
+    terminal. Pass it on as `train.fit(..., progress=progress_enabled())` (and `train.sweep`)."""
+    return _progress_on and sys.stderr.isatty()
+
+
 def progress(iterable, enabled: bool | None = None, **kwargs):
     """`iterable` under a tqdm bar on stderr (`**kwargs` go to tqdm).
 
@@ -217,7 +223,7 @@ def progress(iterable, enabled: bool | None = None, **kwargs):
     or stderr is not a terminal. A disabled bar still accepts `set_postfix` and the like.
     """
     if enabled is None:
-        enabled = _progress_on and sys.stderr.isatty()
+        enabled = progress_enabled()
     return tqdm(iterable, disable=not enabled, **kwargs)
 
 

@@ -71,7 +71,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import train
-from experiments._framework import progress, write_csv, write_json
+from experiments._framework import progress_enabled, write_csv, write_json
 from experiments._plot import image_grid, plt, savefig
 from nets import mlp, objective
 
@@ -111,13 +111,6 @@ def _batch_logits(apply, params, X):
     return jax.vmap(apply, in_axes=(None, 0))(params, X)  # (n, 10)
 
 
-def _bars_on() -> bool:
-    """Whether this run shows progress bars (off under ``--no-progress`` or without a terminal);
-    passed on to ``train.fit``/``train.sweep``, which draw their own."""
-    with progress(()) as bar:
-        return not bar.disable
-
-
 def run(config: Config, outdir) -> dict:
     key = jax.random.key(config.seed)
     k_data, k_init, k_train = jax.random.split(key, 3)
@@ -147,7 +140,7 @@ def run(config: Config, outdir) -> dict:
                        epochs=config.epochs, batch_size=config.batch_size, key=k_train,
                        validation=(X_va, y_va), patience=config.patience,
                        metrics={"error": error, "cross_entropy": cross_entropy},
-                       num_classes=10, progress=_bars_on())
+                       num_classes=10, progress=progress_enabled())
     fit_s = time.perf_counter() - start
 
     best = result.params  # the parameters after the best (lowest validation loss) epoch
@@ -170,7 +163,7 @@ def run(config: Config, outdir) -> dict:
         final = train.sweep(loss_fn, inits, (X_fit, y_fit), optimizer=optimizer,
                             keys=jax.random.split(jax.random.fold_in(k_train, 1), config.ensemble),
                             epochs=max(result.best_epoch, 1), batch_size=config.batch_size,
-                            num_classes=10, progress=_bars_on())
+                            num_classes=10, progress=progress_enabled())
         fit_s += time.perf_counter() - start
         probs = jax.jit(lambda P, X: jnp.mean(jax.vmap(
             lambda p: jax.nn.softmax(_batch_logits(apply, p, X)))(P), axis=0))

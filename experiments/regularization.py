@@ -67,7 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import train
-from experiments._framework import progress, write_csv, write_json
+from experiments._framework import progress_enabled, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import losses, mlp, objective
 from nets import penalties as nets_penalties
@@ -106,13 +106,6 @@ SMOKE = {"n_lambdas": 3, "seeds": 2, "epochs": 4, "es_epochs": 8, "patience": 2,
          "hidden": (16,), "combinations": ("none", "l2+l1+weight_elimination", "dropout")}
 
 
-def _bars_on() -> bool:
-    """Whether this run shows progress bars (off under ``--no-progress`` or without a terminal);
-    passed on to ``train.fit``/``train.sweep``, which draw their own."""
-    with progress(()) as bar:
-        return not bar.disable
-
-
 def run(config: Config, outdir) -> dict:
     combos = _combinations(config)  # (c)'s settings, checked before anything runs
     k_data, k_init, k_order, k_es = jax.random.split(jax.random.key(config.seed), 4)
@@ -134,7 +127,7 @@ def run(config: Config, outdir) -> dict:
         return objective.mean_loss(apply, params, X, y, "cross_entropy")
 
     common = dict(metrics={"error": error}, num_classes=10, validation=val,
-                  batch_size=config.batch_size, progress=_bars_on())
+                  batch_size=config.batch_size, progress=progress_enabled())
     timings = {}
 
     # --- (a) the lambda sweep: one vmapped program ---------------------------------------
