@@ -25,7 +25,6 @@ True
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import warnings
 from typing import Any, Callable, Mapping
@@ -241,14 +240,7 @@ def _build_epoch(loss_fn, optimizer, batch_size, order, has_aux, loss_takes_key,
 # fit calls with the same loss function, optimizer object and settings share one jitted
 # program (and so its compilations): re-running a fit, resuming one, or fitting several
 # seeds with one optimizer compiles once. Keyed by identity, like jax.jit itself.
-_cached_epoch = functools.lru_cache(maxsize=16)(_build_epoch)
-
-
-def _compiled_epoch(*args):
-    try:
-        return _cached_epoch(*args)
-    except TypeError:  # an unhashable loss, optimizer or metric: no sharing
-        return _build_epoch(*args)
+_compiled_epoch = _loop.memoize(_build_epoch, maxsize=16)
 
 
 def _save(path, carry, history, config) -> None:

@@ -69,6 +69,7 @@ player's parameters travel in the ``Y`` slot of the batch.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping
 
 import flax.struct
@@ -467,6 +468,20 @@ def make_tracked_epoch(loss_fn: Callable, optimizer: optax.GradientTransformatio
         return carry, record
 
     return tracked
+
+
+def memoize(build: Callable, *, maxsize: int) -> Callable:
+    """``build(*args)`` cached on its arguments (functions by identity, as ``jax.jit`` does),
+    so equal settings reuse one jitted program; unhashable arguments build afresh."""
+    cached = functools.lru_cache(maxsize=maxsize)(build)
+
+    def get(*args):
+        try:
+            return cached(*args)
+        except TypeError:  # an unhashable loss, optimizer or metric: no sharing
+            return build(*args)
+
+    return get
 
 
 def per_example_grads(loss_fn: Callable, params, X, Y=None):

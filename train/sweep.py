@@ -45,7 +45,6 @@ builds the same stack in one compiled call) and its own data order:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 from typing import Any, Callable, Mapping, Sequence
@@ -283,14 +282,7 @@ def _build_program(loss_fn, optimizer, batch_size, order, has_aux, loss_takes_ke
 
 # Sweeps with the same loss function, optimizer object, settings and devices share one
 # program (like train.fit's): a second sweep of the same shapes does not compile again.
-_cached_program = functools.lru_cache(maxsize=8)(_build_program)
-
-
-def _program(*args):
-    try:
-        return _cached_program(*args)
-    except TypeError:  # an unhashable loss, optimizer or metric: no sharing
-        return _build_program(*args)
+_program = _loop.memoize(_build_program, maxsize=8)
 
 
 def sweep_structural(
