@@ -258,3 +258,44 @@ def test_sweep_structural_rejects_bad_arguments():
     with pytest.raises(TypeError, match=r"build: expected it to return \(loss_fn, params\), "
                                         r"got dict for structure 8"):
         train.sweep_structural([8], lambda s: {}, (_X, _Y), log=lambda msg: None)
+
+
+def test_several_epochs_per_call_give_the_same_runs(key):
+    """epochs_per_call=k (k epochs in one lax.scan) follows epochs_per_call=1: the same
+    histories, best epochs and parameters, early stops inside a call included, and the last,
+    shorter call reuses the one program."""
+    k_d, k_v, k_m = jax.random.split(key, 3)
+    X, y = _toy(k_d, 24)
+    val = _toy(k_v, 12)
+    params = _stacked_mlp(k_m, 4)
+    keys = jax.random.split(k_m, 4)
+    kw = dict(optimizer=train.sgd(0.5, l2=0.0, momentum=0.9), keys=keys, epochs=23,
+              batch_size=24, validation=val, patience=3, metrics={"error": _error},
+              hyperparams={"learning_rate": np.array([0.05, 0.3, 1.0, 3.0])}, progress=False)
+    one = train.sweep(_tanh_loss, params, (X, y), **kw)
+    five = train.sweep(_tanh_loss, params, (X, y), epochs_per_call=5, **kw)
+    assert five.compilations == 1
+    assert one.history["loss"].shape == five.history["loss"].shape
+    np.testing.assert_array_equal(one.best_epoch, five.best_epoch)
+    np.testing.assert_array_equal(one.epochs_run, five.epochs_run)
+    assert one.stop_reason == five.stop_reason and "early_stopping" in one.stop_reason
+    np.testing.assert_allclose(one.history["val_loss"], five.history["val_loss"], rtol=1e-5)
+    chex.assert_trees_all_close(one.params, five.params, atol=1e-5)
+
+    fit_kw = dict(optimizer=train.sgd(0.3, momentum=0.9), epochs=23, batch_size=24,
+                  key=keys[1], validation=val, patience=3, progress=False)
+    a = train.fit(_tanh_loss, _row(params, 1), (X, y), **fit_kw)
+    b = train.fit(_tanh_loss, _row(params, 1), (X, y), epochs_per_call=4, **fit_kw)
+    assert a.history["epoch"] == b.history["epoch"] and a.best_epoch == b.best_epoch
+    np.testing.assert_allclose(a.history["val_loss"], b.history["val_loss"], rtol=1e-5)
+    chex.assert_trees_all_close(a.params, b.params, atol=1e-5)
+
+
+def test_epochs_per_call_must_be_a_positive_int(key):
+    X, y = _toy(key, 8)
+    with pytest.raises(ValueError, match=r"epochs_per_call: expected an int >= 1, got 0"):
+        train.sweep(_tanh_loss, _stacked_mlp(key, 2), (X, y), optimizer=train.sgd(0.1),
+                    keys=jax.random.split(key, 2), epochs=2, batch_size=8, epochs_per_call=0)
+    with pytest.raises(TypeError, match=r"epochs_per_call: expected an int, got float 2.0"):
+        train.fit(_tanh_loss, _row(_stacked_mlp(key, 1), 0), (X, y), optimizer=train.sgd(0.1),
+                  key=key, epochs=2, batch_size=8, epochs_per_call=2.0)

@@ -83,6 +83,7 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | None = None,
+    epochs_per_call: int = 1,
 ) -> FitResult:
     """Trains ``params`` by minibatch steps of ``optimizer`` on ``loss_fn`` over ``data``.
 
@@ -116,6 +117,11 @@ def fit(
         :func:`train.checkpoint.save`, every ``checkpoint_every`` epochs (default 1) and at
         the end.
       checkpoint_every: epochs between checkpoints (needs ``checkpoint``).
+      epochs_per_call: epochs run in one compiled call (a ``lax.scan`` over epochs, see
+        :func:`train.loop.make_epochs`) before returning to Python for the history, the
+        progress bar and checkpoints. Raise it when an epoch is a few steps (full-batch
+        gradient descent); results are those of ``1`` up to float rounding. Checkpoints and
+        early stopping are checked between calls (a stopped run is frozen inside one).
       resume: a checkpoint written by ``fit`` with the same arguments: the run continues
         from it (its TrainState, optimizer hyperparameters included, its tracker and its
         history; ``params`` and ``key`` given here only fix the structure), and ends with
@@ -147,6 +153,7 @@ def fit(
     train_np, val_np = _loop._check_data(data, validation, num_classes)
     n = train_np[0].shape[0]
     _loop._check_batching(n, batch_size, order)
+    _loop._check_int(epochs_per_call, "epochs_per_call", 1)
     if checkpoint_every is not None:
         _loop._check_int(checkpoint_every, "checkpoint_every", 1)
         if checkpoint is None:
@@ -164,12 +171,12 @@ def fit(
 
     train_data, val_data = _loop._to_device(train_np), _loop._to_device(val_np)
     tracked = _compiled_epoch(loss_fn, optimizer, batch_size, order, has_aux, loss_takes_key,
-                              tuple((metrics or {}).items()), patience)
+                              tuple((metrics or {}).items()), patience, epochs_per_call)
     state = _loop.init_state(params, optimizer, key=key, model_state=model_state)
     if hp:
         state = state.replace(opt_state=_optim.set_hyperparams(state.opt_state, **hp))
     carry = _loop.Carry(state=state, tracker=_loop.init_tracker(state))
-    _loop._check_probe(tracked, carry, train_data, val_data)
+    _loop._check_probe(tracked, carry, train_data, val_data, 1)
 
     history: dict[str, list[float]] = {}
     if resume is not None:
@@ -184,16 +191,19 @@ def fit(
                disable=None if progress is None else not progress, leave=False)
     try:
         while done < epochs and not bool(carry.tracker.stopped):
-            carry, record = tracked(carry, train_data, val_data)
-            done += 1
-            record = jax.device_get(record)
-            history.setdefault("epoch", []).append(done)
-            for name, value in record.items():
-                history.setdefault(name, []).append(float(value))
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
-                             if k in ("loss", "val_loss")})
-            if checkpoint is not None and (done % every == 0 or done == epochs
+            before = done
+            carry, records = tracked(carry, train_data, val_data, min(epochs_per_call,
+                                                                     epochs - done))
+            done = int(carry.tracker.epoch)
+            records = jax.device_get(records)  # each (epochs_per_call,): rows past `done` unused
+            for i in range(done - before):
+                history.setdefault("epoch", []).append(before + i + 1)
+                for name, values in records.items():
+                    history.setdefault(name, []).append(float(values[i]))
+            bar.update(done - before)
+            bar.set_postfix({k: f"{history[k][-1]:.4g}" for k in ("loss", "val_loss")
+                             if k in history})
+            if checkpoint is not None and (done // every > before // every or done == epochs
                                            or bool(carry.tracker.stopped)):
                 _save(checkpoint, carry, history, config)
     finally:
@@ -231,10 +241,11 @@ def _default_device() -> jax.Device:
 
 
 def _build_epoch(loss_fn, optimizer, batch_size, order, has_aux, loss_takes_key, metrics,
-                 patience):
-    return jax.jit(_loop.make_tracked_epoch(
+                 patience, epochs_per_call):
+    return jax.jit(_loop.make_epochs(_loop.make_tracked_epoch(
         loss_fn, optimizer, batch_size=batch_size, order=order, has_aux=has_aux,
-        loss_takes_key=loss_takes_key, metrics=dict(metrics), patience=patience))
+        loss_takes_key=loss_takes_key, metrics=dict(metrics), patience=patience),
+        epochs_per_call))
 
 
 # fit calls with the same loss function, optimizer object and settings share one jitted

@@ -470,6 +470,32 @@ def make_tracked_epoch(loss_fn: Callable, optimizer: optax.GradientTransformatio
     return tracked
 
 
+def make_epochs(tracked: Callable, epochs_per_call: int = 1) -> Callable:
+    """``run(carry, train, val, active) -> (carry, records)``: ``epochs_per_call`` calls of
+    ``tracked`` (from :func:`make_tracked_epoch`, vmapped or not) in ONE ``lax.scan``, so a
+    run returns to Python once per ``epochs_per_call`` epochs instead of once per epoch
+    (which dominates when an epoch is a single full-batch step). Epoch ``i`` of the call
+    takes effect only when ``i < active`` (a traced int), so the last, shorter call of a run
+    reuses the same program. ``records`` has a leading axis of ``epochs_per_call``; rows at
+    or past ``active``, or past a stop, are to be dropped. With ``epochs_per_call=1`` it is
+    ``tracked`` itself (``active`` ignored), one program per epoch as before.
+    """
+    _check_int(epochs_per_call, "epochs_per_call", 1)
+    if epochs_per_call == 1:
+        def run(carry, train, val, active):
+            carry, record = tracked(carry, train, val)
+            return carry, jax.tree.map(lambda v: v[None], record)
+        return run
+
+    def run(carry, train, val, active):
+        def body(c, i):
+            new, record = tracked(c, train, val)
+            return _select(i < active, new, c), record
+        return jax.lax.scan(body, carry, jnp.arange(epochs_per_call))
+
+    return run
+
+
 def memoize(build: Callable, *, maxsize: int) -> Callable:
     """``build(*args)`` cached on its arguments (functions by identity, as ``jax.jit`` does),
     so equal settings reuse one jitted program; unhashable arguments build afresh."""
@@ -603,9 +629,9 @@ def _to_device(pair):
     return jax.device_put(tuple(None if a is None else jnp.asarray(a) for a in pair))
 
 
-def _check_probe(tracked, carry, train, val) -> None:
-    """Traces the tracked epoch once (no compilation) so a broken loss fails early and clearly."""
-    jax.eval_shape(tracked, carry, train, val)
+def _check_probe(program, *args) -> None:
+    """Traces the epoch program once (no compilation) so a broken loss fails early and clearly."""
+    jax.eval_shape(program, *args)
 
 
 def _check_hyperparams(optimizer, params, hyperparams, models: int | None = None):
