@@ -346,7 +346,7 @@ _NAN_X[3, 1] = np.nan
     ({"patience": 0, "validation": (_X, _Y)}, ValueError, r"patience: expected an int >= 1, got 0"),
     ({"patience": 3}, ValueError, r"patience: early stopping monitors the validation loss"),
     ({"order": "shuffled"}, ValueError, r"order: expected one of \('random', 'sequential'\), got 'shuffled'"),
-    ({"key": jax.random.PRNGKey(0)}, TypeError, r"key: expected a typed PRNG key .*legacy"),
+    ({"key": jax.random.key_data(jax.random.key(0))}, TypeError, r"key: expected a typed PRNG key .*legacy"),
     ({"key": 0}, TypeError, r"key: expected a typed PRNG key from jax.random.key\(seed\), got int"),
     ({"key": jax.random.split(jax.random.key(0), 2)}, ValueError, r"key: expected a key array of shape \(\), got \(2,\)"),
     ({"data": _X}, TypeError, r"data: expected a pair \(X, Y\)"),
