@@ -157,3 +157,12 @@ def test_mask_decays_a_vector_weight():
     default = train.sgd(0.1, l2=0.5)  # the default mask decays leaves with >= 2 axes only
     updates, _ = default.update(grads, default.init(params), params)
     np.testing.assert_allclose(updates["w"], -0.1 * np.array([0.5, 0.5]))
+
+
+def test_equal_settings_give_one_optimizer_object():
+    """Compiled programs are reused per optimizer object: equal settings share one."""
+    assert train.sgd(0.1, l2=0.01) is train.sgd(0.1, l2=0.01, momentum=None)
+    assert train.sgd(0.1, l2=0) is train.sgd(0.1, l2=0.0)
+    assert train.sgd(0.1, l2=0.01) is not train.sgd(0.2, l2=0.01)
+    mask = {"w": True, "b": False}  # unhashable: still works, a fresh object each time
+    assert train.sgd(0.1, mask=mask) is not train.sgd(0.1, mask=mask)

@@ -23,6 +23,7 @@ own value under one compiled program.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -104,9 +105,22 @@ def sgd(
         raise TypeError(f"nesterov: expected a bool, got {type(nesterov).__name__} {nesterov!r}")
     if nesterov and momentum is None:
         raise ValueError("nesterov: Nesterov momentum needs momentum, got momentum=None")
+    args = (learning_rate if callable(learning_rate) else float(learning_rate), float(l2),
+            None if momentum is None else float(momentum), nesterov,
+            _penalties.weight_mask if mask is None else mask)
+    try:
+        return _build_sgd(*args)
+    except TypeError:  # an unhashable mask (a pytree of bools): a fresh object
+        return _build_sgd.__wrapped__(*args)
+
+
+@functools.lru_cache(maxsize=256)
+def _build_sgd(learning_rate, l2, momentum, nesterov, mask):
+    """The injected chain. Equal arguments give the SAME (immutable) object, so ``train.fit``
+    and ``train.sweep``, which reuse compiled programs per optimizer object, do not compile
+    again for ``train.sgd(...)`` called afresh with the same settings."""
     return optax.inject_hyperparams(_sgd_with_l2, static_args=("nesterov", "mask"))(
-        learning_rate=learning_rate, l2=l2, momentum=momentum, nesterov=nesterov,
-        mask=_penalties.weight_mask if mask is None else mask)
+        learning_rate=learning_rate, l2=l2, momentum=momentum, nesterov=nesterov, mask=mask)
 
 
 def _is_inject_state(x) -> bool:
