@@ -109,7 +109,7 @@ SMOKE = {"n_lambdas": 3, "seeds": 2, "epochs": 4, "es_epochs": 8, "patience": 2,
 def run(config: Config, outdir) -> dict:
     combos = _combinations(config)  # (c)'s settings, checked before anything runs
     k_data, k_init, k_order, k_es = jax.random.split(jax.random.key(config.seed), 4)
-    split = train.data.load_digits(key=k_data)
+    split = train.data.load_digits(key=k_data, standardize=True)
     X_tr, y_tr = (a[:config.n_train] for a in split.train)
     val, test = split.val, split.test
     sizes = (X_tr.shape[1], *config.hidden, 10)

@@ -69,7 +69,7 @@ def test_penalty_conversion_matches_esl_objective(key):
     """n * ((1/n) sum L_i + (l2/2) sum W^2) == sum L_i + lambda sum W^2 with l2 = 2 lambda / n."""
     n, lam = 100, 0.1
     k1, k2, k3 = jax.random.split(key, 3)
-    params = mlp.init(k1, (2, 5, 1))
+    params = mlp.init(k1, (2, 5, 1), scheme="esl")
     X = jax.random.normal(k2, (n, 2))
     y = jax.random.normal(k3, (n, 1))
     lib = objective.mlp_objective(params, X, y, loss="squared_error", l2=esl.esl_to_l2(lam, n))
