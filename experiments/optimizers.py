@@ -212,15 +212,29 @@ def _first_reaching(steps, gaps, target):
     return None
 
 
+def _style(method: str, i: int, n_points: int) -> dict:
+    """Line style per method: Newton black with dots; GD a plain line; each SGD batch size its
+    own marker (at most ~25 per curve), the smaller the batch the thinner the line and the
+    higher it is drawn, so a noisy short curve is not hidden under a longer one."""
+    if method == "newton":
+        return dict(color="k", marker="o", markersize=4, linewidth=1.5, zorder=6)
+    if method == "gd":
+        return dict(color=f"C{i}", linewidth=1.8, zorder=2)
+    batch = int(method.split("-")[1])
+    markers = ("s", "^", "v", "D", "P")
+    return dict(color=f"C{i}", linewidth=1.0 if batch < 8 else 1.3, alpha=0.9,
+                marker=markers[i % len(markers)], markersize=4 if batch < 8 else 3,
+                markevery=max(1, n_points // 25), zorder=5 if batch < 8 else 3)
+
+
 def _plot(records, x_key, n, config, f_star, rates, path):
-    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
-    styles = {"newton": dict(color="k", marker="o", markersize=4)}
+    fig, ax = plt.subplots(figsize=(8, 6), layout="constrained")
     for i, (method, rec) in enumerate(records.items()):
         x = np.asarray(rec[x_key], float)
         gap = np.maximum(np.asarray(rec["gap"]), _GAP_FLOOR)
         keep = x > 0  # log x axis: the common starting point (x = 0) is left out
-        style = styles.get(method, dict(color=f"C{i}"))
-        ax.plot(x[keep], gap[keep], label=_label(method, n, rates.get(method)), **style)
+        ax.plot(x[keep], gap[keep], label=_label(method, n, rates.get(method)),
+                **_style(method, i, int(keep.sum())))
     ax.axhline(config.target_gap, color="grey", linestyle="--", linewidth=1,
                label=f"gap {config.target_gap:g}")
     ax.axhline(_GAP_FLOOR, color="grey", linestyle=":", linewidth=1,
@@ -235,7 +249,7 @@ def _plot(records, x_key, n, config, f_star, rates, path):
                  + ("steps" if x_key == "step" else "wall-clock seconds")
                  + f", f* = {f_star:.6f}")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=9)
+    fig.legend(loc="outside lower center", ncol=2, fontsize=9)  # below the axes: covers no curve
     savefig(fig, path)
 
 
