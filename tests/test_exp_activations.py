@@ -1,5 +1,5 @@
 """The activations experiment: the smoke run writes every file with the expected metrics;
-the saturation share and the flat-part threshold on hand-checked values."""
+the saturation share, the flat-part threshold and the per-seed ranks on hand-checked values."""
 
 import csv
 import dataclasses
@@ -14,7 +14,7 @@ from experiments import activations as exp
 from nets import activations
 
 FILES = {"config.json", "environment.json", "metrics.json", "history.csv", "activations.png",
-         "learning_curves.png", "preactivations.png"}
+         "learning_curves.png", "preactivations.png", "test_error.png"}
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +32,34 @@ def test_smoke_writes_every_file(smoke):
 def test_smoke_metrics_have_the_expected_keys(smoke):
     metrics, _ = smoke
     config = dataclasses.replace(exp.Config(), **exp.SMOKE)
-    assert set(metrics) == {"test_error", "test_error_raw", "train_loss", "train_loss_raw",
-                            "saturation", "flat_threshold"}
+    assert set(metrics) == {"seeds", "test_error", "test_error_raw", "ranking", "train_loss",
+                            "train_loss_raw", "saturation", "flat_threshold"}
+    assert metrics["seeds"] == [config.seed + i for i in range(config.seeds)]
     assert set(metrics["test_error"]) == set(metrics["train_loss"]) == set(config.activations)
     assert set(metrics["test_error_raw"]) == set(metrics["train_loss_raw"]) == set(
         config.saturating)
-    for error in [*metrics["test_error"].values(), *metrics["test_error_raw"].values()]:
-        assert 0.0 <= error < 0.9  # better than chance after two epochs
+    for spread in [*metrics["test_error"].values(), *metrics["test_error_raw"].values()]:
+        assert set(spread) == {"mean", "sd", "min", "max", "per_seed"}
+        assert len(spread["per_seed"]) == config.seeds
+        assert spread["min"] <= spread["mean"] <= spread["max"] and spread["sd"] >= 0
+        for error in spread["per_seed"]:
+            assert 0.0 <= error < 0.9  # better than chance after two epochs
+    ranking = metrics["ranking"]
+    assert sorted(ranking["by_mean"]) == sorted(config.activations)
+    assert ranking["best_by_mean"] == ranking["by_mean"][0]
+    assert set(ranking["vs_best"]) == set(config.activations) - {ranking["best_by_mean"]}
+    assert sorted(ranking["beyond_spread"] + ranking["within_spread"]) == sorted(
+        ranking["vs_best"])
+    for counts in ranking["vs_best"].values():
+        assert (counts["seeds_best_lower"] + counts["seeds_tied"]
+                + counts["seeds_best_higher"]) == config.seeds
+    ranks = ranking["mean_rank"]
+    assert sum(ranks.values()) == pytest.approx(len(ranks) * (len(ranks) + 1) / 2)
     assert set(metrics["saturation"]) == set(config.saturating)
     for name, by_inputs in metrics["saturation"].items():
         assert set(by_inputs) == {"raw", "standardized"}
         for shares in by_inputs.values():
-            assert set(shares) == {"init", "trained"}
+            assert set(shares) == {"init", "trained", "init_sd", "trained_sd"}
             assert all(0.0 <= v <= 1.0 for v in shares.values())
         # Unscaled pixels (0..16) put far more units in the flat part than standardised ones.
         assert by_inputs["raw"]["init"] > by_inputs["standardized"]["init"] + 0.3
@@ -55,9 +71,9 @@ def test_smoke_history_has_a_row_per_run_and_epoch(smoke):
     with open(outdir / "history.csv") as f:
         rows = list(csv.DictReader(f))
     runs = len(config.activations) + len(config.saturating)
-    assert len(rows) == runs * config.epochs
-    assert set(rows[0]) == {"activation", "inputs", "epoch", "loss", "error", "val_loss",
-                            "val_error"}
+    assert len(rows) == runs * config.seeds * config.epochs
+    assert set(rows[0]) == {"activation", "inputs", "seed", "epoch", "loss", "error",
+                            "val_loss", "val_error"}
 
 
 def test_flat_threshold_matches_the_closed_form():
@@ -79,3 +95,19 @@ def test_saturation_share_counts_example_unit_pairs():
     assert exp.saturation_share(params, X, "sigmoid", 0.1) == 0.25
     assert exp.saturation_share(params, X, "tanh", 0.1) == 0.25
     assert exp.saturation_share(params, X, "tanh", 0.5) == 0.75
+
+
+def test_average_ranks_share_ties():
+    assert exp._average_ranks([0.05, 0.03, 0.05, 0.01]).tolist() == [3.5, 2.0, 3.5, 1.0]
+
+
+def test_ranking_counts_paired_seeds():
+    errors = {"a": np.array([0.01, 0.02, 0.025]), "b": np.array([0.02, 0.02, 0.02])}
+    ranking = exp._ranking(errors)
+    assert ranking["by_mean"] == ["a", "b"] and ranking["best_by_mean"] == "a"
+    assert ranking["mean_rank"] == {"a": pytest.approx(4.5 / 3), "b": pytest.approx(4.5 / 3)}
+    assert ranking["vs_best"]["b"] == {"seeds_best_lower": 1, "seeds_tied": 1,
+                                       "seeds_best_higher": 1, "sd_intervals_overlap": True}
+    assert ranking["beyond_spread"] == [] and ranking["within_spread"] == ["b"]
+    apart = exp._ranking({"a": np.array([0.01, 0.011]), "b": np.array([0.05, 0.051])})
+    assert apart["beyond_spread"] == ["b"] and apart["within_spread"] == []
