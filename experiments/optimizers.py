@@ -128,14 +128,16 @@ def _run_first_order(loss, full, params0, data, *, batch: int, epochs: int, lr: 
     k = max(1, min(epochs, -(-min_steps_per_call // (n // batch))))
 
     @functools.partial(jax.jit, static_argnums=2)
-    def epochs_call(state, data, length):
-        def body(s, _):
-            s, _ = epoch(s, data)
-            return s, s.params
+    def epochs_call(carry, data, length):
+        def body(carry, _):
+            s, k = carry
+            k, sub = jax.random.split(k)
+            s, _ = epoch(s, data, sub)
+            return (s, k), s.params
 
-        return jax.lax.scan(body, state, None, length=length)
+        return jax.lax.scan(body, carry, None, length=length)
 
-    state = train.init_state(params0, optimizer, key=key)
+    state = (train.init_state(params0, optimizer), key)
     lengths = [k] * (epochs // k) + ([epochs % k] if epochs % k else [])
     t0 = time.perf_counter()
     for length in sorted(set(lengths)):  # compile (and run once) before timing
@@ -152,7 +154,7 @@ def _run_first_order(loss, full, params0, data, *, batch: int, epochs: int, lr: 
             steps.append(steps[-1] + n // batch)
             values.append(float(full(p)))
             seconds.append(start + elapsed * (j + 1) / length)
-    assert steps[-1] == int(state.step)
+    assert steps[-1] == int(state[0].step)
     return steps, values, seconds, compile_s
 
 

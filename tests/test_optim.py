@@ -72,10 +72,10 @@ def test_weight_decay_is_the_quadratic_penalty_under_sgd(key, x64):
 
     opt = train.sgd(alpha, l2=lam)
     step = train.make_step(loss, opt)
-    state = train.init_state(params, opt, key=key)
+    state = train.init_state(params, opt)
     reference = params
     for _ in range(5):
-        state, _ = step(state, (X, y))
+        state, _ = step(state, (X, y), key)
         g = backprop.grad(reference, np.asarray(X), np.asarray(y), activation="tanh", l2=lam)
         reference = jax.tree.map(lambda p, g: p - alpha * g, reference, g)
         chex.assert_trees_all_close(state.params, reference, atol=1e-6, rtol=0)

@@ -1,75 +1,74 @@
-"""Compiled training: a pure update step, an epoch as one ``lax.scan``, evaluation, tracking.
+"""The loss-function form of training: a loss and an optax optimizer become a step.
 
-The pieces, lowest first (:func:`train.fit` and :func:`train.sweep` are built from them, and a
-custom loop, a GAN's two players say, can use them directly):
+:func:`train.runner.run` trains any ``step(state, batch, key) -> (state, metrics)``; this
+module builds that step, and the evaluation, from a loss function, which is what
+:func:`train.fit` and :func:`train.sweep` do:
 
-* :class:`TrainState` and :func:`init_state`: everything a run carries.
-* :func:`make_step`: ``step(state, (X_batch, Y_batch)) -> (state, metrics)``, one optimizer
-  update, pure and jitted.
-* :func:`make_epoch`: ``epoch(state, (X, Y)) -> (state, means)``, ``n // batch_size`` steps in
-  ONE ``jax.lax.scan`` over minibatches gathered by index from device-resident data.
-* :func:`make_evaluate`: the loss and metric functions on a whole data set.
-* :func:`per_example_grads`: ``jax.vmap(jax.grad(...))`` over the examples of a batch.
+* :class:`TrainState` and :func:`init_state`: parameters, optimizer state, step count and
+  the model state (batch-norm statistics, dropout rates).
+* :func:`make_step`: ``step(state, (X, Y), key) -> (state, {"loss": ..., **aux})``, one
+  optimizer update.
+* :func:`make_evaluate`: ``evaluate(state, (X, Y), key) -> {"loss", **aux, **metrics}`` in
+  evaluation mode, the batch means.
+* :func:`make_epoch`: ``n // batch_size`` steps in ONE ``lax.scan``, for loops of your own.
+* :func:`minibatch_indices` (the last-batch rule), :func:`per_example_grads`.
 
 **The loss-function contract.** ``loss_fn(params, X, Y) -> loss``, a scalar: the mean loss
-over the batch ``X`` of shape ``(b, ...)`` with targets ``Y`` of shape ``(b, ...)`` (``Y`` may
-be ``None``, or any pytree whose leaves have ``b`` rows). Extensions, each switched on
+over the batch ``X`` (any pytree whose leaves have ``b`` rows: an array, a dict of arrays,
+integer tokens) with targets ``Y`` (likewise, or ``None``). Extensions, each switched on
 explicitly:
 
-* ``loss_takes_key=True``: called as ``loss_fn(params, X, Y, *, key)`` with a fresh PRNG key
-  per step (dropout, diffusion noise). At evaluation (validation loss, metrics) it is called
-  with ``key=None``, which the loss must read as *evaluation mode* (no dropout).
-* ``has_aux=True``: returns ``(loss, aux)``, ``aux`` a dict of scalars; they are averaged over
-  the epoch's steps into the history (and reported on the validation set as ``val_<name>``).
+* ``loss_takes_key=True``: called with the keywords ``key`` (a fresh PRNG key per step, and
+  per evaluation batch: a diffusion model's validation loss needs noise too) and ``train``
+  (``True`` in a training step, ``False`` at evaluation: no dropout). Evaluation mode is
+  this explicit flag, never ``key is None``. A loss built by :func:`nets.objective.make`
+  from a model says so itself (its ``takes_key`` attribute), so the flag can be left out.
+* ``has_aux=True``: returns ``(loss, aux)``, ``aux`` a dict of scalars; they are averaged
+  over the epoch's steps into the history (and reported on the validation set as
+  ``val_<name>``).
 * a ``model_state`` (non-trained state such as batch-norm statistics) in the
-  :class:`TrainState`: when it is not ``None`` the loss is called with the keyword
-  ``model_state=`` and returns the new model state LAST: ``(loss, new_model_state)``, or
-  ``(loss, aux, new_model_state)`` with ``has_aux``. Training carries the new state forward;
-  evaluation discards it.
+  :class:`TrainState`: when it is not ``None`` the loss is called with the keywords
+  ``model_state`` and ``train`` and returns the new model state LAST: ``(loss,
+  new_model_state)``, or ``(loss, aux, new_model_state)`` with ``has_aux``. Training carries
+  the new state forward; evaluation (``train=False``, running statistics) discards it.
 
 **Minibatches and the last partial batch.** An epoch is ``n // batch_size`` steps, so
 ``batch_size=1`` is online SGD and ``batch_size=n`` full-batch gradient descent.
-``order="random"``: a fresh permutation of the ``n`` examples every epoch (from the state's
-key); the ``n % batch_size`` examples at the end of the permutation are left out of that
-epoch, a different random few each epoch. ``order="sequential"``: the training set is read as
-a cycle in its given order; an epoch takes ``n // batch_size`` consecutive batches starting
-where the previous epoch stopped (at example ``step * batch_size mod n``), so the examples
-left over at the end of one epoch open the next and none is skipped for good; when
-``batch_size`` divides ``n`` every epoch is the same pass ``0, 1, ..., n - 1``.
+``order="random"``: a fresh permutation of the ``n`` examples every epoch; the
+``n % batch_size`` examples at the end of the permutation are left out of that epoch, a
+different random few each epoch. ``order="sequential"``: the training set is read as a cycle
+in its given order; an epoch takes ``n // batch_size`` consecutive batches starting where
+the previous epoch stopped (at example ``steps * batch_size mod n``), so none is skipped for
+good; when ``batch_size`` divides ``n`` every epoch is the same pass ``0, 1, ..., n - 1``.
 
-**Randomness.** All of it comes from ``state.key``: every epoch splits it once (the new key
-is carried, the other draws the permutation) and a key-taking loss splits it once per step.
-The same state therefore always continues the same way, which makes a resumed run identical
-to an uninterrupted one.
-
-A custom loop: two players of a (toy) GAN, each with its own state and step; the other
-player's parameters travel in the ``Y`` slot of the batch.
+A custom loop with the pieces: two players of a (toy) GAN, each with its own state and
+step; the other player's parameters travel in the ``Y`` slot of the batch (for the same GAN
+through :func:`train.runner.run`, with history and checkpoints, see ``tests/test_runner.py``).
 
 >>> import jax, jax.numpy as jnp, numpy as np, optax
->>> def d_loss(d, X, g, *, key):  # discriminator: real X against fakes g["mu"] + noise
+>>> def d_loss(d, X, g, *, key, train):  # discriminator: real X against fakes g["mu"] + noise
 ...     fake = g["mu"] + jax.random.normal(key, X.shape)
 ...     logit = lambda x: d["w"] * x + d["b"]
 ...     return jnp.mean(jax.nn.softplus(-logit(X)) + jax.nn.softplus(logit(fake)))
->>> def g_loss(g, X, d, *, key):  # generator: make the discriminator call fakes real
+>>> def g_loss(g, X, d, *, key, train):  # generator: make the discriminator call fakes real
 ...     fake = g["mu"] + jax.random.normal(key, X.shape)
 ...     return jnp.mean(jax.nn.softplus(-(d["w"] * fake + d["b"])))
 >>> opt = optax.sgd(0.1)
 >>> d_step = make_step(d_loss, opt, loss_takes_key=True)
 >>> g_step = make_step(g_loss, opt, loss_takes_key=True)
->>> kd, kg = jax.random.split(jax.random.key(0))
->>> D = init_state({"w": jnp.zeros(()), "b": jnp.zeros(())}, opt, key=kd)
->>> G = init_state({"mu": jnp.zeros(())}, opt, key=kg)
+>>> D = init_state({"w": jnp.zeros(()), "b": jnp.zeros(())}, opt)
+>>> G = init_state({"mu": jnp.zeros(())}, opt)
 >>> X = 3.0 + np.random.default_rng(0).normal(size=64).astype(np.float32)  # data: N(3, 1)
->>> for _ in range(5):
-...     D, d_metrics = d_step(D, (X, G.params))
-...     G, g_metrics = g_step(G, (X, D.params))
+>>> for k in jax.random.split(jax.random.key(0), 5):
+...     kd, kg = jax.random.split(k)
+...     D, d_metrics = d_step(D, (X, G.params), kd)
+...     G, g_metrics = g_step(G, (X, D.params), kg)
 >>> int(D.step), int(G.step), sorted(d_metrics)
 (5, 5, ['loss'])
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Mapping
 
 import flax.struct
@@ -83,62 +82,25 @@ from train import optim as _optim
 
 __all__ = [
     "TrainState",
-    "Tracker",
-    "Carry",
     "init_state",
-    "init_tracker",
     "make_step",
     "make_epoch",
     "make_evaluate",
-    "make_tracked_epoch",
     "minibatch_indices",
     "per_example_grads",
     "ORDERS",
-    "STOP_REASONS",
 ]
 
 ORDERS = ("random", "sequential")
 
-# Tracker.reason codes -> the names FitResult/SweepResult report.
-STOP_REASONS = ("epochs", "early_stopping", "non_finite")
-_RUNNING, _EARLY, _NON_FINITE = 0, 1, 2
-
-
 @flax.struct.dataclass
 class TrainState:
-    """Everything a training run carries from step to step (a pytree)."""
+    """What a loss-form run carries from step to step (a pytree)."""
 
     params: Any  # the trained pytree, e.g. the MLP's [{"W": (n_out, n_in), "b": (n_out,)}, ...]
     opt_state: Any  # the optimizer's state (optax pytree; injected hyperparameters inside)
-    key: jax.Array  # () typed PRNG key: split once per epoch, and per step for keyed losses
     step: jax.Array  # () int32: optimizer updates applied so far
     model_state: Any = None  # non-trained state threaded through the loss (batch-norm stats)
-
-
-@flax.struct.dataclass
-class Tracker:
-    """Early stopping and divergence bookkeeping across epochs (a pytree; vmapped in sweeps).
-
-    The *monitored* value is the validation loss when there is a validation set, else the
-    epoch's mean training loss.
-    """
-
-    epoch: jax.Array  # () int32: epochs run so far (one that turned non-finite included)
-    best_value: jax.Array  # () float: lowest monitored value so far (+inf before any)
-    best_epoch: jax.Array  # () int32: 1-based epoch of best_value (0: the initial params)
-    best_params: Any  # pytree like params: the parameters after best_epoch
-    best_model_state: Any  # pytree like model_state (or None) after best_epoch
-    bad_epochs: jax.Array  # () int32: epochs since the monitored value last improved
-    stopped: jax.Array  # () bool: no further updates (early stopping or a non-finite loss)
-    reason: jax.Array  # () int32: index into STOP_REASONS (0 while running)
-
-
-@flax.struct.dataclass
-class Carry:
-    """What the tracked epoch carries: the training state and its tracker."""
-
-    state: TrainState
-    tracker: Tracker
 
 
 def _check_key(key, name: str = "key", shape: tuple = ()) -> None:
@@ -154,21 +116,20 @@ def _check_key(key, name: str = "key", shape: tuple = ()) -> None:
         raise ValueError(f"{name}: expected a key array of shape {shape}, got {jnp.shape(key)}")
 
 
-def init_state(params, optimizer: optax.GradientTransformation, *, key: jax.Array,
+def init_state(params, optimizer: optax.GradientTransformation, *,
                model_state=None) -> TrainState:
     """A fresh :class:`TrainState`: ``optimizer.init(params)``, ``step = 0``.
 
     Args:
       params: any pytree of floating arrays.
       optimizer: the ``optax.GradientTransformation`` the steps will use.
-      key: a typed PRNG key (``jax.random.key``); all of the run's randomness comes from it.
       model_state: optional non-trained state passed to the loss (see the module docstring).
     """
-    return TrainState(params=params, opt_state=optimizer.init(params), key=key,
+    return TrainState(params=params, opt_state=optimizer.init(params),
                       step=jnp.zeros((), jnp.int32), model_state=model_state)
 
 
-def _call_loss(loss_fn, params, model_state, X, Y, key, *, has_aux, loss_takes_key,
+def _call_loss(loss_fn, params, model_state, X, Y, key, *, train, has_aux, loss_takes_key,
                stateful):
     """Calls ``loss_fn`` by the contract; returns ``loss, (aux dict, new model_state)``."""
     kwargs = {}
@@ -176,6 +137,8 @@ def _call_loss(loss_fn, params, model_state, X, Y, key, *, has_aux, loss_takes_k
         kwargs["key"] = key
     if stateful:
         kwargs["model_state"] = model_state
+    if loss_takes_key or stateful:
+        kwargs["train"] = train
     out = loss_fn(params, X, Y, **kwargs)
     n_out = 1 + int(has_aux) + int(stateful)
     if n_out > 1:
@@ -216,38 +179,44 @@ def _call_loss(loss_fn, params, model_state, X, Y, key, *, has_aux, loss_takes_k
     return loss, (aux, new_model_state)
 
 
+def _split_batch(batch):
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(f"batch: the loss form expects (X, Y) pairs, got {type(batch).__name__}")
+    return batch
+
+
 def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
               has_aux: bool = False, loss_takes_key: bool = False,
               jit: bool = True) -> Callable:
-    """One optimizer update: ``step(state, (X_batch, Y_batch)) -> (state, metrics)``.
+    """One optimizer update: ``step(state, (X_batch, Y_batch), key) -> (state, metrics)``.
 
-    Computes ``jax.value_and_grad`` of the loss (the contract is in the module docstring) at
-    ``state.params``, applies ``optimizer`` and returns the new :class:`TrainState` with
-    ``step + 1``, together with ``metrics = {"loss": loss, **aux}`` (scalars, the loss at the
-    parameters *before* the update).
+    Computes ``jax.value_and_grad`` of the loss (the contract is in the module docstring,
+    called with ``train=True``) at ``state.params``, applies ``optimizer`` and returns the
+    new :class:`TrainState` with ``step + 1``, together with ``metrics = {"loss": loss,
+    **aux}`` (scalars, the loss at the parameters *before* the update). This is the step
+    :func:`train.runner.run` trains; ``key`` goes to the loss when it takes one.
 
     Args:
-      loss_fn: ``loss_fn(params, X, Y) -> scalar`` (or with ``key=`` / ``model_state=``).
+      loss_fn: ``loss_fn(params, X, Y) -> scalar`` (or with ``key=``/``train=``/``model_state=``).
       optimizer: any ``optax.GradientTransformation`` (e.g. :func:`train.sgd`).
       has_aux: the loss returns ``(loss, aux_dict)``.
-      loss_takes_key: pass a fresh ``key=`` per step (split from ``state.key``).
+      loss_takes_key: pass ``key=`` (and ``train=``) to the loss.
       jit: return ``jax.jit(step)`` (default) or the pure Python function.
     """
 
-    def step(state: TrainState, batch):
-        X, Y = batch
+    def step(state: TrainState, batch, key):
+        X, Y = _split_batch(batch)
         stateful = state.model_state is not None
-        key, sub = jax.random.split(state.key) if loss_takes_key else (state.key, None)
 
         def objective(params):
-            return _call_loss(loss_fn, params, state.model_state, X, Y, sub, has_aux=has_aux,
-                              loss_takes_key=loss_takes_key, stateful=stateful)
+            return _call_loss(loss_fn, params, state.model_state, X, Y, key, train=True,
+                              has_aux=has_aux, loss_takes_key=loss_takes_key, stateful=stateful)
 
         (loss, (aux, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
             state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        new = state.replace(params=params, opt_state=opt_state, key=key, step=state.step + 1,
+        new = state.replace(params=params, opt_state=opt_state, step=state.step + 1,
                             model_state=model_state if stateful else None)
         return new, {"loss": loss, **aux}
 
@@ -312,34 +281,28 @@ def _num_examples(data) -> int:
 def make_epoch(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
                batch_size: int, order: str = "random", has_aux: bool = False,
                loss_takes_key: bool = False, jit: bool = True) -> Callable:
-    """One epoch: ``epoch(state, (X, Y)) -> (state, means)``, all steps in one ``lax.scan``.
+    """One epoch for a loop of your own: ``epoch(state, (X, Y), key) -> (state, means)``.
 
-    ``X`` (``(n, ...)``) and ``Y`` (``(n, ...)`` or ``None``) stay where they are (put them on
-    the device once); each step gathers its minibatch by index (:func:`minibatch_indices`).
-    ``means`` holds the epoch's mean of each step metric (``"loss"`` and the aux names):
-    the training loss averaged over the epoch's minibatches, each taken before its update.
-
-    Args:
-      loss_fn, optimizer, has_aux, loss_takes_key: as in :func:`make_step`.
-      batch_size: examples per step, ``1 <= batch_size <= n``; an epoch is
-        ``n // batch_size`` steps (the last-batch rule is in the module docstring).
-      order: ``"random"`` (a fresh permutation every epoch) or ``"sequential"``.
-      jit: return ``jax.jit(epoch)`` (default) or the pure function.
+    ``n // batch_size`` steps of :func:`make_step` in ONE ``lax.scan`` over minibatches
+    gathered by index from device-resident data (:func:`minibatch_indices`, the order from
+    ``key``, the sequential cycle from ``state.step``); ``means`` holds the epoch's mean of
+    each step metric. :func:`train.runner.run` runs the same steps with history and stopping.
     """
     if order not in ORDERS:
         raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
     step = make_step(loss_fn, optimizer, has_aux=has_aux, loss_takes_key=loss_takes_key,
                      jit=False)
 
-    def epoch(state: TrainState, data):
+    def epoch(state: TrainState, data, key):
         n = _num_examples(data)
-        key, order_key = jax.random.split(state.key)
-        idx = minibatch_indices(order_key, state.step, n=n, batch_size=batch_size, order=order)
+        k_order, k_steps = jax.random.split(key)
+        idx = minibatch_indices(k_order, state.step, n=n, batch_size=batch_size, order=order)
 
-        def body(state, batch_idx):
-            return step(state, _take(data, batch_idx))
+        def body(state, xs):
+            i, batch_idx = xs
+            return step(state, _take(data, batch_idx), jax.random.fold_in(k_steps, i))
 
-        state, metrics = jax.lax.scan(body, state.replace(key=key), idx)
+        state, metrics = jax.lax.scan(body, state, (jnp.arange(idx.shape[0]), idx))
         return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
     return jax.jit(epoch) if jit else epoch
@@ -348,22 +311,24 @@ def make_epoch(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
 def make_evaluate(loss_fn: Callable, *, metrics: Mapping[str, Callable] | None = None,
                   has_aux: bool = False, loss_takes_key: bool = False,
                   include_loss: bool = True, jit: bool = True) -> Callable:
-    """``evaluate(state, (X, Y)) -> {"loss": ..., **aux, **{name: metric}}`` on a whole set.
+    """``evaluate(state, (X, Y), key) -> {"loss": ..., **aux, **{name: metric}}`` on a batch.
 
-    The loss is called in evaluation mode (``key=None`` when it takes a key); the model
-    state it returns is discarded. Each metric is ``fn(params, X, Y) -> scalar`` (with the
-    keyword ``model_state=`` when the state carries one), e.g. the error rate.
+    The loss is called in evaluation mode (``train=False``; ``key`` when it takes one), the
+    model state it returns is discarded. Each metric is ``fn(params, X, Y) -> scalar``, the
+    batch mean (with the keyword ``model_state=`` when the state carries one), e.g.
+    ``model.metric(nets.metrics.error_rate)``. :func:`train.runner.run` calls it batch by
+    batch and weights the means by batch size.
     """
     metrics = dict(metrics or {})
 
-    def evaluate(state: TrainState, data):
-        X, Y = data
+    def evaluate(state: TrainState, batch, key):
+        X, Y = _split_batch(batch)
         stateful = state.model_state is not None
         out = {}
         if include_loss:
-            loss, (aux, _) = _call_loss(loss_fn, state.params, state.model_state, X, Y, None,
-                                        has_aux=has_aux, loss_takes_key=loss_takes_key,
-                                        stateful=stateful)
+            loss, (aux, _) = _call_loss(loss_fn, state.params, state.model_state, X, Y, key,
+                                        train=False, has_aux=has_aux,
+                                        loss_takes_key=loss_takes_key, stateful=stateful)
             out = {"loss": loss, **aux}
         extra = {"model_state": state.model_state} if stateful else {}
         for name, fn in metrics.items():
@@ -375,139 +340,6 @@ def make_evaluate(loss_fn: Callable, *, metrics: Mapping[str, Callable] | None =
         return out
 
     return jax.jit(evaluate) if jit else evaluate
-
-
-def init_tracker(state: TrainState) -> Tracker:
-    """A fresh :class:`Tracker` for ``state`` (best so far: the initial parameters)."""
-    dtype = jnp.result_type(*jax.tree.leaves(state.params)) if jax.tree.leaves(
-        state.params) else jnp.float32
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.float32
-    return Tracker(
-        epoch=jnp.zeros((), jnp.int32), best_value=jnp.full((), jnp.inf, dtype),
-        best_epoch=jnp.zeros((), jnp.int32), best_params=state.params,
-        best_model_state=state.model_state, bad_epochs=jnp.zeros((), jnp.int32),
-        stopped=jnp.zeros((), bool), reason=jnp.zeros((), jnp.int32))
-
-
-def _select(pred, on_true, on_false):
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
-
-
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-              if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
-def make_tracked_epoch(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
-                       batch_size: int, order: str = "random", has_aux: bool = False,
-                       loss_takes_key: bool = False,
-                       metrics: Mapping[str, Callable] | None = None,
-                       patience: int | None = None) -> Callable:
-    """``tracked(carry, train, val) -> (carry, record)``: an epoch with evaluation and stopping.
-
-    This one pure function is what :func:`train.fit` jits and what :func:`train.sweep`
-    ``vmap``-s over models, so a model of a sweep follows the same code as the same model
-    fitted alone. After :func:`make_epoch`'s epoch it
-
-    1. evaluates the metrics on ``train`` and, when ``val`` is not ``None``, the loss, aux
-       values and metrics on ``val``;
-    2. if the epoch's training loss, the monitored value or the parameters are non-finite,
-       keeps the state from before the epoch and stops (reason ``"non_finite"``);
-    3. otherwise records an improvement of the monitored value (validation loss, or the
-       epoch's training loss without ``val``): best parameters kept with ``jnp.where``;
-       ``patience`` epochs without one stop the run (reason ``"early_stopping"``);
-    4. leaves a carry that was already stopped untouched (its record is NaN): in a sweep a
-       stopped model is frozen while the others train.
-
-    ``record`` maps ``"loss"`` and each aux name to the epoch's mean over its steps, each
-    metric name to its value on ``train``, and ``"val_" + name`` to the values on ``val``.
-    """
-    epoch = make_epoch(loss_fn, optimizer, batch_size=batch_size, order=order,
-                       has_aux=has_aux, loss_takes_key=loss_takes_key, jit=False)
-    eval_metrics = make_evaluate(loss_fn, metrics=metrics, include_loss=False, jit=False)
-    eval_val = make_evaluate(loss_fn, metrics=metrics, has_aux=has_aux,
-                             loss_takes_key=loss_takes_key, jit=False)
-
-    def tracked(carry: Carry, train, val):
-        old, tr = carry.state, carry.tracker
-        new, means = epoch(old, train)
-        record = dict(means)
-        for name, value in eval_metrics(new, train).items():
-            if name in record:
-                raise ValueError(f"metrics: the name {name!r} is taken by the loss's aux dict")
-            record[name] = value
-        if val is not None:
-            record.update({f"val_{k}": v for k, v in eval_val(new, val).items()})
-        monitored = record["val_loss"] if val is not None else record["loss"]
-        finite = (jnp.isfinite(record["loss"]) & jnp.isfinite(monitored)
-                  & _all_finite(new.params))
-        improved = finite & (monitored < tr.best_value)
-        epoch_no = tr.epoch + 1
-        bad = jnp.where(improved, 0, tr.bad_epochs + 1)
-        early = (bad >= patience) if patience is not None else jnp.array(False)
-        early = finite & early
-        fresh = Tracker(
-            epoch=epoch_no,
-            best_value=jnp.where(improved, monitored.astype(tr.best_value.dtype),
-                                 tr.best_value),
-            best_epoch=jnp.where(improved, epoch_no, tr.best_epoch),
-            best_params=_select(improved, new.params, tr.best_params),
-            best_model_state=_select(improved, new.model_state, tr.best_model_state),
-            bad_epochs=bad,
-            stopped=~finite | early,
-            reason=jnp.where(~finite, _NON_FINITE, jnp.where(early, _EARLY, _RUNNING)),
-        )
-        state = _select(finite, new, old)  # a non-finite epoch leaves the last finite state
-        # A carry that had already stopped is frozen (sweeps run it along with the others).
-        carry = Carry(state=_select(tr.stopped, old, state),
-                      tracker=_select(tr.stopped, tr, fresh))
-        record = {k: jnp.where(tr.stopped, jnp.nan, jnp.asarray(v, jnp.result_type(v, float)))
-                  for k, v in record.items()}
-        return carry, record
-
-    return tracked
-
-
-def make_epochs(tracked: Callable, epochs_per_call: int = 1) -> Callable:
-    """``run(carry, train, val, active) -> (carry, records)``: ``epochs_per_call`` calls of
-    ``tracked`` (from :func:`make_tracked_epoch`, vmapped or not) in ONE ``lax.scan``, so a
-    run returns to Python once per ``epochs_per_call`` epochs instead of once per epoch
-    (which dominates when an epoch is a single full-batch step). Epoch ``i`` of the call
-    takes effect only when ``i < active`` (a traced int), so the last, shorter call of a run
-    reuses the same program. ``records`` has a leading axis of ``epochs_per_call``; rows at
-    or past ``active``, or past a stop, are to be dropped. With ``epochs_per_call=1`` it is
-    ``tracked`` itself (``active`` ignored), one program per epoch as before.
-    """
-    _check_int(epochs_per_call, "epochs_per_call", 1)
-    if epochs_per_call == 1:
-        def run(carry, train, val, active):
-            carry, record = tracked(carry, train, val)
-            return carry, jax.tree.map(lambda v: v[None], record)
-        return run
-
-    def run(carry, train, val, active):
-        def body(c, i):
-            new, record = tracked(c, train, val)
-            return _select(i < active, new, c), record
-        return jax.lax.scan(body, carry, jnp.arange(epochs_per_call))
-
-    return run
-
-
-def memoize(build: Callable, *, maxsize: int) -> Callable:
-    """``build(*args)`` cached on its arguments (functions by identity, as ``jax.jit`` does),
-    so equal settings reuse one jitted program; unhashable arguments build afresh."""
-    cached = functools.lru_cache(maxsize=maxsize)(build)
-
-    def get(*args):
-        try:
-            return cached(*args)
-        except TypeError:  # an unhashable loss, optimizer or metric: no sharing
-            return build(*args)
-
-    return get
 
 
 def per_example_grads(loss_fn: Callable, params, X, Y=None):

@@ -12,10 +12,11 @@ parameters are kept with ``jnp.where`` and a stopped model is frozen while the o
 
 On several devices (GPUs, or CPU cores exposed as devices with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``) the model axis is split across them:
-a ``Mesh`` over the devices with axis name ``"models"`` and ``NamedSharding(mesh,
-P("models"))`` on every stacked array, the data replicated. When the number of models is not
-a multiple of the number of devices, the grid is padded with copies of its last model, which
-are trained and then dropped from the result.
+a ``Mesh`` from ``jax.make_mesh`` with axis name ``"models"`` and ``NamedSharding(mesh,
+P("models"))`` on every stacked array, the data replicated. It uses as many devices as give
+the fewest models per device with the least padding (2 models on 8 devices use 2 devices,
+9 use 5 with two slots each); padding slots are copies of the last model, trained and then
+dropped from the result.
 
 Structural choices (hidden units, activation, depth) change the program, not just its
 inputs: :func:`sweep_structural` loops over them, one compiled program each, and logs
@@ -46,18 +47,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from tqdm.auto import tqdm
+from jax.sharding import Mesh
 
+from train.fit import _check_labels, _check_loss_args, _factory, _resolve_takes_key
 from train import loop as _loop
 from train import optim as _optim
+from train import runner as _runner
 
 __all__ = ["sweep", "sweep_structural", "grid", "SweepResult"]
 
@@ -105,18 +105,6 @@ def _leading(tree) -> set[int]:
     return {np.shape(leaf)[0] if np.ndim(leaf) else -1 for leaf in jax.tree.leaves(tree)}
 
 
-def _pad(tree, extra: int):
-    """Appends ``extra`` copies of the last model along the leading axis."""
-    if extra == 0:
-        return tree
-    return jax.tree.map(
-        lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)], axis=0), tree)
-
-
-def _unpad(tree, models: int, padded: bool):
-    return jax.tree.map(lambda a: a[:models], tree) if padded else tree
-
-
 def sweep(
     loss_fn: Callable,
     params: Any,
@@ -129,10 +117,13 @@ def sweep(
     hyperparams: Mapping[str, Any] | None = None,
     validation: tuple[Any, Any] | None = None,
     patience: int | None = None,
+    min_delta: float = 0.0,
     metrics: Mapping[str, Callable] | None = None,
+    eval_batch_size: int | None = None,
+    eval_every: int = 1,
     order: str = "random",
     has_aux: bool = False,
-    loss_takes_key: bool = False,
+    loss_takes_key: bool | None = None,
     model_state: Any = None,
     num_classes: int | None = None,
     progress: bool | None = None,
@@ -142,9 +133,11 @@ def sweep(
     """Trains ``models`` models at once, all on the same data, with one compiled program.
 
     Model ``i`` is trained exactly as ``train.fit(loss_fn, params_i, data,
-    optimizer=optimizer_i, key=keys[i], ...)`` with the same remaining arguments, where
-    ``params_i`` is row ``i`` of every leaf of ``params`` and ``optimizer_i`` is
-    ``optimizer`` with the injected hyperparameters set to ``hyperparams[name][i]``.
+    optimizer=optimizer_i, key=keys[i], model_state=model_state_i, ...)`` with the same
+    remaining arguments, where ``params_i`` is row ``i`` of every leaf of ``params`` and
+    ``optimizer_i`` is ``optimizer`` with the injected hyperparameters set to
+    ``hyperparams[name][i]``. A model state may differ per model too (a dropout rate kept in
+    it, say), so structural-looking choices that are only numbers sweep in one program.
 
     Args:
       loss_fn: as in :func:`train.fit` (contract in :mod:`train.loop`).
@@ -154,24 +147,21 @@ def sweep(
       optimizer: an optax optimizer; to sweep its hyperparameters it must be built with
         ``optax.inject_hyperparams`` (:func:`train.sgd` is).
       keys: ``(models,)`` typed PRNG keys: each model's data order and loss keys.
-      epochs, batch_size, validation, patience, metrics, order, has_aux, loss_takes_key,
-        num_classes, progress: as in :func:`train.fit`, the same for every model.
+      epochs, batch_size, validation, patience, min_delta, metrics, eval_batch_size,
+        eval_every, order, has_aux, loss_takes_key, num_classes, progress, epochs_per_call:
+        as in :func:`train.fit`, the same for every model.
       hyperparams: ``{name: values}``, each a scalar or ``(models,)`` array, set into the
         optimizer state (names among :func:`train.optim.get_hyperparams`), e.g.
         ``{"learning_rate": lrs, "l2": lams}`` or :func:`grid`'s output.
       model_state: stacked non-trained state (every leaf ``(models, ...)``) or ``None``.
       devices: the devices to spread the models over; default all of ``jax.devices()``.
-      epochs_per_call: epochs per compiled call (one ``lax.scan`` over epochs,
-        :func:`train.loop.make_epochs`): raise it when an epoch is a few steps, so the run
-        does not return to Python after every one. Results equal ``1``'s up to rounding.
 
     Returns:
       A :class:`SweepResult`. The loop over epochs ends early once every model has stopped,
       so its histories have ``E <= epochs`` columns.
     """
-    # --- checks, before anything is compiled ---
-    _loop._check_common(loss_fn, optimizer, epochs, patience, metrics, order, validation)
-    _loop._check_int(epochs_per_call, "epochs_per_call", 1)
+    loss_takes_key = _resolve_takes_key(loss_fn, loss_takes_key)
+    _check_loss_args(loss_fn, optimizer, metrics, has_aux, validation, patience)
     _loop._check_key(keys, "keys", tuple(getattr(keys, "shape", ())))  # the type only
     if keys.ndim != 1 or keys.shape[0] < 1:
         raise ValueError(f"keys: expected a 1-D array of keys, one per model (e.g. "
@@ -187,116 +177,40 @@ def sweep(
         raise ValueError(f"model_state: expected every leaf to have a leading model axis of "
                          f"length {models}, got leading sizes {sorted(_leading(model_state))}")
     train_np, val_np = _loop._check_data(data, validation, num_classes)
-    n = train_np[0].shape[0]
-    _loop._check_batching(n, batch_size, order)
-    if progress not in (None, True, False):
-        raise TypeError(f"progress: expected True, False or None, got {progress!r}")
     one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), params)
     hp = _loop._check_hyperparams(optimizer, one, hyperparams, models)
-    devices = list(jax.devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("devices: expected at least one device, got none")
 
-    # --- the stacked, padded, sharded carry ---
-    n_dev = len(devices)
-    padded_models = math.ceil(models / n_dev) * n_dev
-    extra = padded_models - models
-    params, keys, model_state = _pad((params, keys, model_state), extra)
-    hp = {k: np.concatenate([v, np.repeat(v[-1:], extra)]) for k, v in hp.items()}
-
-    def init_one(p, k, ms):
-        return _loop.init_state(p, optimizer, key=k, model_state=ms)
-
-    state = jax.vmap(init_one)(params, keys, model_state)
+    state = jax.vmap(lambda p, ms: _loop.init_state(p, optimizer, model_state=ms))(
+        params, model_state)
     if hp:
         state = state.replace(opt_state=_optim.set_hyperparams(state.opt_state, **hp))
-    carry = _loop.Carry(state=state, tracker=jax.vmap(_loop.init_tracker)(state))
-
-    train_data, val_data = _loop._to_device(train_np), _loop._to_device(val_np)
-    run, mesh, traces = _program(
-        loss_fn, optimizer, batch_size, order, has_aux, loss_takes_key,
-        tuple((metrics or {}).items()), patience, tuple(devices), epochs_per_call)
-    traced_before = traces[0]
-    if mesh is not None:
-        stacked, replicated = NamedSharding(mesh, P("models")), NamedSharding(mesh, P())
-        carry = jax.device_put(carry, stacked)
-        train_data, val_data = jax.device_put((train_data, val_data), replicated)
-    else:
-        carry = jax.device_put(carry, devices[0])
-        train_data, val_data = jax.device_put((train_data, val_data), devices[0])
-    _loop._check_probe(run, carry, train_data, val_data, 1)
-
-    # --- the epochs ---
-    records: list[dict[str, np.ndarray]] = []
-    bar = tqdm(total=epochs, desc=f"sweep ({models} models)", unit="epoch",
-               disable=None if progress is None else not progress, leave=False)
-    try:
-        done = 0
-        while done < epochs:
-            active = min(epochs_per_call, epochs - done)
-            carry, chunk = run(carry, train_data, val_data, active)
-            chunk = jax.device_get(chunk)  # each (epochs_per_call, models)
-            records.extend({k: v[i] for k, v in chunk.items()} for i in range(active))
-            done += active
-            stopped = np.asarray(jax.device_get(carry.tracker.stopped))[:models]
-            bar.update(active)
-            bar.set_postfix(stopped=f"{int(stopped.sum())}/{models}")
-            if stopped.all():
-                break
-    finally:
-        bar.close()
-
-    tracker = carry.tracker
-    padded = extra > 0
-    ran = int(np.max(jax.device_get(tracker.epoch)[:models]))  # epochs after the last stop: NaN
-    history = {name: np.stack([r[name] for r in records[:ran]], axis=1)[:models]
-               for name in records[0]}
-    reasons = np.asarray(jax.device_get(tracker.reason))[:models]
+    names = tuple((metrics or {}).keys())
+    result = _runner.run(
+        None, state, tuple(train_np), epochs=epochs, key=keys, batch_size=batch_size,
+        validation=None if val_np is None else tuple(val_np), eval_batch_size=eval_batch_size,
+        eval_every=eval_every, patience=patience, min_delta=min_delta, order=order,
+        progress=progress, epochs_per_call=epochs_per_call, models=models, devices=devices,
+        desc=f"sweep ({models} models)",
+        probe=lambda trace: _check_labels(trace, train_np, val_np),
+        factory=(_factory, (loss_fn, *(metrics or {}).values()),
+                 (optimizer, has_aux, loss_takes_key, names)))
+    best_params, best_ms = result.best
     use_best = patience is not None
-    best_params = _unpad(tracker.best_params, models, padded)
-    best_ms = _unpad(tracker.best_model_state, models, padded)
-    final = _unpad(carry.state, models, padded)
+    final = result.state
     return SweepResult(
         params=best_params if use_best else final.params,
-        history=history,
-        best_epoch=np.asarray(jax.device_get(tracker.best_epoch))[:models],
-        stop_reason=[_loop.STOP_REASONS[int(r)] for r in reasons],
-        epochs_run=np.asarray(jax.device_get(tracker.epoch))[:models],
-        hyperparams={k: np.asarray(v)[:models] for k, v in jax.device_get(
+        history=result.history,
+        best_epoch=result.best_epoch,
+        stop_reason=result.stop_reason,
+        epochs_run=result.epochs_run,
+        hyperparams={k: np.asarray(v) for k, v in jax.device_get(
             _optim.get_hyperparams(final.opt_state)).items()},
         best_params=best_params,
         model_state=best_ms if use_best else final.model_state,
         state=final,
-        mesh=mesh,
-        compilations=traces[0] - traced_before,
+        mesh=result.mesh,
+        compilations=result.compilations,
     )
-
-
-def _build_program(loss_fn, optimizer, batch_size, order, has_aux, loss_takes_key, metrics,
-                   patience, devices, epochs_per_call):
-    """The jitted, vmapped tracked epoch, its mesh (None on one device), a trace counter."""
-    tracked = _loop.make_tracked_epoch(
-        loss_fn, optimizer, batch_size=batch_size, order=order, has_aux=has_aux,
-        loss_takes_key=loss_takes_key, metrics=dict(metrics), patience=patience)
-    traces = [0]
-
-    epochs = _loop.make_epochs(jax.vmap(tracked, in_axes=(0, None, None)), epochs_per_call)
-
-    def program(carry, train, val, active):
-        traces[0] += 1  # runs once per trace, i.e. once per compilation
-        return epochs(carry, train, val, active)
-
-    if len(devices) == 1:
-        return jax.jit(program), None, traces
-    mesh = Mesh(np.array(devices), ("models",))
-    # The carry is stacked over models; the records are (epochs_per_call, models).
-    shardings = (NamedSharding(mesh, P("models")), NamedSharding(mesh, P(None, "models")))
-    return jax.jit(program, out_shardings=shardings), mesh, traces
-
-
-# Sweeps with the same loss function, optimizer object, settings and devices share one
-# program (like train.fit's): a second sweep of the same shapes does not compile again.
-_program = _loop.memoize(_build_program, maxsize=8)
 
 
 def sweep_structural(

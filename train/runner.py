@@ -1,0 +1,971 @@
+"""The one training loop: any ``step(state, batch, key)`` over any state pytree.
+
+:func:`run` trains a user-written step for ``epochs`` epochs with the bookkeeping every model
+needs: the history, evaluation in batches, early stopping, divergence detection, checkpoints,
+a resume that ends bitwise identical to an uninterrupted run, a progress bar, several epochs
+per compiled call and, with ``models=``, many models in ONE ``vmap``-ed program.
+:func:`train.fit` (a loss function and an optimizer) and :func:`train.sweep` are thin layers
+over it; a GAN's two players, a diffusion model's EMA or anything else that is not "one loss,
+one optimizer" write their step and call :func:`run` directly.
+
+**The step contract.** ``step(state, batch, key) -> (state, metrics)``: ``state`` any pytree
+of arrays (two parameter trees and two optax states for a GAN), ``batch`` a minibatch of the
+data pytree (every leaf sliced along its leading axis), ``key`` a fresh PRNG key for this
+step, ``metrics`` a dict of scalars (averaged over the epoch's steps into the history).
+
+**The evaluation contract.** ``evaluate(state, batch, key) -> {name: scalar}``, the batch
+MEAN of each quantity, in evaluation mode (the function decides what that means: no dropout,
+batch-norm running statistics). It runs on the validation set (history names ``val_<name>``)
+and, given as ``train_evaluate``, on the training set (names as returned). A set is evaluated
+in batches of ``eval_batch_size``: ``m // eval_batch_size`` full batches in one ``lax.scan``,
+then the ``m % eval_batch_size`` remaining examples as one smaller batch (nothing is dropped),
+and the batch means are combined weighted by batch size, so a mean over examples equals the
+one-batch result up to float rounding while device memory holds one batch of activations.
+
+**Epochs.** With array data (a pytree whose leaves have ``n`` rows), an epoch is
+``n // batch_size`` steps in ONE ``jax.lax.scan``; the last-batch rule and the two orders are
+those of :func:`train.loop.minibatch_indices`. With a stream (``data`` a function
+``epoch -> iterable of batches``, or a re-iterable such as a list of batches), an epoch is
+one pass over ``data(epoch)`` (``epoch`` counts from 0), each batch moved to the device and
+stepped by one compiled call: the stream decides the order and the batch sizes, and a
+resumed run asks it for the same epochs again, so it resumes bitwise when ``data(epoch)``
+is a function of ``epoch`` alone.
+
+**Randomness.** The run's key is carried; each epoch splits it into the next carried key and
+the keys of the epoch (order, steps, evaluations); step ``i`` of an epoch gets
+``fold_in(steps_key, i)``. The same carry always continues the same way.
+
+**Stopping.** The *monitored* value (``monitor``, by default ``"val_loss"`` with a validation
+set and ``"loss"`` without) improves when it falls below the best so far by more than
+``min_delta``; the state's ``best_of(state)`` (default: the whole state) is kept at the best
+epoch. ``patience`` evaluations without an improvement stop the run. An epoch whose step
+metrics, monitored value or NEW STATE (every floating leaf: parameters, optimizer moments,
+batch-norm statistics, ...) hold a NaN or an infinity is undone and the run stops with reason
+``"non_finite"``.
+
+>>> import jax, jax.numpy as jnp, numpy as np, optax
+>>> opt = optax.sgd(0.1)
+>>> def step(state, batch, key):  # fit a mean by SGD on (x - mu)^2
+...     loss, g = jax.value_and_grad(lambda p: jnp.mean((batch - p["mu"]) ** 2))(state["p"])
+...     upd, o = opt.update(g, state["opt"])
+...     return {"p": optax.apply_updates(state["p"], upd), "opt": o}, {"loss": loss}
+>>> p = {"mu": jnp.zeros(())}
+>>> X = 3.0 + np.random.default_rng(0).normal(size=64).astype(np.float32)
+>>> r = run(step, {"p": p, "opt": opt.init(p)}, X, epochs=20, batch_size=16,
+...         key=jax.random.key(0), progress=False)
+>>> r.stop_reason, len(r.history["loss"]), round(float(r.state["p"]["mu"]), 1)
+('epochs', 20, 3.1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import weakref
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
+
+from train import checkpoint as _checkpoint
+from train import loop as _loop
+
+__all__ = ["run", "RunResult", "Tracker", "Carry", "STOP_REASONS"]
+
+STOP_REASONS = ("epochs", "early_stopping", "non_finite")
+_RUNNING, _EARLY, _NON_FINITE = 0, 1, 2
+
+DEFAULT_EVAL_BATCH_SIZE = 1024
+
+
+@flax.struct.dataclass
+class Tracker:
+    """Early stopping and divergence bookkeeping across epochs (a pytree; vmapped in sweeps)."""
+
+    epoch: jax.Array  # () int32: epochs run so far (one that turned non-finite included)
+    steps: jax.Array  # () int32: steps taken so far (the sequential order resumes from it)
+    best_value: jax.Array  # () float32: lowest monitored value so far (+inf before any)
+    best_epoch: jax.Array  # () int32: 1-based epoch of best_value (0: the initial state)
+    best: Any  # pytree like best_of(state): kept at best_epoch
+    bad_evals: jax.Array  # () int32: evaluations since the monitored value last improved
+    stopped: jax.Array  # () bool: no further updates (early stopping or a non-finite epoch)
+    reason: jax.Array  # () int32: index into STOP_REASONS (0 while running)
+
+
+@flax.struct.dataclass
+class Carry:
+    """What the compiled epoch carries (and a checkpoint stores): state, key and tracker."""
+
+    state: Any  # the user's state pytree
+    key: jax.Array  # () typed PRNG key, split once per epoch
+    tracker: Tracker
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What :func:`run` returns. With ``models=``, every array has a leading model axis."""
+
+    state: Any  # the final state (the last finite one after a non-finite epoch)
+    best: Any  # best_of(state) at best_epoch (best_of of the initial state when it is 0)
+    history: dict  # name -> list of floats per epoch ((models, E) arrays with models=)
+    best_epoch: Any  # int, 1-based epoch of the best monitored value (0: none improved)
+    stop_reason: Any  # "epochs", "early_stopping" or "non_finite" (a list with models=)
+    epochs_run: Any  # epochs run, a non-finite one included
+    non_finite_epoch: Any  # the epoch that turned non-finite, else None (per model: 0)
+    compilations: int  # programs traced by this call (0 when an earlier run's was reused)
+    mesh: Any = None  # the device mesh a sweep's model axis was spread over (None: one)
+
+
+# --------------------------------------------------------------------------------------------
+# The pure pieces of one epoch
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """The static configuration of a compiled epoch (hashable: it keys the program cache)."""
+
+    step: Callable
+    evaluate: Callable | None
+    train_evaluate: Callable | None
+    best_of: Callable | None
+    batch_size: int | None  # None: a stream
+    order: str
+    eval_batch_size: int
+    eval_every: int
+    patience: int | None
+    monitor: str
+    min_delta: float
+
+
+def _best_of(spec: Spec, state):
+    return state if spec.best_of is None else spec.best_of(state)
+
+
+def _split_epoch_key(key):
+    """carried key, order key, steps key, training-evaluation key, validation key."""
+    return tuple(jax.random.split(key, 5))
+
+
+def _evaluate(evaluate, state, data, key, batch_size: int) -> dict:
+    """``evaluate`` over a whole array data set in batches, combined weighted by size."""
+    m = _loop._num_examples(data)
+    b = min(batch_size, m)
+    full, rest = divmod(m, b)
+
+    def one(batch, k):
+        out = evaluate(state, batch, k)
+        if not isinstance(out, Mapping):
+            raise TypeError(f"evaluate: expected a dict of scalars, got {type(out).__name__}")
+        for name, v in out.items():
+            if jnp.shape(v) != ():
+                raise TypeError(f"evaluate: expected scalars (batch means), got {name!r} of "
+                                f"shape {jnp.shape(v)}")
+        return {k_: jnp.asarray(v, jnp.float32) for k_, v in out.items()}
+
+    def body(_, i):
+        batch = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, i * b, b), data)
+        return None, one(batch, jax.random.fold_in(key, i))
+
+    _, means = jax.lax.scan(body, None, jnp.arange(full))  # name -> (full,) batch means
+    total = {k: b * jnp.sum(v) for k, v in means.items()}
+    if rest:
+        tail = jax.tree.map(lambda a: a[full * b:], data)
+        out = one(tail, jax.random.fold_in(key, full))
+        total = {k: total[k] + rest * out[k] for k in total}
+    return {k: v / m for k, v in total.items()}
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _select(pred, on_true, on_false):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def _nan_like(record):
+    return {k: jnp.full((), jnp.nan, jnp.float32) for k in record}
+
+
+def _evaluations(spec: Spec, state, train, val, k_train, k_val, evaluated, eval_fn):
+    """The evaluation part of a record: metrics on ``train`` and ``val_*`` on ``val``,
+    computed only when ``evaluated`` (a traced bool, unbatched under vmap), else NaN."""
+
+    def compute(state):
+        out = {}
+        if spec.train_evaluate is not None:
+            out.update(eval_fn(spec.train_evaluate, state, train, k_train))
+        if spec.evaluate is not None and val is not None:
+            out.update({f"val_{k}": v for k, v in
+                        eval_fn(spec.evaluate, state, val, k_val).items()})
+        return out
+
+    if spec.eval_every == 1:  # every epoch evaluates: no branch (and one trace less)
+        return compute(state)
+    shape = jax.eval_shape(compute, state)
+    if not shape:
+        return {}
+    return jax.lax.cond(evaluated, compute, lambda s: _nan_like(shape), state)
+
+
+def _track(spec: Spec, carry: Carry, new_state, key, steps, means: dict, evals: dict,
+           evaluated) -> tuple[Carry, dict]:
+    """Early stopping, divergence and freezing: the carry after an epoch, and its record."""
+    tr = carry.tracker
+    record = dict(means)
+    for name, value in evals.items():
+        if name in record:
+            raise ValueError(f"metrics: the name {name!r} is taken by the loss's aux dict (a "
+                             "step metric)")
+        record[name] = value
+    if spec.monitor not in record:
+        raise ValueError(f"monitor: expected one of the recorded names {sorted(record)}, got "
+                         f"{spec.monitor!r}")
+    monitored = jnp.asarray(record[spec.monitor], jnp.float32)
+    is_eval_name = spec.monitor in evals
+    checked = evaluated if is_eval_name else jnp.array(True)
+    finite = _all_finite(means) & _all_finite(new_state) & (jnp.isfinite(monitored) | ~checked)
+    improved = finite & checked & (monitored < tr.best_value - spec.min_delta)
+    epoch_no = tr.epoch + 1
+    bad = jnp.where(improved, 0, tr.bad_evals + checked.astype(jnp.int32))
+    early = (bad >= spec.patience) if spec.patience is not None else jnp.array(False)
+    early = finite & early
+    fresh = Tracker(
+        epoch=epoch_no,
+        steps=steps,
+        best_value=jnp.where(improved, monitored, tr.best_value),
+        best_epoch=jnp.where(improved, epoch_no, tr.best_epoch),
+        best=_select(improved, _best_of(spec, new_state), tr.best),
+        bad_evals=bad,
+        stopped=~finite | early,
+        reason=jnp.where(~finite, _NON_FINITE, jnp.where(early, _EARLY, _RUNNING)),
+    )
+    # A non-finite epoch is undone: the state and key from before it are kept.
+    state = _select(finite, new_state, carry.state)
+    key = _select(finite, key, carry.key)
+    new = Carry(state=state, key=key, tracker=fresh)
+    # A carry that had already stopped is frozen (a sweep runs it along with the others).
+    new = _select(tr.stopped, carry, new)
+    record = {k: jnp.where(tr.stopped, jnp.nan, jnp.asarray(v, jnp.float32))
+              for k, v in record.items()}
+    return new, record
+
+
+def make_epoch(spec: Spec) -> Callable:
+    """``epoch(carry, train, val, epoch_no, evaluate_now) -> (carry, record)`` on array data.
+
+    ``epoch_no`` (1-based) and ``evaluate_now`` are unbatched scalars, so under the sweep's
+    ``vmap`` the evaluation stays a real branch, skipped on the epochs between evaluations.
+    """
+
+    def epoch(carry: Carry, train, val, evaluate_now):
+        n = _loop._num_examples(train)
+        key, k_order, k_steps, k_train, k_val = _split_epoch_key(carry.key)
+        idx = _loop.minibatch_indices(k_order, carry.tracker.steps, n=n,
+                                      batch_size=spec.batch_size, order=spec.order)
+
+        def body(state, xs):
+            i, batch_idx = xs
+            state, metrics = _call_step(spec.step, state, _loop._take(train, batch_idx),
+                                        jax.random.fold_in(k_steps, i))
+            return state, metrics
+
+        steps = idx.shape[0]
+        state, metrics = jax.lax.scan(body, carry.state, (jnp.arange(steps), idx))
+        means = {k: jnp.mean(v, axis=0) for k, v in metrics.items()}
+        evals = _evaluations(spec, state, train, val, k_train, k_val, evaluate_now,
+                             lambda f, s, d, k: _evaluate(f, s, d, k, spec.eval_batch_size))
+        return _track(spec, carry, state, key, carry.tracker.steps + steps, means, evals,
+                      evaluate_now)
+
+    return epoch
+
+
+def _call_step(step, state, batch, key):
+    out = step(state, batch, key)
+    if not isinstance(out, tuple) or len(out) != 2 or not isinstance(out[1], Mapping):
+        raise TypeError(f"step: expected it to return (state, metrics) with metrics a dict of "
+                        f"scalars, got {type(out).__name__}")
+    new, metrics = out
+    if jax.tree.structure(new) != jax.tree.structure(state):
+        raise TypeError(f"step: expected the returned state to have the structure of the state "
+                        f"passed in, {jax.tree.structure(state)}, got {jax.tree.structure(new)}")
+    for name, v in metrics.items():
+        if not isinstance(name, str) or jnp.shape(v) != ():
+            raise TypeError(f"step: expected metrics to map names to scalars, got {name!r} of "
+                            f"shape {jnp.shape(v)}")
+    return new, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+
+def make_epochs(epoch: Callable, epochs_per_call: int) -> Callable:
+    """``epochs_per_call`` calls of ``epoch`` in ONE ``lax.scan``:
+    ``run(carry, train, val, first, active, evaluate_mask) -> (carry, records)``. Epoch
+    ``i`` of the call takes effect only when ``i < active``, so the last, shorter call of a
+    run reuses the program; ``evaluate_mask[i]`` says whether epoch ``i`` evaluates."""
+
+    def many(carry, train, val, active, evaluate_mask):
+        def body(c, i):
+            new, record = epoch(c, train, val, evaluate_mask[i])
+            return _select(i < active, new, c), record
+        return jax.lax.scan(body, carry, jnp.arange(epochs_per_call))
+
+    return many
+
+
+# --------------------------------------------------------------------------------------------
+# The program cache: identical settings reuse one jitted program, without keeping the user's
+# functions alive (entries hold them weakly and disappear with them).
+# --------------------------------------------------------------------------------------------
+
+
+class _WeakCallable:
+    """Calls a function through a weak reference, so a cached program does not keep it alive."""
+
+    def __init__(self, fn):
+        self._ref = weakref.ref(fn)
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+
+    def __call__(self, *args, **kwargs):
+        fn = self._ref()
+        if fn is None:  # cannot happen while a run that uses it is on the stack
+            raise RuntimeError(f"{self.__name__}: the function was garbage-collected")
+        return fn(*args, **kwargs)
+
+
+_PROGRAMS: dict = {}
+_CACHE_SIZE = 16
+
+
+def cached(build: Callable, functions: tuple, settings: tuple):
+    """``build(functions, settings)``, cached on the functions' identities and the hashable
+    ``settings`` (as ``jax.jit`` caches on a function's identity), so a fit repeated, resumed
+    or re-run with new data of the same shapes does not compile again.
+
+    The cache holds the functions WEAKLY (``build`` receives weak proxies): an entry goes
+    when one of its functions is garbage-collected, so a user's closures and everything they
+    capture are freed with them. ``None`` entries are allowed; an object that cannot be
+    weakly referenced (a bound method, a builtin) or an unhashable setting builds afresh."""
+    try:
+        key = (build, tuple(id(f) for f in functions), settings)
+        hash(key)
+        refs = tuple(None if f is None else weakref.ref(f) for f in functions)
+        if any(hasattr(f, "__func__") for f in functions):  # bound methods are ephemeral
+            raise TypeError
+    except TypeError:
+        return build(functions, settings)
+    entry = _PROGRAMS.get(key)
+    if entry is not None and all((r is None and f is None) or (r is not None and r() is f)
+                                 for r, f in zip(entry[0], functions)):
+        return entry[1]
+    program = build(tuple(None if f is None else _WeakCallable(f) for f in functions), settings)
+    _PROGRAMS[key] = (refs, program)
+    for f in functions:
+        if f is not None:
+            weakref.finalize(f, _PROGRAMS.pop, key, None)
+    while len(_PROGRAMS) > _CACHE_SIZE:
+        _PROGRAMS.pop(next(iter(_PROGRAMS)))
+    return program
+
+
+class _Counted:
+    """A jitted function and the number of times it was traced (= compiled)."""
+
+    def __init__(self, fn, **jit_kwargs):
+        self.traces = 0
+
+        def counted(*args):
+            self.traces += 1
+            return fn(*args)
+
+        self.jitted = jax.jit(counted, **jit_kwargs)
+
+    def __call__(self, *args):
+        return self.jitted(*args)
+
+
+def _plain(step, evaluate, train_evaluate, best_of):
+    """The factory of :func:`run`: the user's functions as they are."""
+    return step, evaluate, train_evaluate, best_of
+
+
+def _build_programs(functions, settings):
+    """The compiled program of a run (a :class:`_Streamed` for a stream). ``functions`` go
+    to the factory, with its static settings, to make ``step, evaluate, train_evaluate,
+    best_of``; the rest of ``settings`` configure the loop."""
+    (factory, factory_static, batch_size, order, eval_batch_size, eval_every, patience,
+     monitor, min_delta, epochs_per_call, vmapped, shardings) = settings
+    step, evaluate, train_evaluate, best_of = factory(*functions, *factory_static)
+    spec = Spec(step, evaluate, train_evaluate, best_of, batch_size, order, eval_batch_size,
+                eval_every, patience, monitor, min_delta)
+    if batch_size is None:  # a stream: one compiled step, evaluation per batch, tracking
+        def one_step(state, batch, steps_key, i):
+            return _call_step(spec.step, state, batch, jax.random.fold_in(steps_key, i))
+
+        def finish(carry, state, key, steps, means, evals, evaluated):
+            return _track(spec, carry, state, key, steps, means, evals, evaluated)
+
+        def eval_batch(state, batch, key, i):
+            out = spec.evaluate(state, batch, jax.random.fold_in(key, i))
+            return {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
+
+        streamed = _Streamed(_Counted(one_step, donate_argnums=0), jax.jit(finish),
+                             jax.jit(eval_batch), jax.jit(_split_epoch_key))
+        streamed.best_of = functools.partial(_best_of, spec)
+        return streamed
+    epoch = make_epoch(spec)
+    if vmapped:
+        epoch = jax.vmap(epoch, in_axes=(0, None, None, None))
+    kwargs = {"donate_argnums": 0}
+    if shardings is not None:
+        kwargs["out_shardings"] = shardings
+    program = _Counted(make_epochs(epoch, epochs_per_call), **kwargs)
+    program.best_of = functools.partial(_best_of, spec)
+    return program
+
+
+class _Streamed:
+    def __init__(self, one_step, finish, eval_batch, split_key):
+        self.one_step, self.finish = one_step, finish
+        self.eval_batch, self.split_key = eval_batch, split_key
+
+    @property
+    def traces(self):
+        return self.one_step.traces
+
+
+# --------------------------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------------------------
+
+
+def _is_stream(data) -> bool:
+    if callable(data):
+        return True
+    return isinstance(data, Sequence) and not isinstance(data, (tuple, str, bytes)) and (
+        len(data) > 0 and not hasattr(data[0], "shape") or len(data) == 0)
+
+
+def _stream_epoch(data, epoch: int) -> Iterable:
+    it = data(epoch) if callable(data) else data
+    if iter(it) is it:
+        raise TypeError(
+            "data: a one-shot iterator cannot be replayed epoch after epoch; pass a list of "
+            "batches or a function epoch -> iterable of batches")
+    return it
+
+
+def run(
+    step: Callable,
+    state: Any,
+    data: Any,
+    *,
+    epochs: int,
+    key: jax.Array,
+    batch_size: int | None = None,
+    evaluate: Callable | None = None,
+    train_evaluate: Callable | None = None,
+    validation: Any = None,
+    eval_batch_size: int | None = None,
+    eval_every: int = 1,
+    patience: int | None = None,
+    monitor: str | None = None,
+    min_delta: float = 0.0,
+    best_of: Callable | None = None,
+    order: str = "random",
+    progress: bool | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | os.PathLike | None = None,
+    epochs_per_call: int = 1,
+    models: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    config: Mapping[str, Any] | None = None,
+    desc: str = "run",
+    factory: tuple | None = None,
+    probe: Callable[[Callable[[], Any]], None] | None = None,
+) -> RunResult:
+    """Runs ``step`` over ``data`` for ``epochs`` epochs (contracts: the module docstring).
+
+    Args:
+      step: ``step(state, batch, key) -> (state, metrics)``.
+      state: the initial state, any pytree of arrays (its floating leaves must be finite).
+      data: a pytree of arrays with ``n`` rows each (``(X, Y)``, a dict, integer tokens), or
+        a stream: a function ``epoch -> iterable of batches`` or a list of batches.
+      epochs: epochs to run in all (a resumed run continues up to this number).
+      key: a typed PRNG key (``jax.random.key``); with ``models``, ``(models,)`` keys.
+      batch_size: examples per step with array data (``1 <= batch_size <= n``); ``None``
+        with a stream.
+      evaluate: ``evaluate(state, batch, key) -> {name: batch mean}`` in evaluation mode, on
+        ``validation`` (history ``val_<name>``).
+      train_evaluate: the same on the training data (history ``<name>``), array data only.
+      validation: a pytree of arrays like ``data`` (or a list of batches).
+      eval_batch_size: examples per evaluation batch (default ``min(m, 1024)``).
+      eval_every: evaluate every this many epochs (and always after the last one); the
+        history holds NaN in between.
+      patience: stop after this many evaluations without an improvement of the monitored
+        value, and report the best state (``best``).
+      monitor: the history name to minimise (default ``"val_loss"`` with ``validation``, else
+        ``"loss"``).
+      min_delta: an improvement must lower the monitored value by more than this.
+      best_of: ``state -> the part to keep at the best epoch`` (default the whole state).
+      order: ``"random"`` or ``"sequential"`` (array data).
+      progress: a tqdm bar: ``True``, ``False`` or ``None`` (on in terminals).
+      checkpoint: a file to save the whole run to (carry, history, configuration) every
+        ``checkpoint_every`` epochs (default 1) and at the end, atomically.
+      resume: a checkpoint of a run with the same configuration; the run continues from it.
+      epochs_per_call: epochs per compiled call (one ``lax.scan`` over epochs; array data).
+      models: train this many models at once: every leaf of ``state`` has a leading axis of
+        this length, ``key`` has shape ``(models,)``; ONE ``vmap``-ed program.
+      devices: with ``models``, the devices to spread the model axis over (default all).
+      config: extra settings recorded in the checkpoint and compared on resume.
+      desc: the progress bar's label.
+      factory: for layers over :func:`run` (``train.fit``): ``(make, functions, static)``
+        where ``make(*functions, *static) -> (step, evaluate, train_evaluate, best_of)``;
+        the compiled program is cached on the identities of ``functions`` (held weakly)
+        and ``static``, not on the (freshly built) step.
+      probe: ``probe(trace)`` runs the one trace of the program that precedes compilation
+        (``trace()``, after every argument is checked) for a layer that wants to look at
+        it, such as ``train.fit``'s label check; default: just ``trace()``.
+    """
+    # --- every check before anything is compiled ---
+    if factory is None and not callable(step):
+        raise TypeError(f"step: expected a function step(state, batch, key) -> (state, "
+                        f"metrics), got {type(step).__name__}")
+    for name, fn in (("evaluate", evaluate), ("train_evaluate", train_evaluate),
+                     ("best_of", best_of)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name}: expected a function or None, got {type(fn).__name__}")
+    _loop._check_int(epochs, "epochs", 1)
+    _loop._check_int(eval_every, "eval_every", 1)
+    _loop._check_int(epochs_per_call, "epochs_per_call", 1)
+    if models is not None:
+        _loop._check_int(models, "models", 1)
+    _loop._check_key(key, "key", () if models is None else (models,))
+    if patience is not None:
+        _loop._check_int(patience, "patience", 1)
+    if not isinstance(min_delta, (int, float)) or isinstance(min_delta, bool) or not (
+            math.isfinite(min_delta) and min_delta >= 0):
+        raise ValueError(f"min_delta: expected a finite number >= 0, got {min_delta!r}")
+    if progress not in (None, True, False):
+        raise TypeError(f"progress: expected True, False or None, got {progress!r}")
+    if checkpoint_every is not None:
+        _loop._check_int(checkpoint_every, "checkpoint_every", 1)
+        if checkpoint is None:
+            raise ValueError("checkpoint_every: expected a checkpoint path to go with it, "
+                             "got checkpoint=None")
+    if checkpoint is not None:
+        _check_writable(checkpoint, "checkpoint")
+    if order not in _loop.ORDERS:
+        raise ValueError(f"order: expected one of {_loop.ORDERS}, got {order!r}")
+    if validation is not None and evaluate is None and factory is None:
+        raise ValueError("validation: a validation set needs an evaluate function")
+    if monitor is None:
+        monitor = "val_loss" if validation is not None else "loss"
+    elif not isinstance(monitor, str):
+        raise TypeError(f"monitor: expected a history name, got {type(monitor).__name__}")
+    if patience is not None and monitor.startswith("val_") and validation is None:
+        raise ValueError(f"patience: early stopping monitors {monitor!r}; pass validation=..., "
+                         "or patience=None")
+    _check_state(state, models)
+
+    stream = _is_stream(data)
+    if stream:
+        if models is not None:
+            raise ValueError("data: a stream of batches trains one model; for models= pass "
+                             "arrays")
+        if batch_size is not None:
+            raise ValueError("batch_size: a stream of batches sets its own batch sizes; "
+                             "pass batch_size=None")
+        if epochs_per_call != 1:
+            raise ValueError("epochs_per_call: a stream is stepped batch by batch; use 1")
+        if train_evaluate is not None:
+            raise ValueError("train_evaluate: evaluating a stream's training data is not "
+                             "supported; evaluate a validation set")
+        n = None
+    else:
+        n = _check_array_data(data, "data")
+        if batch_size is None:
+            raise TypeError("batch_size: expected an int for array data, got None")
+        _loop._check_batching(n, batch_size, order)
+    val_stream = validation is not None and _is_stream(validation)
+    m = None
+    if validation is not None and not val_stream:
+        m = _check_array_data(validation, "validation")
+        _check_like(data, validation, stream)
+    if eval_batch_size is None:
+        eval_batch_size = min(m or DEFAULT_EVAL_BATCH_SIZE, DEFAULT_EVAL_BATCH_SIZE)
+    else:
+        _loop._check_int(eval_batch_size, "eval_batch_size", 1)
+
+    settings = {"batch_size": -1 if batch_size is None else batch_size, "n": n or -1,
+                "order": order, "patience": -1 if patience is None else patience,
+                "monitor": monitor, "min_delta": float(min_delta), "eval_every": eval_every,
+                "eval_batch_size": eval_batch_size, "validation": validation is not None,
+                "epochs_per_call": epochs_per_call, "models": models or 0,
+                "stream": stream, **dict(config or {})}
+
+    # --- placement and the compiled program ---
+    mesh, padded = None, None
+    if models is not None:
+        devs = list(jax.devices() if devices is None else devices)
+        if not devs:
+            raise ValueError("devices: expected at least one device, got none")
+        used = _devices_for(models, len(devs))
+        padded = math.ceil(models / used) * used
+        if used > 1:
+            mesh = jax.make_mesh((used,), ("models",), devices=devs[:used],
+                                 axis_types=(jax.sharding.AxisType.Auto,))
+        device = devs[0]
+    else:
+        device = _default_device()
+    shardings = None
+    if mesh is not None:
+        shardings = (NamedSharding(mesh, P("models")), NamedSharding(mesh, P(None, "models")))
+    if factory is None:
+        factory = (_plain, (step, evaluate, train_evaluate, best_of), ())
+    program = cached(_build_programs, factory[1], (
+        factory[0], factory[2], None if stream else batch_size, order, eval_batch_size,
+        eval_every, patience, monitor, float(min_delta), epochs_per_call, models is not None,
+        shardings))
+    traced_before = program.traces
+
+    # --- the carry: fresh buffers (the compiled calls donate them) ---
+    keep = jax.vmap(program.best_of) if models is not None else program.best_of
+    state = jax.tree.map(lambda a: jnp.array(a, copy=True), state)
+    best = jax.tree.map(lambda a: jnp.array(a, copy=True), keep(state))
+
+    def tracker(best):
+        return Tracker(epoch=jnp.zeros((), jnp.int32), steps=jnp.zeros((), jnp.int32),
+                       best_value=jnp.full((), jnp.inf, jnp.float32),
+                       best_epoch=jnp.zeros((), jnp.int32), best=best,
+                       bad_evals=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool),
+                       reason=jnp.zeros((), jnp.int32))
+
+    tr = jax.vmap(tracker)(best) if models is not None else tracker(best)
+    carry = Carry(state=state, key=jnp.array(key, copy=True), tracker=tr)
+    if padded is not None:
+        carry = _pad(carry, padded - models)
+    if not stream:
+        train_data = _to_device(data)
+    val_data = None if validation is None or val_stream else _to_device(validation)
+
+    if mesh is not None:
+        carry = jax.device_put(carry, NamedSharding(mesh, P("models")))
+        rep = NamedSharding(mesh, P())
+        if not stream:
+            train_data = jax.device_put(train_data, rep)
+        if val_data is not None:
+            val_data = jax.device_put(val_data, rep)
+    else:
+        carry = jax.device_put(carry, device)
+        if not stream:
+            train_data = jax.device_put(train_data, device)
+        if val_data is not None:
+            val_data = jax.device_put(val_data, device)
+
+    names = []
+
+    def trace():  # once, no compilation: a broken step or evaluate fails here, clearly
+        if not stream:
+            mask = np.ones(epochs_per_call, bool)
+            names.extend(jax.eval_shape(program.jitted, carry, train_data, val_data, 1,
+                                        mask)[1])
+
+    if probe is None:
+        trace()
+    else:
+        probe(trace)
+    names = names if not stream else None
+
+    history: dict[str, list] = {}
+    if resume is not None:
+        carry, history = _restore(resume, carry, settings, names, models)
+        if mesh is not None:
+            carry = jax.device_put(carry, NamedSharding(mesh, P("models")))
+        else:
+            carry = jax.device_put(carry, device)
+    _check_state(carry.state, None if models is None else padded,
+                 what="the resumed state" if resume is not None else "state")
+
+    def done_epochs():
+        e = np.asarray(jax.device_get(carry.tracker.epoch))
+        return int(e.max()) if models is not None else int(e)
+
+    def all_stopped():
+        s = np.asarray(jax.device_get(carry.tracker.stopped))
+        return bool(s[:models].all()) if models is not None else bool(s)
+
+    done = done_epochs() if models is None else (len(history.get("epoch", [])))
+    every = checkpoint_every or 1
+    bar = tqdm(total=epochs, initial=min(done, epochs), desc=desc, unit="epoch",
+               disable=None if progress is None else not progress, leave=False)
+    try:
+        while done < epochs and not all_stopped():
+            before = done
+            if stream:
+                carry, record = _stream_epoch_run(
+                    program, carry, data, validation, before,
+                    _evaluates(before + 1, epochs, eval_every))
+                records = {k: np.asarray(v)[None] for k, v in jax.device_get(record).items()}
+                active = 1
+            else:
+                active = min(epochs_per_call, epochs - done)
+                mask = np.array([_evaluates(before + i + 1, epochs, eval_every)
+                                 for i in range(epochs_per_call)])
+                carry, records = program(carry, train_data, val_data, active, mask)
+                records = jax.device_get(records)
+            if models is None:
+                done = done_epochs()
+                ran = done - before
+            else:
+                ran = active
+                done = before + active
+            for i in range(ran):
+                history.setdefault("epoch", []).append(before + i + 1)
+                for name, values in records.items():
+                    v = np.asarray(values[i])
+                    history.setdefault(name, []).append(
+                        float(v) if models is None else v[:models].astype(np.float64))
+            bar.update(ran)
+            if models is None:
+                bar.set_postfix({k: f"{history[k][-1]:.4g}" for k in ("loss", "val_loss")
+                                 if k in history})
+            else:
+                stopped = np.asarray(jax.device_get(carry.tracker.stopped))[:models]
+                bar.set_postfix(stopped=f"{int(stopped.sum())}/{models}")
+            if checkpoint is not None and (done // every > before // every or done >= epochs
+                                           or all_stopped()):
+                _save(checkpoint, carry, history, settings)
+    finally:
+        bar.close()
+
+    return _result(carry, history, models, mesh,
+                   program.traces - traced_before)
+
+
+def _evaluates(epoch_no: int, epochs: int, eval_every: int) -> bool:
+    return epoch_no % eval_every == 0 or epoch_no >= epochs
+
+
+def _stream_epoch_run(program: "_Streamed", carry, data, validation, epoch_index: int,
+                      evaluated: bool):
+    """One epoch over a stream: a compiled step per batch, then evaluation and tracking."""
+    key, _, k_steps, _, k_val = program.split_key(carry.key)
+    state = jax.tree.map(lambda a: jnp.array(a, copy=True), carry.state)  # step donates it
+    sums, count = None, 0
+    for i, batch in enumerate(_stream_epoch(data, epoch_index)):
+        state, metrics = program.one_step(state, batch, k_steps, i)
+        sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+        count += 1
+    if count == 0:
+        raise ValueError(f"data: the stream gave no batches in epoch {epoch_index}")
+    means = {k: v / count for k, v in sums.items()}
+    evals = {}
+    if validation is not None:
+        val = _stream_evaluate(program, state, validation, k_val, probe=not evaluated)
+        evals = {f"val_{k}": v if evaluated else jnp.float32(jnp.nan) for k, v in val.items()}
+    return program.finish(carry, state, key, carry.tracker.steps + count, means, evals,
+                          jnp.asarray(evaluated))
+
+
+def _stream_evaluate(program: "_Streamed", state, validation, key, probe: bool = False):
+    """Evaluation over a validation stream (or one array batch), weighted by batch size."""
+    batches = _stream_epoch(validation, 0) if _is_stream(validation) else [validation]
+    total, m = None, 0
+    for i, batch in enumerate(batches):
+        out = program.eval_batch(state, batch, key, i)
+        if probe:
+            return out
+        b = _loop._num_examples(batch)
+        total = ({k: b * v for k, v in out.items()} if total is None else
+                 {k: total[k] + b * out[k] for k in total})
+        m += b
+    if m == 0:
+        raise ValueError("validation: the stream gave no batches")
+    return {k: v / m for k, v in total.items()}
+
+
+def _result(carry, history, models, mesh, compilations) -> RunResult:
+    tr = jax.device_get(carry.tracker)
+    if models is None:
+        reason = STOP_REASONS[int(tr.reason)]
+        return RunResult(
+            state=carry.state, best=carry.tracker.best, history=history,
+            best_epoch=int(tr.best_epoch), stop_reason=reason, epochs_run=int(tr.epoch),
+            non_finite_epoch=int(tr.epoch) if reason == "non_finite" else None,
+            compilations=compilations, mesh=None)
+    cut = lambda t: jax.tree.map(lambda a: a[:models], t)  # noqa: E731
+    ran = int(np.max(np.asarray(tr.epoch)[:models])) if models else 0
+    hist = {k: np.stack(v[:ran], axis=1) for k, v in history.items() if k != "epoch"}
+    reasons = np.asarray(tr.reason)[:models]
+    epochs_run = np.asarray(tr.epoch)[:models]
+    return RunResult(
+        state=cut(carry.state), best=cut(carry.tracker.best), history=hist,
+        best_epoch=np.asarray(tr.best_epoch)[:models],
+        stop_reason=[STOP_REASONS[int(r)] for r in reasons], epochs_run=epochs_run,
+        non_finite_epoch=np.where(reasons == _NON_FINITE, epochs_run, 0),
+        compilations=compilations, mesh=mesh)
+
+
+# --------------------------------------------------------------------------------------------
+# Placement, checks, checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def _devices_for(models: int, available: int) -> int:
+    """How many devices a sweep of ``models`` uses: the fewest model slots per device, then the
+    least padding (2 models on 8 devices use 2 devices; 9 on 8 use 5, two slots each)."""
+    best = min(range(1, min(models, available) + 1),
+               key=lambda d: (math.ceil(models / d), math.ceil(models / d) * d, -d))
+    return best
+
+
+def _pad(tree, extra: int):
+    if extra == 0:
+        return tree
+    return jax.tree.map(
+        lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)], axis=0), tree)
+
+
+def _default_device() -> jax.Device:
+    """The device JAX computes on by default (``jax.default_device`` respected)."""
+    device = jax.config.jax_default_device
+    if isinstance(device, str):
+        return jax.devices(device)[0]
+    return device if device is not None else jax.devices()[0]
+
+
+def _to_device(tree):
+    return jax.tree.map(jnp.asarray, tree)
+
+
+def _check_state(state, models, what: str = "state") -> None:
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    if not leaves:
+        raise ValueError(f"{what}: expected a pytree with at least one array, got {state!r}")
+    for path, leaf in leaves:
+        where = f"{what}{jax.tree_util.keystr(path)}"
+        if not hasattr(leaf, "dtype") or not hasattr(leaf, "shape"):
+            raise TypeError(f"{where}: expected an array, got {type(leaf).__name__}")
+        if models is not None and (np.ndim(leaf) == 0 or np.shape(leaf)[0] != models):
+            raise ValueError(f"{where}: expected a leading model axis of length {models}, got "
+                             f"shape {np.shape(leaf)}")
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            ok = np.asarray(jax.device_get(jnp.all(jnp.isfinite(leaf))))
+            if not bool(ok):
+                raise ValueError(f"{where}: expected finite values, got NaN or infinity; "
+                                 "training would start from a broken state")
+
+
+def _check_array_data(data, name: str) -> int:
+    leaves = jax.tree_util.tree_leaves_with_path(data)
+    if not leaves:
+        raise ValueError(f"{name}: expected arrays with one row per example, got no arrays")
+    n = None
+    for path, leaf in leaves:
+        where = f"{name}{jax.tree_util.keystr(path)}"
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            try:
+                leaf = np.asarray(leaf)
+            except Exception:
+                raise TypeError(f"{where}: expected an array, got {type(leaf).__name__}") \
+                    from None
+        if leaf.dtype == object or not (np.issubdtype(leaf.dtype, np.number)
+                                        or leaf.dtype == bool):
+            raise TypeError(f"{where}: expected a numeric array, got dtype {leaf.dtype}")
+        if np.ndim(leaf) == 0:
+            raise ValueError(f"{where}: expected one row per example, got a scalar")
+        rows = np.shape(leaf)[0]
+        if n is None:
+            n = rows
+        elif rows != n:
+            raise ValueError(f"{where}: expected {n} rows like the first array, got shape "
+                             f"{np.shape(leaf)}")
+        if np.issubdtype(leaf.dtype, np.floating) and not np.all(np.isfinite(leaf)):
+            raise ValueError(f"{where}: expected finite values, got NaN or infinity")
+    if n == 0:
+        raise ValueError(f"{name}: expected at least one example, got 0 rows")
+    return n
+
+
+def _check_like(data, validation, stream: bool) -> None:
+    if stream:
+        return
+    a, b = jax.tree.structure(data), jax.tree.structure(validation)
+    if a != b:
+        raise ValueError(f"validation: expected the structure of data, {a}, got {b}")
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(data), jax.tree.leaves(validation)):
+        if np.shape(x)[1:] != np.shape(y)[1:]:
+            raise ValueError(f"validation{jax.tree_util.keystr(path)}: expected rows of shape "
+                             f"{np.shape(x)[1:]} like data, got shape {np.shape(y)}")
+
+
+def _check_writable(path, name: str) -> None:
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{name}: {path!r} is a folder; expected a file path such as "
+                         f"{os.path.join(path, 'ckpt.msgpack')!r}")
+    parent = os.path.dirname(os.path.abspath(path))
+    probe = parent
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ValueError(f"{name}: cannot create {path!r}: {probe!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK):
+        raise PermissionError(f"{name}: cannot write under {probe!r} (permission denied)")
+
+
+def _save(path, carry, history, settings) -> None:
+    _checkpoint.save(path, {
+        "carry": carry,
+        "history": {k: np.asarray(v, np.float64) for k, v in history.items()},
+        "config": dict(settings),
+    })
+
+
+def _restore(path, carry, settings, names, models):
+    """Reads a run's checkpoint into the structure of ``carry``; refuses a changed config."""
+    raw = _checkpoint.restore(path)
+    if not isinstance(raw, dict) or set(raw) != {"carry", "history", "config"}:
+        raise ValueError(f"resume: {os.fspath(path)!r} is not a checkpoint written by "
+                         "train.fit/train.run (expected entries carry, history, config)")
+    saved = raw["config"]
+    for name in sorted(set(settings) | set(saved)):
+        got, want = saved.get(name), settings.get(name)
+        if isinstance(got, np.generic):
+            got = got.item()
+        if isinstance(got, np.ndarray):
+            got = got.tolist()
+        if isinstance(want, tuple):
+            want = list(want)
+        if got != want:
+            raise ValueError(
+                f"resume: the checkpoint {os.fspath(path)!r} was written with {name}={got!r}, "
+                f"this run has {name}={want!r}; resume with the same settings")
+    saved_names = set(raw["history"]) - {"epoch"}
+    if names is not None and saved_names and saved_names != set(names):
+        raise ValueError(
+            f"resume: the checkpoint {os.fspath(path)!r} recorded {sorted(saved_names)}, this "
+            f"run records {sorted(names)} (the metrics, aux values or evaluation changed); "
+            "resume with the same functions")
+    like = {"carry": carry, "history": raw["history"], "config": saved}
+    restored = _checkpoint.restore(path, like=like)
+    history = {}
+    for name, values in restored["history"].items():
+        values = np.asarray(values)
+        if name == "epoch":
+            history[name] = [int(v) for v in values.tolist()]
+        elif models is None:
+            history[name] = values.tolist()
+        else:
+            history[name] = list(values)
+    return restored["carry"], history
