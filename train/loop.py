@@ -422,35 +422,82 @@ def _check_common(loss_fn, optimizer, epochs, patience, metrics, order, validati
         raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
 
 
+def _is_pytree_data(X) -> bool:
+    """A dict of arrays, or a tuple/list of arrays (not a nested list of numbers)."""
+    if isinstance(X, Mapping):
+        return True
+    return isinstance(X, (tuple, list)) and len(X) > 0 and all(
+        hasattr(leaf, "shape") for leaf in jax.tree.leaves(X)) and not isinstance(
+        X, np.ndarray)
+
+
+def _validate_pair(X, Y, num_classes, name, y_name):
+    """One (X, Y) pair as NumPy: arrays through train.data.validate, pytrees leaf by leaf."""
+    if not _is_pytree_data(X) and not _is_pytree_data(Y):
+        return _data.validate(X, Y, num_classes=num_classes, name=name, y_name=y_name)
+    out = []
+    n = None
+    for tree, what in ((X, name), (Y, y_name)):
+        if tree is None:
+            out.append(None)
+            continue
+        leaves = []
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+            where = f"{what}{jax.tree_util.keystr(path)}"
+            arr = _data._as_numeric(leaf, where)
+            if arr.ndim == 0 or arr.shape[0] == 0:
+                raise ValueError(f"{where}: expected one row per example, got shape {arr.shape}")
+            if n is None:
+                n = arr.shape[0]
+            elif arr.shape[0] != n:
+                raise ValueError(f"{where}: expected {n} rows like the first array of {name}, "
+                                 f"got shape {arr.shape}")
+            _data._check_finite(arr, where)
+            leaves.append(arr)
+        if not leaves:
+            raise ValueError(f"{what}: expected at least one array, got {tree!r}")
+        out.append(jax.tree.unflatten(jax.tree.structure(tree), leaves))
+    if num_classes is not None and out[1] is not None:
+        _data.validate(np.zeros((n, 1)), out[1], num_classes=num_classes, name=name,
+                       y_name=y_name)
+    return tuple(out)
+
+
 def _check_data(data, validation, num_classes):
-    """Validates (X, Y) and the validation pair; returns them as NumPy arrays."""
+    """Validates (X, Y) and the validation pair; returns them as NumPy (pytrees of) arrays.
+    ``X`` and ``Y`` may be arrays or pytrees of arrays with one row per example."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise TypeError(f"data: expected a pair (X, Y) (Y may be None), got "
                         f"{type(data).__name__}"
                         + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""))
-    X, Y = _data.validate(data[0], data[1], num_classes=num_classes, name="X", y_name="Y")
+    X, Y = _validate_pair(data[0], data[1], num_classes, "X", "Y")
     val = None
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError(f"validation: expected a pair (X_val, Y_val), got "
                             f"{type(validation).__name__}")
-        Xv, Yv = _data.validate(validation[0], validation[1], num_classes=num_classes,
-                                name="X_val", y_name="Y_val")
-        if Xv.shape[1:] != X.shape[1:]:
-            features = ", ".join(map(str, X.shape[1:]))
-            raise ValueError(f"validation: expected X_val of shape (m, {features}) like X "
-                             f"{X.shape}, got {Xv.shape}")
+        Xv, Yv = _validate_pair(validation[0], validation[1], num_classes, "X_val", "Y_val")
         if (Y is None) != (Yv is None):
             raise ValueError(f"validation: expected Y_val to be "
                              f"{'None like Y' if Y is None else 'an array like Y'}, got "
-                             f"{'None' if Yv is None else f'shape {Yv.shape}'}")
-        if Y is not None:
-            if Yv.shape[1:] != Y.shape[1:]:
-                raise ValueError(f"validation: expected Y_val of shape (m, ...) with trailing "
-                                 f"shape {Y.shape[1:]} like Y {Y.shape}, got {Yv.shape}")
-            if (Y.dtype.kind in "iub") != (Yv.dtype.kind in "iub"):
-                raise TypeError(f"validation: expected Y_val of the kind of Y (dtype "
-                                f"{Y.dtype}), got dtype {Yv.dtype}")
+                             f"{'None' if Yv is None else 'an array'}")
+        for a, b, what in ((X, Xv, "X"), (Y, Yv, "Y")):
+            if a is None:
+                continue
+            if jax.tree.structure(a) != jax.tree.structure(b):
+                raise ValueError(f"validation: expected {what}_val structured like {what}, "
+                                 f"{jax.tree.structure(a)}, got {jax.tree.structure(b)}")
+            for path, u, v in zip([p for p, _ in jax.tree_util.tree_leaves_with_path(a)],
+                                  jax.tree.leaves(a), jax.tree.leaves(b)):
+                where = f"{what}_val{jax.tree_util.keystr(path)}"
+                if u.shape[1:] != v.shape[1:]:
+                    raise ValueError(f"validation: expected {where} of shape (m, ...) with "
+                                     f"trailing shape {u.shape[1:]} like "
+                                     f"{what}{jax.tree_util.keystr(path)} {u.shape}, got "
+                                     f"{v.shape}")
+                if (u.dtype.kind in "iub") != (v.dtype.kind in "iub"):
+                    raise TypeError(f"validation: expected {where} of the kind of "
+                                    f"{what} (dtype {u.dtype}), got dtype {v.dtype}")
         val = (Xv, Yv)
     return (X, Y), val
 
@@ -480,7 +527,9 @@ def _check_hyperparams(optimizer, params, hyperparams, models: int | None = None
                         f"{type(hyperparams).__name__}")
     if not hyperparams:
         return {}
-    available = _optim.get_hyperparams(jax.eval_shape(optimizer.init, params))
+    opt_state = jax.eval_shape(optimizer.init, params)
+    available = _optim.get_hyperparams(opt_state)
+    scheduled = _optim.scheduled_hyperparams(opt_state)
     shape = () if models is None else (models,)
     out = {}
     for name, value in hyperparams.items():
@@ -500,7 +549,19 @@ def _check_hyperparams(optimizer, params, hyperparams, models: int | None = None
             what = "a scalar" if models is None else (
                 f"a scalar or shape ({models},) (one value per model)")
             raise ValueError(f"hyperparams[{name!r}]: expected {what}, got shape {v.shape}")
+        if name in scheduled:
+            raise ValueError(
+                f"hyperparams[{name!r}]: the optimizer computes {name} from a schedule at every "
+                f"step, which would overwrite the value set here; build one optimizer per "
+                f"schedule (or sweep a constant {name} with train.sgd({name}=<number>))")
         if not np.all(np.isfinite(v)):
             raise ValueError(f"hyperparams[{name!r}]: expected finite values, got {v}")
+        low, strict, high = _optim.HYPERPARAM_RANGES.get(name, (None, False, None))
+        if low is not None and (np.any(v <= low) if strict else np.any(v < low)) or (
+                high is not None and np.any(v >= high)):
+            interval = (f"{'(' if strict else '['}{low}, "
+                        f"{high if high is not None else 'inf'})")
+            raise ValueError(f"hyperparams[{name!r}]: expected values in {interval} (as "
+                             f"train.sgd checks), got {v}")
         out[name] = np.broadcast_to(v, shape)
     return out

@@ -33,7 +33,15 @@ import optax
 
 from nets import penalties as _penalties
 
-__all__ = ["sgd", "get_hyperparams", "set_hyperparams"]
+__all__ = ["sgd", "get_hyperparams", "set_hyperparams", "scheduled_hyperparams"]
+
+# The admissible values of the injected hyperparameters that train.sgd checks (and that
+# fit/sweep check when they are set through hyperparams=): (low, low excluded, high excluded).
+HYPERPARAM_RANGES = {
+    "learning_rate": (0.0, True, None),
+    "l2": (0.0, False, None),
+    "momentum": (0.0, False, 1.0),
+}
 
 _INJECT_STATES = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
 
@@ -130,6 +138,12 @@ def _is_inject_state(x) -> bool:
 def _inject_states(opt_state) -> list:
     return [s for s in jax.tree.leaves(opt_state, is_leaf=_is_inject_state)
             if _is_inject_state(s)]
+
+
+def scheduled_hyperparams(opt_state) -> set[str]:
+    """The injected hyperparameters an optimizer recomputes from a schedule at every step."""
+    return {k for s in _inject_states(opt_state)
+            for k in getattr(s, "hyperparams_states", {}) or {}}
 
 
 def get_hyperparams(opt_state) -> dict[str, jax.Array]:
