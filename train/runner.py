@@ -227,11 +227,19 @@ def _track(spec: Spec, carry: Carry, new_state, key, steps, means: dict, evals: 
             raise ValueError(f"metrics: the name {name!r} is taken by the loss's aux dict (a "
                              "step metric)")
         record[name] = value
-    if spec.monitor not in record:
+    monitor = spec.monitor
+    if monitor is None:  # the default: the validation loss, else the training loss, else none
+        monitor = next((m for m in ("val_loss", "loss") if m in record), None)
+        if monitor is None and spec.patience is not None:
+            raise ValueError(f"patience: early stopping needs a monitored value; the run "
+                             f"records {sorted(record)}: pass monitor=<one of them>")
+    if monitor is not None and monitor not in record:
         raise ValueError(f"monitor: expected one of the recorded names {sorted(record)}, got "
-                         f"{spec.monitor!r}")
-    monitored = jnp.asarray(record[spec.monitor], jnp.float32)
-    is_eval_name = spec.monitor in evals
+                         f"{monitor!r}")
+    # Without a monitored value every finite epoch counts as the best so far.
+    monitored = (jnp.asarray(record[monitor], jnp.float32) if monitor is not None
+                 else -(tr.epoch + 1).astype(jnp.float32))
+    is_eval_name = monitor in evals
     checked = evaluated if is_eval_name else jnp.array(True)
     finite = _all_finite(means) & _all_finite(new_state) & (jnp.isfinite(monitored) | ~checked)
     improved = finite & checked & (monitored < tr.best_value - spec.min_delta)
@@ -448,10 +456,9 @@ class _Streamed:
 
 
 def _is_stream(data) -> bool:
-    if callable(data):
-        return True
-    return isinstance(data, Sequence) and not isinstance(data, (tuple, str, bytes)) and (
-        len(data) > 0 and not hasattr(data[0], "shape") or len(data) == 0)
+    """A function ``epoch -> iterable of batches``, or a list of batches (several arrays of
+    one data set go in a tuple or a dict, never a list)."""
+    return callable(data) or isinstance(data, list)
 
 
 def _stream_epoch(data, epoch: int) -> Iterable:
@@ -498,8 +505,9 @@ def run(
     Args:
       step: ``step(state, batch, key) -> (state, metrics)``.
       state: the initial state, any pytree of arrays (its floating leaves must be finite).
-      data: a pytree of arrays with ``n`` rows each (``(X, Y)``, a dict, integer tokens), or
-        a stream: a function ``epoch -> iterable of batches`` or a list of batches.
+      data: a pytree of arrays with ``n`` rows each (an array, a tuple ``(X, Y)``, a dict,
+        integer tokens), or a stream: a function ``epoch -> iterable of batches`` or a
+        ``list`` of batches.
       epochs: epochs to run in all (a resumed run continues up to this number).
       key: a typed PRNG key (``jax.random.key``); with ``models``, ``(models,)`` keys.
       batch_size: examples per step with array data (``1 <= batch_size <= n``); ``None``
@@ -513,8 +521,8 @@ def run(
         history holds NaN in between.
       patience: stop after this many evaluations without an improvement of the monitored
         value, and report the best state (``best``).
-      monitor: the history name to minimise (default ``"val_loss"`` with ``validation``, else
-        ``"loss"``).
+      monitor: the history name to minimise (default ``"val_loss"`` when recorded, else
+        ``"loss"`` when recorded, else none: every finite epoch is the best so far).
       min_delta: an improvement must lower the monitored value by more than this.
       best_of: ``state -> the part to keep at the best epoch`` (default the whole state).
       order: ``"random"`` or ``"sequential"`` (array data).
@@ -568,11 +576,10 @@ def run(
         raise ValueError(f"order: expected one of {_loop.ORDERS}, got {order!r}")
     if validation is not None and evaluate is None and factory is None:
         raise ValueError("validation: a validation set needs an evaluate function")
-    if monitor is None:
-        monitor = "val_loss" if validation is not None else "loss"
-    elif not isinstance(monitor, str):
+    if monitor is not None and not isinstance(monitor, str):
         raise TypeError(f"monitor: expected a history name, got {type(monitor).__name__}")
-    if patience is not None and monitor.startswith("val_") and validation is None:
+    if patience is not None and (monitor or "val_").startswith("val_") and validation is None \
+            and (monitor is not None or factory is not None):
         raise ValueError(f"patience: early stopping monitors {monitor!r}; pass validation=..., "
                          "or patience=None")
     _check_state(state, models)
