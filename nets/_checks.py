@@ -24,6 +24,39 @@ def as_finite_array(value, name: str, *, ndim: int | None = None) -> np.ndarray:
     return arr
 
 
+def check_labels(Y, num_classes: int, name: str = "Y") -> np.ndarray:
+    """Concrete integer class labels ``Y`` (any shape) against ``[0, num_classes)``.
+
+    The value check that tracing cannot do: ``num_classes`` is the ``M`` a traced
+    cross-entropy recorded (:func:`nets.losses.record_label_ranges`), or the network's
+    output width. Returns ``Y`` as a NumPy array; non-integer ``Y`` is a ``TypeError``
+    (probability targets need no range check: pass only integer labels here).
+
+    >>> check_labels([1, 10, 3], 10, "Y")
+    Traceback (most recent call last):
+      ...
+    ValueError: Y: expected class labels in [0, 10), got values in [1, 10] for a network with 10 outputs; labels 1..10? subtract 1 (Y - 1)
+    """
+    Y = as_finite_array(Y, name)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+            or num_classes < 1:
+        raise TypeError(f"num_classes: expected an int >= 1, got {num_classes!r}")
+    if not np.issubdtype(Y.dtype, np.integer):
+        raise TypeError(f"{name}: expected integer class labels, got dtype {Y.dtype}")
+    lo, hi = Y.min(), Y.max()
+    if lo < 0 or hi >= num_classes:
+        hint = ""
+        if lo >= 1 and hi == num_classes:
+            hint = f"; labels 1..{num_classes}? subtract 1 ({name} - 1)"
+        elif hi >= num_classes:
+            hint = (f"; {hi + 1} or more classes? give the network {hi + 1} outputs"
+                    if lo >= 0 else "")
+        raise ValueError(
+            f"{name}: expected class labels in [0, {num_classes}), got values in [{lo}, {hi}] "
+            f"for a network with {num_classes} outputs{hint}")
+    return Y
+
+
 def check_targets(Y, n: int, n_out: int, labels: str, name: str = "y") -> np.ndarray:
     """Check targets for ``n`` examples against a loss's label kind (see nets.losses.Loss)."""
     Y = as_finite_array(Y, name)
@@ -31,12 +64,7 @@ def check_targets(Y, n: int, n_out: int, labels: str, name: str = "y") -> np.nda
         raise ValueError(f"{name}: expected {n} targets (one per row of x), got shape {Y.shape}")
     if labels == "class":
         if Y.ndim == 1:
-            if not np.issubdtype(Y.dtype, np.integer):
-                raise TypeError(f"{name}: expected integer class labels, got dtype {Y.dtype}")
-            if Y.min() < 0 or Y.max() >= n_out:
-                raise ValueError(
-                    f"{name}: expected class labels in [0, {n_out}), got values in "
-                    f"[{Y.min()}, {Y.max()}]")
+            check_labels(Y, n_out, name)
         elif Y.shape != (n, n_out):
             raise ValueError(
                 f"{name}: expected labels of shape ({n},) or probabilities of shape "

@@ -1,16 +1,26 @@
 """Gradient triangulation in float64: ``jax.grad`` vs a reference vs central differences.
 
-For every parameter leaf the report gives the worst relative error
+Gradients are compared PER ELEMENT, as ``jax.test_util.check_grads`` does
+(``|a_i - b_i| <= atol + rtol |b_i|``), never by a leaf's largest entry alone: a dropped term
+on a coordinate whose gradient is 1e-4, next to one of 1e3, must not hide behind the 1e3. For
+every parameter leaf the report gives the worst per-element relative error with a floor,
 
-    rel(a, b) = max_i |a_i - b_i| / max(max_i |a_i|, max_i |b_i|, tiny)
+    rel(a, b) = max_i |a_i - b_i| / max(|a_i|, |b_i|, floor)
 
 between autodiff and central finite differences ``(R(w + eps e_i) - R(w - eps e_i)) / 2 eps``,
 and, when a reference gradient is given (the MLP's hand-derived :func:`nets.backprop.grad`),
 between autodiff and that reference and between the reference and finite differences.
-With ``eps = 1e-6`` in float64 a correct gradient agrees to about 1e-8; a dropped term of the
-chain rule shows up as an error of order 1. A leaf whose true gradient is identically zero
-(a ReLU layer dead on every example of the batch) reads as error 1 against the difference
-quotient's rounding noise (~1e-11): check on a batch where every layer has a live unit.
+``rel <= tol`` means ``|a_i - b_i| <= tol max(|a_i|, |b_i|)`` on every entry larger than
+``floor`` and ``|a_i - b_i| <= tol * floor`` on the others (``check_grads``' test with
+``rtol = tol``, ``atol = tol * floor``, up to a factor of 2). The floor sits well above the
+rounding noise of the difference quotient, about ``1e-16 |R| / eps`` (``1e-10`` for
+``eps = 1e-6`` and an objective ``R`` of order 1), below which an entry cannot be checked
+relatively: :func:`check` sets it to ``1e-2 max(1, |R|)`` by default. With ``eps = 1e-6``
+in float64 a correct gradient agrees to about 1e-8; a dropped term of the chain rule shows
+up as an error of order 1, on the coordinate where it was dropped. A leaf
+whose true gradient is identically zero (a ReLU layer dead on every example of the batch)
+is compared absolutely and passes; check on a batch where every layer has a live unit, or
+that leaf tells nothing.
 
 >>> import jax, numpy as np
 >>> from nets import mlp
@@ -22,7 +32,7 @@ True
 
 from __future__ import annotations
 
-from functools import lru_cache
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -38,7 +48,8 @@ from nets import penalties as _penalties
 
 
 class Row(NamedTuple):
-    """Worst relative errors for one parameter leaf (NaN where not computed)."""
+    """Worst per-element relative errors (:func:`relative_error`) for one parameter leaf
+    (NaN where not computed)."""
 
     path: str  # e.g. "[0]['W']"
     shape: tuple
@@ -49,9 +60,14 @@ class Row(NamedTuple):
 
 
 class Report(NamedTuple):
-    """Per-leaf errors of a gradient check; ``worst`` is the largest of them all."""
+    """Per-leaf errors of a gradient check; ``worst`` is the largest of them all.
+
+    A check passes at ``tol`` when ``worst <= tol``: every element of every leaf agrees
+    to ``tol`` relatively, or to ``tol * floor`` absolutely where it is below ``floor``.
+    """
 
     rows: list
+    floor: float = 0.0  # the floor of relative_error used for every row
 
     @property
     def worst(self) -> float:
@@ -74,13 +90,38 @@ class Report(NamedTuple):
                  for k, v in r._asdict().items()} for r in self.rows]
 
 
-def relative_error(a, b) -> float:
-    """``max|a - b| / max(max|a|, max|b|, tiny)`` over all entries."""
+# Default floor of :func:`check`, per unit of |objective| (at eps = 1e-6). The central
+# difference's rounding noise, ~1e-16 |R| / eps = 1e-10 |R| (measured: up to 6e-10 on the
+# MLP grid of tests/test_gradients.py), is then ~1e-8 in units of the floor, 100 times below
+# a tolerance of 1e-6; a term dropped from an entry is caught once it exceeds 1e-8 |R|.
+FLOOR_PER_UNIT = 1e-2
+
+
+def relative_error(a, b, *, floor: float = 0.0) -> float:
+    """Worst per-element relative error ``max_i |a_i - b_i| / max(|a_i|, |b_i|, floor)``.
+
+    Per element, as ``jax.test_util.check_grads`` compares (``|a - b| <= atol + rtol |b|``),
+    never scaled by the largest entry: with gradient entries 1e3 and 1e-4, an error of
+    1e-4 on the small one reads as 1, not 1e-7. ``floor`` (>= 0) is the magnitude below
+    which entries are compared absolutely, in units of ``floor`` (``atol = rtol * floor``);
+    with ``floor = 0`` the error is purely relative (two zeros agree exactly).
+
+    >>> relative_error([1e3, 1e-4], [1e3, 0.0])  # a term dropped on the small entry
+    1.0
+    >>> relative_error([1e3, 1e-12], [1e3, 0.0], floor=1e-4) < 1e-6  # below the floor
+    True
+    """
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"relative_error: expected a and b of one size, got {a.size} and {b.size}")
+    if not floor >= 0:
+        raise ValueError(f"floor: expected a number >= 0, got {floor!r}")
     if a.size == 0:
         return 0.0
-    scale = max(np.max(np.abs(a)), np.max(np.abs(b)), np.finfo(np.float64).tiny)
-    return float(np.max(np.abs(a - b)) / scale)
+    diff = np.abs(a - b)
+    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
+    ratio = np.divide(diff, scale, out=np.zeros_like(diff), where=diff > 0)
+    return float(np.max(ratio))
 
 
 def _to_float64(tree):
@@ -123,7 +164,7 @@ def finite_differences(f: Callable, params, *, eps: float = 1e-6, coords=None) -
 
 def check(objective: Callable, params, X, Y, *, reference: Callable | None = None,
           eps: float = 1e-6, max_coords: int | None = None, seed: int = 0,
-          hyper=None) -> Report:
+          hyper=None, floor: float | None = None) -> Report:
     """Compare ``jax.grad(objective)`` with central differences (and ``reference``).
 
     Args:
@@ -139,10 +180,17 @@ def check(objective: Callable, params, X, Y, *, reference: Callable | None = Non
       seed: seed of that choice (NumPy; the check itself is deterministic).
       hyper: optional pytree of traced arguments (e.g. penalty lambdas); with the same
         ``objective`` and ``reference`` objects, one compilation serves every value.
+      floor: gradient entries smaller than this are compared absolutely (see
+        :func:`relative_error`); ``None``: ``FLOOR_PER_UNIT * max(1, |R(w)|) * 1e-6 / eps``
+        (1e-2 for an objective of order 1), so that the difference quotient's rounding
+        noise (~1e-16 |R| / eps) reads as ~1e-8.
 
     Returns:
-      A :class:`Report` with one row per leaf.
+      A :class:`Report` with one row per leaf, and the floor used.
     """
+    if floor is not None and not (isinstance(floor, (int, float)) and not isinstance(floor, bool)
+                                  and 0 <= floor < float("inf")):
+        raise ValueError(f"floor: expected a finite number >= 0 (or None), got {floor!r}")
     if hyper is None:
         obj3, ref3 = objective, reference
         objective = lambda p, x, y, h: obj3(p, x, y)  # noqa: E731
@@ -161,6 +209,10 @@ def check(objective: Callable, params, X, Y, *, reference: Callable | None = Non
         coords = np.concatenate([o + p for o, p in zip(offsets, picks)])
         g_ad, g_ref, fd = _triangulate(objective, reference, params, X, Y, hyper, coords, eps)
         fd = np.asarray(fd)
+        if floor is None:
+            value = float(objective(params, X, Y, hyper))
+            floor = FLOOR_PER_UNIT * max(1.0, abs(value)) * 1e-6 / eps
+        err = functools.partial(relative_error, floor=floor)
         ad_leaves = jax.tree.leaves(g_ad)
         ref_leaves = jax.tree.leaves(g_ref) if g_ref is not None else [None] * len(leaves)
         rows, start, nan = [], 0, float("nan")
@@ -170,13 +222,13 @@ def check(objective: Callable, params, X, Y, *, reference: Callable | None = Non
             ref_flat = None if ref is None else np.asarray(ref).ravel()
             rows.append(Row(
                 path=jax.tree_util.keystr(path), shape=tuple(np.shape(value)), checked=pick.size,
-                autodiff_vs_reference=nan if ref is None else relative_error(ad_flat, ref_flat),
-                autodiff_vs_fd=relative_error(ad_flat[pick], fd_leaf),
-                reference_vs_fd=nan if ref is None else relative_error(ref_flat[pick], fd_leaf)))
-    return Report(rows)
+                autodiff_vs_reference=nan if ref is None else err(ad_flat, ref_flat),
+                autodiff_vs_fd=err(ad_flat[pick], fd_leaf),
+                reference_vs_fd=nan if ref is None else err(ref_flat[pick], fd_leaf)))
+    return Report(rows, float(floor))
 
 
-@lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)
 def _mlp_pair(activation, loss, penalty_set):
     """The MLP's objective and hand-derived gradient as functions of traced lambdas
     (``hyper[name]``), cached so one compilation serves every penalty strength."""
@@ -196,9 +248,11 @@ def _mlp_pair(activation, loss, penalty_set):
 
 
 def check_mlp(params, X, Y, *, activation="sigmoid", loss="cross_entropy", l2=0.0,
-              penalties=None, eps: float = 1e-6, max_coords: int | None = None) -> Report:
+              penalties=None, eps: float = 1e-6, max_coords: int | None = None,
+              floor: float | None = None) -> Report:
     """Triangulate the MLP's gradient: ``jax.grad`` vs :func:`nets.backprop.grad` vs
-    central differences, in float64. Inputs are validated by the backprop first."""
+    central differences, in float64, per element (``floor`` as in :func:`check`). Inputs
+    are validated by the backprop first."""
     with jax.enable_x64(True):
         # Validates every argument on concrete values before anything is compiled.
         _backprop.grad(_to_float64(params), X, Y, activation=activation, loss=loss, l2=l2,
@@ -218,4 +272,4 @@ def check_mlp(params, X, Y, *, activation="sigmoid", loss="cross_entropy", l2=0.
         activation = _activations.get(activation)
     objective, reference = _mlp_pair(activation, _losses.get(loss), penalty_set)
     return check(objective, params, X, Y, reference=reference, eps=eps, max_coords=max_coords,
-                 hyper=lams)
+                 hyper=lams, floor=floor)

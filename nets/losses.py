@@ -14,6 +14,14 @@ name                     output g^(K)     L(y, z)                               
 Cross-entropy takes an integer label ``y`` in ``[0, M)`` or a probability vector of shape
 ``(M,)``; all three are computed from logits, so they stay finite for large ``|z|``.
 
+Targets are checked on their static shape and dtype when a loss is traced (inside
+``jax.eval_shape``, before anything is compiled): a float scalar or a ``(1,)`` vector for
+cross-entropy with ``M > 1`` outputs, a squared-error target of another shape than ``z``,
+raise ``TypeError``/``ValueError`` naming the target. Values (a label ``>= M``) cannot be
+seen while tracing: :func:`record_label_ranges` records, for every cross-entropy traced on
+integer labels, the number of classes ``M``, and :func:`nets._checks.check_labels` checks
+concrete labels against it (see :func:`traced_label_classes`).
+
 >>> import jax.numpy as jnp
 >>> float(cross_entropy(jnp.array([0.0, 0.0]), 1))  # log 2
 0.693...
@@ -21,32 +29,185 @@ Cross-entropy takes an integer label ``y`` in ``[0, M)`` or a probability vector
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import contextlib
+import math
+import threading
+from typing import Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# Label ranges seen while tracing
+# ---------------------------------------------------------------------------------------------
+
+_recorders = threading.local()  # .stack: the lists of record_label_ranges() now active
+
+
+@contextlib.contextmanager
+def record_label_ranges() -> Iterator[list[int]]:
+    """Collects ``M`` (``z.shape[-1]``) each time :func:`cross_entropy` is TRACED on integer
+    labels while the context is active; yields the list it appends to.
+
+    Label values cannot be checked while tracing (they are abstract), so a label ``>= M``
+    would silently become ``logsumexp(z)`` (``one_hot`` of it is all zeros) and train to a
+    negative loss. A caller that holds concrete labels traces the loss inside this context
+    and checks them with :func:`nets._checks.check_labels`. JAX caches traces: a jitted
+    function traced before does not run its Python again, and records nothing. Trace a
+    fresh wrapper (``lambda *a: loss_fn(*a)``), as :func:`traced_label_classes` does.
+
+    >>> import jax, jax.numpy as jnp
+    >>> with record_label_ranges() as seen:
+    ...     _ = jax.eval_shape(jax.vmap(cross_entropy), jnp.zeros((4, 10)), jnp.zeros(4, int))
+    >>> seen
+    [10]
+    """
+    stack = _recorders.__dict__.setdefault("stack", [])
+    seen: list[int] = []
+    stack.append(seen)
+    try:
+        yield seen
+    finally:
+        stack.remove(seen)
+
+
+def _record(num_classes: int) -> None:
+    for seen in getattr(_recorders, "stack", ()):
+        seen.append(int(num_classes))
+
+
+def traced_label_classes(fn: Callable, *args, **kwargs) -> tuple[int, ...]:
+    """The numbers of classes ``M`` of every cross-entropy that ``fn(*args, **kwargs)``
+    evaluates on integer labels, sorted and distinct; found by tracing a fresh wrapper of
+    ``fn`` with ``jax.eval_shape`` (nothing is compiled; arrays may be
+    ``jax.ShapeDtypeStruct``). Empty when ``fn`` has no such cross-entropy, or when it is
+    itself a jitted function JAX traced before (its Python does not run again).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from nets import objective, mlp
+    >>> params = mlp.init(jax.random.key(0), (4, 3, 10))
+    >>> traced_label_classes(objective.mlp_objective, params, jnp.zeros((2, 4)), jnp.zeros(2, int))
+    (10,)
+    """
+    with record_label_ranges() as seen:
+        jax.eval_shape(lambda *a, **k: fn(*a, **k), *args, **kwargs)
+    return tuple(sorted(set(seen)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Static target checks (shapes and dtypes, at trace time)
+# ---------------------------------------------------------------------------------------------
+
+
+def _describe(y) -> str:
+    return f"dtype {y.dtype}, shape {tuple(y.shape)}"
+
+
+def _as_target(y, loss: str) -> jax.Array:
+    try:
+        y = jnp.asarray(y)
+    except TypeError as err:
+        raise TypeError(f"{loss}: target y: expected a number or an array, got "
+                        f"{type(y).__name__} ({err})") from None
+    if not (jnp.issubdtype(y.dtype, jnp.number) or y.dtype == jnp.bool_):
+        raise TypeError(f"{loss}: target y: expected a numeric array, got {_describe(y)}")
+    return y
+
+
+def _check_class_target(z, y) -> jax.Array:
+    """Cross-entropy's target for ONE example: an integer label () or probabilities z.shape."""
+    y = _as_target(y, "cross_entropy")
+    M = z.shape[-1] if z.ndim else 1
+    expected = (f"an integer class label (shape (), integer dtype) or a floating probability "
+                f"vector of shape {tuple(z.shape)}")
+    if y.ndim == 0:
+        if not jnp.issubdtype(y.dtype, jnp.integer):
+            raise TypeError(
+                f"cross_entropy: target y: expected {expected}, got a scalar of dtype {y.dtype} "
+                f"(float labels? pass Y.astype(np.int32))")
+        _record(M)
+        return y
+    if y.shape != z.shape:
+        hint = ""
+        if y.shape == (1,) and M > 1:
+            hint = (f" (labels of shape (n, 1) read as probability vectors of length 1? "
+                    f"pass Y.ravel() for labels of shape (n,))")
+        elif z.ndim == 2 and y.shape == z.shape[:1]:
+            hint = " (a batch of logits and labels? cross_entropy is for ONE example: use jax.vmap)"
+        raise ValueError(f"cross_entropy: target y: expected {expected}, got {_describe(y)}"
+                         f"{hint}")
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        raise TypeError(
+            f"cross_entropy: target y: expected {expected}, got {_describe(y)} (one-hot "
+            f"integers? pass Y.argmax(axis=-1) for labels, or Y.astype(np.float32))")
+    return y
+
+
+def _fits_exactly(y_shape, z_shape) -> bool:
+    """y has z's shape, or broadcasts to it without repeating anything (one number for one
+    output, or z's shape without some leading axes of size 1)."""
+    if y_shape == z_shape or (math.prod(y_shape) == 1 and math.prod(z_shape) == 1):
+        return True
+    try:
+        wide = np.broadcast_shapes(y_shape, z_shape)
+    except ValueError:
+        return False
+    return wide == tuple(z_shape) and math.prod(y_shape) == math.prod(z_shape)
+
+
+def _check_real_target(z, y, loss: str) -> jax.Array:
+    """A real target of z's shape, or one that broadcasts to it exactly (see _fits_exactly)."""
+    y = _as_target(y, loss)
+    if not _fits_exactly(tuple(y.shape), tuple(z.shape)):
+        raise ValueError(f"{loss}: target y: expected shape {tuple(z.shape)} like the output z "
+                         f"(one example), got {_describe(y)}")
+    return y.astype(z.dtype).reshape(z.shape)
+
+
+def _check_binary_target(z, y) -> jax.Array:
+    if z.size != 1:
+        raise ValueError(f"binary_cross_entropy: expected one output (z of shape (1,) or ()), "
+                         f"got z of shape {tuple(z.shape)}")
+    y = _as_target(y, "binary_cross_entropy")
+    if y.shape not in ((), (1,)):
+        raise ValueError(f"binary_cross_entropy: target y: expected shape () or (1,) (one "
+                         f"example), got {_describe(y)}")
+    return y.astype(z.dtype).reshape(z.shape)
 
 
 def _one_hot_like(z, y):
-    y = jnp.asarray(y)
+    y = _check_class_target(z, y)
     if y.ndim == 0:
         return jax.nn.one_hot(y, z.shape[-1], dtype=z.dtype)
     return y.astype(z.dtype)
 
 
+# ---------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------
+
+
 def cross_entropy(z: jax.Array, y) -> jax.Array:
-    """Multinomial cross-entropy ``-log softmax(z)_y`` for logits ``z`` of shape ``(M,)``."""
+    """Multinomial cross-entropy ``-log softmax(z)_y`` for logits ``z`` of shape ``(M,)``.
+
+    ``y``: an integer label in ``[0, M)`` (shape ``()``), or a floating probability vector of
+    shape ``(M,)``; anything else is a ``TypeError``/``ValueError`` when traced. Labels out of
+    ``[0, M)`` cannot be seen here: see :func:`record_label_ranges`.
+    """
     return jax.nn.logsumexp(z) - jnp.sum(_one_hot_like(z, y) * z)
 
 
 def squared_error(z: jax.Array, y) -> jax.Array:
-    """Squared error ``sum_k (y_k - z_k)^2`` for outputs ``z`` and targets ``y`` of shape ``(K,)``."""
-    return jnp.sum((jnp.asarray(y, z.dtype).reshape(z.shape) - z) ** 2)
+    """Squared error ``sum_k (y_k - z_k)^2`` for outputs ``z`` and targets ``y`` of shape ``(K,)``
+    (or a shape that broadcasts to ``z``'s exactly: a number for one output)."""
+    return jnp.sum((_check_real_target(z, y, "squared_error") - z) ** 2)
 
 
 def binary_cross_entropy(z: jax.Array, y) -> jax.Array:
-    """Binomial deviance/2 ``-[y log p + (1-y) log(1-p)]``, ``p = sigmoid(z)``, ``z`` of shape ``(1,)``."""
-    y = jnp.asarray(y, z.dtype).reshape(z.shape)
+    """Binomial deviance/2 ``-[y log p + (1-y) log(1-p)]``, ``p = sigmoid(z)``, ``z`` of shape
+    ``(1,)``, ``y`` of shape ``()`` or ``(1,)``."""
+    y = _check_binary_target(z, y)
     return jnp.sum(jax.nn.softplus(z) - y * z)
 
 
@@ -55,11 +216,11 @@ def _cross_entropy_grad(z, y):
 
 
 def _squared_error_grad(z, y):
-    return 2.0 * (z - jnp.asarray(y, z.dtype).reshape(z.shape))
+    return 2.0 * (z - _check_real_target(z, y, "squared_error"))
 
 
 def _binary_cross_entropy_grad(z, y):
-    return jax.nn.sigmoid(z) - jnp.asarray(y, z.dtype).reshape(z.shape)
+    return jax.nn.sigmoid(z) - _check_binary_target(z, y)
 
 
 class Loss(NamedTuple):

@@ -5,6 +5,11 @@ convolution kernels); vectors (biases, normalisation scales) are not penalised. 
 these are exactly the ``W`` matrices. :func:`weight_mask` gives that choice as a boolean
 pytree (the ``mask`` optax's ``add_decayed_weights`` takes).
 
+Stacked parameters (the result of :func:`train.sweep`, or of ``jax.vmap(init)(keys)``) carry
+leading model axes, so a bias has two axes there: pass ``stacked=1`` (the number of leading
+model axes) to :func:`weight_mask`, :func:`l2`, :func:`l1`, :func:`weight_elimination` and
+:func:`total`. The penalties then return one value per model, of shape ``leaves.shape[:stacked]``.
+
 - ``l2``: ``J = 1/2 sum W^2`` (CASI section 18.2): its gradient is ``W``, so a gradient
   step on ``L + lambda J`` is the note's ``W <- W - alpha (dW + lambda W)``.
   ESL (eq. 11.16) writes ``J = sum W^2`` on a summed loss: ``lambda_ESL = lambda n / 2``.
@@ -23,35 +28,81 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
-def weight_mask(params):
-    """Boolean pytree: ``True`` on weights (leaves with ``ndim >= 2``), ``False`` elsewhere."""
-    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+def _check_stacked(stacked, params) -> int:
+    """``stacked`` as an int after checking it against every leaf's rank and leading shape."""
+    if isinstance(stacked, bool) or not isinstance(stacked, (int, np.integer)) or stacked < 0:
+        raise TypeError(f"stacked: expected the number of leading model axes, an int >= 0, got "
+                        f"{stacked!r}")
+    if stacked:
+        leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+        lead = None
+        for path, leaf in leaves:
+            shape = jnp.shape(leaf)
+            if len(shape) < stacked or (lead is not None and shape[:stacked] != lead[1]):
+                want = (f"at least {stacked} axes" if len(shape) < stacked else
+                        f"leading model axes {lead[1]} like params{lead[0]}")
+                raise ValueError(f"params{jax.tree_util.keystr(path)}: expected {want} "
+                                 f"(stacked={stacked}), got shape {shape}")
+            if lead is None:
+                lead = (jax.tree_util.keystr(path), shape[:stacked])
+    return int(stacked)
 
 
-def _sum_over_weights(f, params):
-    leaves = [f(p) for p in jax.tree.leaves(params) if jnp.ndim(p) >= 2]
-    return sum(jnp.sum(leaf) for leaf in leaves) if leaves else jnp.zeros(())
+def _leading_shape(params, stacked: int) -> tuple:
+    leaves = jax.tree.leaves(params)
+    return tuple(jnp.shape(leaves[0])[:stacked]) if stacked and leaves else ()
+
+
+def _is_weight(p, stacked: int = 0) -> bool:
+    return jnp.ndim(p) - stacked >= 2
+
+
+def weight_mask(params, *, stacked: int = 0):
+    """Boolean pytree: ``True`` on weights, ``False`` elsewhere.
+
+    A weight is a leaf with two or more axes besides the ``stacked`` leading model axes
+    (``ndim - stacked >= 2``). For stacked MLPs (``W: (m, n_out, n_in)``, ``b: (m, n_out)``)
+    pass ``stacked=1``; as an optax mask, ``functools.partial(weight_mask, stacked=1)``.
+
+    >>> import jax
+    >>> from nets import mlp
+    >>> stack = jax.vmap(lambda k: mlp.init(k, (4, 3, 2)))(jax.random.split(jax.random.key(0), 5))
+    >>> weight_mask(stack, stacked=1)[0]
+    {'W': True, 'b': False}
+    """
+    stacked = _check_stacked(stacked, params)
+    return jax.tree.map(lambda p: _is_weight(p, stacked), params)
+
+
+def _sum_over_weights(f, params, stacked: int = 0):
+    stacked = _check_stacked(stacked, params)
+    weights = [p for p in jax.tree.leaves(params) if _is_weight(p, stacked)]
+    if not weights:
+        return jnp.zeros(_leading_shape(params, stacked))
+    return sum(jnp.sum(f(p), axis=tuple(range(stacked, jnp.ndim(p)))) for p in weights)
 
 
 def _grad_over_weights(g, params):
-    return jax.tree.map(lambda p: g(p) if jnp.ndim(p) >= 2 else jnp.zeros_like(p), params)
+    return jax.tree.map(lambda p: g(p) if _is_weight(p) else jnp.zeros_like(p), params)
 
 
-def l2(params) -> jax.Array:
-    """``1/2 sum ||W||^2`` over the weights."""
-    return _sum_over_weights(lambda W: 0.5 * W**2, params)
+def l2(params, *, stacked: int = 0) -> jax.Array:
+    """``1/2 sum ||W||^2`` over the weights (one value per model with ``stacked``)."""
+    return _sum_over_weights(lambda W: 0.5 * W**2, params, stacked)
 
 
-def l1(params) -> jax.Array:
-    """``sum |W|`` over the weights."""
-    return _sum_over_weights(jnp.abs, params)
+def l1(params, *, stacked: int = 0) -> jax.Array:
+    """``sum |W|`` over the weights (one value per model with ``stacked``)."""
+    return _sum_over_weights(jnp.abs, params, stacked)
 
 
-def weight_elimination(params) -> jax.Array:
-    """``sum W^2 / (1 + W^2)`` over the weights (ESL eq. 11.17)."""
-    return _sum_over_weights(lambda W: W**2 / (1.0 + W**2), params)
+def weight_elimination(params, *, stacked: int = 0) -> jax.Array:
+    """``sum W^2 / (1 + W^2)`` over the weights (ESL eq. 11.17; one value per model with
+    ``stacked``)."""
+    return _sum_over_weights(lambda W: W**2 / (1.0 + W**2), params, stacked)
 
 
 class Penalty(NamedTuple):
@@ -103,6 +154,19 @@ def terms(penalties: Mapping[str, float] | Sequence | None) -> list[tuple[Penalt
     return out
 
 
-def total(params, penalties) -> jax.Array:
-    """``sum_j lambda_j J_j(params)`` for a penalty spec accepted by :func:`terms`."""
-    return sum((lam * p.fn(params) for p, lam in terms(penalties)), jnp.zeros(()))
+def total(params, penalties, *, stacked: int = 0) -> jax.Array:
+    """``sum_j lambda_j J_j(params)`` for a penalty spec accepted by :func:`terms`.
+
+    With ``stacked`` leading model axes, each ``J_j`` is ``jax.vmap``-ed over them (so a
+    user-defined :class:`Penalty` works too) and the result has one value per model; a
+    lambda may then be one per model too (shape ``(m,)``).
+    """
+    stacked = _check_stacked(stacked, params)
+    spec = terms(penalties)
+    out = jnp.zeros(_leading_shape(params, stacked) if spec else ())
+    for p, lam in spec:
+        fn = p.fn
+        for _ in range(stacked):
+            fn = jax.vmap(fn)
+        out = out + lam * fn(params)
+    return out

@@ -96,6 +96,13 @@ def test_validate_labels():
                        r"num_classes is given; got shape \(10, 3\) \(one-hot\? pass "
                        r"y.argmax\(axis=1\)\)"):
         data.validate(X, np.eye(3, dtype=np.int32)[np.arange(10) % 3], num_classes=3)
+    with pytest.raises(ValueError, match=r"y must be class labels of shape \(10,\) when "
+                       r"num_classes is given; got shape \(10, 1\) \(a column of labels\? pass "
+                       r"y.ravel\(\)\)"):
+        data.validate(X, np.arange(10)[:, None], num_classes=10)
+    with pytest.raises(TypeError, match=r"got dtype float64 \(they are whole numbers: pass "
+                       r"y.ravel\(\).astype\(np.int32\)\)"):
+        data.validate(X, np.arange(10.0)[:, None], num_classes=10)
     with pytest.raises(ValueError, match=r"num_classes must be >= 1; got 0"):
         data.validate(X, np.zeros(10, int), num_classes=0)
     with pytest.raises(TypeError, match=r"num_classes must be an integer; got float 2.5"):
@@ -136,7 +143,31 @@ def test_standardize_images_and_errors():
 
 @pytest.fixture(scope="module")
 def digits_split():
-    return data.load_digits(key=jax.random.key(2024))
+    return data.load_digits(key=jax.random.key(2024), standardize=True)
+
+
+def test_load_digits_default_is_grey_levels_over_16(digits_split):
+    """Standardising the digits makes rarely inked border pixels 20-45 sd: the default is
+    grey levels / 16; the older flag keeps what explicit callers got."""
+    unit = data.load_digits(key=jax.random.key(2024))
+    raw = data.load_digits(key=jax.random.key(2024), standardize=False)
+    assert unit.mean is None and unit.std is None
+    for (X, y), (Xr, yr), (_, ys) in zip(unit[:3], raw[:3], digits_split[:3]):
+        assert X.dtype == np.float32 and 0.0 <= X.min() and X.max() <= 1.0
+        np.testing.assert_array_equal(X, Xr / 16)
+        np.testing.assert_array_equal(y, yr)
+        np.testing.assert_array_equal(y, ys)
+    assert raw.train[0].max() == 16.0
+    assert np.abs(digits_split.train[0]).max() > 20  # what the README warns about
+    same = data.load_digits(key=jax.random.key(2024), inputs="standardize")
+    np.testing.assert_array_equal(same.train[0], digits_split.train[0])
+    np.testing.assert_array_equal(data.load_digits(key=jax.random.key(2024), inputs="raw")
+                                  .test[0], raw.test[0])
+    with pytest.raises(ValueError, match=r"inputs must be one of \('unit', 'standardize', "
+                       r"'raw'\); got 'scaled'"):
+        data.load_digits(key=jax.random.key(0), inputs="scaled")
+    with pytest.raises(ValueError, match=r"inputs='unit' and standardize=True disagree"):
+        data.load_digits(key=jax.random.key(0), inputs="unit", standardize=True)
 
 
 def test_load_digits_sizes_and_types(digits_split):
@@ -172,6 +203,61 @@ def test_load_digits_is_a_partition_and_reproducible(digits_split):
     np.testing.assert_array_equal(key_rows(X_all), key_rows(full))
     other = data.load_digits(key=jax.random.key(2025), standardize=False)
     assert not np.array_equal(other.test[1], raw.test[1])
+
+
+def test_standardize_targets_with_training_statistics():
+    rng = np.random.default_rng(3)
+    y_train = rng.normal(150.0, 77.0, (40, 2)).astype(np.float32)
+    y_train[:, 1] = 5.0  # a constant target column
+    y_test = rng.normal(150.0, 77.0, (7, 2)).astype(np.float32)
+    scaled = data.standardize_targets(y_train, y_test, np.zeros((0, 2)))
+    Z_train, Z_test, empty = scaled.arrays
+    assert Z_train.dtype == Z_test.dtype == np.float32 and empty.shape == (0, 2)
+    np.testing.assert_allclose(Z_train[:, 0].mean(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(Z_train[:, 0].std(), 1.0, atol=1e-5)
+    assert scaled.std[1] == 1.0 and np.all(Z_train[:, 1] == 0.0)
+    np.testing.assert_allclose(Z_test, (y_test - scaled.mean) / scaled.std, rtol=1e-6)
+    np.testing.assert_allclose(scaled.inverse(Z_test), y_test, rtol=1e-5)
+    np.testing.assert_allclose(scaled.inverse(jnp.asarray(Z_test)), y_test, rtol=1e-5)
+    one = data.standardize_targets(np.array([1.0, 2.0, 3.0]))  # (n,) targets, float64 kept
+    assert one.mean.shape == () and one.arrays[0].dtype == np.float64
+    with pytest.raises(ValueError, match=r"others\[0\] must have the trailing shape of "
+                       r"y_train, \(2,\); got shape \(3,\)"):
+        data.standardize_targets(y_train, np.zeros(3))
+    with pytest.raises(ValueError, match=r"y_train must be finite"):
+        data.standardize_targets(np.array([1.0, np.nan]))
+
+
+def test_target_scale_hint_on_diabetes():
+    """Diabetes targets (25..346, std 77.0) make the first SGD steps ~77 times too large:
+    raw targets diverge where standardised ones train; the hint says what to do."""
+    from sklearn.datasets import load_diabetes
+
+    import train
+    from nets import mlp, objective
+
+    X, y = load_diabetes(return_X_y=True)
+    X, y = data.standardize(X.astype(np.float32)).arrays[0], y.astype(np.float32)[:, None]
+    hint = data.target_scale_hint(y)
+    assert hint.startswith("Y has standard deviation 77.0 and mean 152.1: standardise the "
+                           "targets (train.data.standardize_targets)")
+    assert data.target_scale_hint(y, "y_train").startswith("y_train has")
+    assert data.target_scale_hint(data.standardize_targets(y).arrays[0]) is None
+    assert data.target_scale_hint(np.full(5, 20.0)) is not None  # |mean| > 10
+    assert data.target_scale_hint(np.arange(100)) is None  # integers: class labels
+    assert data.target_scale_hint(None) is None
+
+    def loss(p, X, Y):
+        return objective.mlp_objective(p, X, Y, activation="relu", loss="squared_error")
+
+    params = mlp.init(jax.random.key(1), (10, 20, 1), scheme="he")
+    kw = dict(optimizer=train.sgd(0.01), epochs=3, batch_size=32, key=jax.random.key(2),
+              progress=False)
+    with pytest.warns(RuntimeWarning):
+        raw = train.fit(loss, params, (X, y), **kw)
+    assert raw.stop_reason == "non_finite"
+    scaled = train.fit(loss, params, (X, data.standardize_targets(y).arrays[0]), **kw)
+    assert scaled.stop_reason == "epochs" and scaled.history["loss"][-1] < 1.0
 
 
 def test_random_split_options():

@@ -136,6 +136,55 @@ def test_relative_error_is_scale_free():
     assert gradcheck.relative_error(np.zeros(2), np.zeros(2)) == 0.0
 
 
+def test_relative_error_is_per_element():
+    """An error on a small entry is not divided by the leaf's largest entry (which read
+    5e-8 here); below ``floor`` entries are compared absolutely, in units of the floor."""
+    assert gradcheck.relative_error([1e3, 1e-4], [1e3, 5e-5]) == pytest.approx(0.5)
+    assert gradcheck.relative_error([1e3, 1e-4], [1e3, 5e-5], floor=1e-2) == pytest.approx(5e-3)
+    assert gradcheck.relative_error([1.0, 1e-13], [1.0, 0.0], floor=1e-2) <= 1e-10
+    with pytest.raises(ValueError, match=r"floor: expected a number >= 0, got -1"):
+        gradcheck.relative_error([1.0], [1.0], floor=-1)
+
+
+def _two_scale_objective(p, X, Y):
+    """R = 1e3 w0 + 5e-5 (w1 + w1^2): at w1 = 0.5 the gradient is (1e3, 1e-4)."""
+    w = p["w"]
+    return 1e3 * w[0] + 5e-5 * (w[1] + w[1] ** 2)
+
+
+def test_dropped_term_on_a_small_entry_is_caught(x64):
+    """Teeth on one leaf with gradient entries 1e3 and 1e-4: a reference that drops the
+    w1^2 term's derivative on the small coordinate (giving 5e-5 for 1e-4) is caught. Scaled
+    by the leaf's largest entry the error read 5e-8 and passed at 1e-6."""
+
+    def dropped(p, X, Y):
+        return {"w": jnp.array([1e3, 5e-5])}  # d/dw1 of 5e-5 w1^2 is missing
+
+    params = {"w": jnp.array([0.0, 0.5])}
+    report = gradcheck.check(_two_scale_objective, params, jnp.ones(1), jnp.ones(1),
+                             reference=dropped)
+    np.testing.assert_allclose(jax.grad(_two_scale_objective)(params, None, None)["w"],
+                               [1e3, 1e-4], rtol=1e-12)
+    row = report.rows[0]
+    assert row.autodiff_vs_fd <= TOL  # autodiff itself is right
+    assert row.autodiff_vs_reference > 1e-3 and row.reference_vs_fd > 1e-3, report.table()
+    assert report.worst > TOL
+
+
+def test_default_floor_follows_the_objective(x64):
+    """The floor is 1e-2 max(1, |R|): entries far below the difference quotient's rounding
+    noise pass (a leaf whose true gradient is zero), and a given floor is used as is."""
+    obj = lambda p, X, Y: 1e4 + jnp.sum(p["x"] ** 2) + 0.0 * jnp.sum(p["dead"])  # noqa: E731
+    params = {"x": jnp.array([1.0, -2.0]), "dead": jnp.ones(3)}
+    report = gradcheck.check(obj, params, jnp.ones(1), jnp.ones(1))
+    assert report.floor == pytest.approx(1e-2 * (1e4 + 5.0))
+    assert report.worst <= TOL, report.table()
+    assert gradcheck.check(obj, params, jnp.ones(1), jnp.ones(1), floor=0.5).floor == 0.5
+    with pytest.raises(ValueError, match=r"floor: expected a finite number >= 0 \(or None\), "
+                       r"got -1.0"):
+        gradcheck.check(obj, params, jnp.ones(1), jnp.ones(1), floor=-1.0)
+
+
 def test_objective_is_the_note_formula(x64, key):
     """(1/n) sum L + l2/2 ||W||^2 + sum lambda_j J_j, computed by hand."""
     params, X, Y = _problem(key, DEPTHS[1], "cross_entropy")
