@@ -3,6 +3,7 @@
 import json
 
 import jax
+import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
@@ -50,6 +51,14 @@ def test_sweep_is_one_compilation_and_names_the_best_lambda(run):
     best = sweep["lambdas"].index(sweep["best_lambda"])
     assert sweep["best_val_error"] == min(sweep["val_error_mean"]) == sweep["val_error_mean"][best]
     assert 0.0 <= metrics["test_error"] <= 1.0
+    gain = sweep["best_vs_zero"]
+    assert len(gain["val_error_at_zero_per_seed"]) == smoke["seeds"]
+    assert (gain["seeds_best_lower"] + gain["seeds_tied"] + gain["seeds_best_higher"]
+            == smoke["seeds"])
+    assert gain["val_error_gain"] == pytest.approx(
+        sweep["val_error_at_zero"] - sweep["best_val_error"], abs=1e-9)
+    assert gain["beyond_seed_spread"] == (gain["val_error_ranges_apart"]
+                                          and gain["seeds_best_lower"] == smoke["seeds"])
     rows = (outdir / "sweep.csv").read_text().splitlines()
     assert rows[0].startswith("lambda,seed,") and len(rows) == 1 + sweep["models"]
 
@@ -68,7 +77,10 @@ def test_penalty_table(run):
     table = metrics["penalties"]
     assert list(table) == list(regularization.SMOKE["combinations"])
     for row in table.values():
-        assert 0.0 <= row["near_zero_share"] <= 1.0 and 0.0 <= row["test_error"] <= 1.0
+        shares = [row["share_abs_below_1e-3"], row["share_abs_below_1e-6"],
+                  row["share_exactly_zero"]]
+        assert 1.0 >= shares[0] >= shares[1] >= shares[2] >= 0.0
+        assert 0.0 <= row["test_error"] <= 1.0
     assert len((outdir / "penalties.csv").read_text().splitlines()) == 1 + len(table)
 
 
@@ -76,3 +88,20 @@ def test_unknown_penalty_name_is_a_clear_error():
     config = _framework.make_config(regularization, overrides={"combinations": "l2+l3"})
     with pytest.raises(ValueError, match="'l2\\+l3'"):
         regularization._combinations(config)
+
+
+def test_share_key_names_the_threshold_without_a_dot():
+    assert regularization._share_key(1e-3) == "share_abs_below_1e-3"
+    assert regularization._share_key(1e-6) == "share_abs_below_1e-6"
+    assert regularization._share_key(5e-4) == "share_abs_below_5e-4"
+
+
+def test_gain_over_seeds_pairs_the_seeds():
+    final = {"val_error": np.array([[0.08, 0.07, 0.075], [0.07, 0.072, 0.06]]),
+             "val_loss": np.array([[0.4, 0.41, 0.39], [0.3, 0.31, 0.29]]),
+             "test_error": np.array([[0.06, 0.06, 0.06], [0.05, 0.05, 0.05]])}
+    gain = regularization._gain_over_seeds(final, 1)
+    assert gain["seeds_best_lower"] == 2 and gain["seeds_best_higher"] == 1
+    assert gain["val_error_ranges_apart"] is False and gain["beyond_seed_spread"] is False
+    assert gain["val_loss_ranges_apart"] is True
+    assert gain["test_error_gain"] == pytest.approx(0.01)
