@@ -52,16 +52,24 @@ def test_smoke_run_writes_every_file(runs):
 
 def test_metrics_and_history(runs):
     metrics, outdir = runs[0]
-    assert 0.0 <= metrics["test_error"] <= 1.0
-    assert 0.0 <= metrics["val_error"] <= 1.0 and 0.0 <= metrics["train_error"] <= 1.0
+    single, ensemble = metrics["single_mlp"], metrics["ensemble"]
+    assert metrics["final_model"] == "ensemble"
+    assert metrics["test_error"] == ensemble["test_error"]  # the headline is the final model's
+    assert "val_error" not in ensemble  # phase 2 trains on the validation set
+    assert ensemble["members"] == digits.SMOKE["ensemble"]
+    assert ensemble["trained_on"] == "training + validation"
+    assert ensemble["test_misclassified"] == round(ensemble["test_error"] * metrics["n_test"])
+    for key in ("train_error", "val_error", "test_error"):
+        assert 0.0 <= single[key] <= 1.0
+    assert single["test_misclassified"] == round(single["test_error"] * metrics["n_test"])
+    assert ensemble["epochs"] == single["best_epoch"]
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (1079, 359, 359)
     hidden = digits.SMOKE["hidden"][0]
     assert metrics["n_params"] == 64 * hidden + hidden + hidden * 10 + 10
-    assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] <= digits.SMOKE["epochs"]
-    assert metrics["test_misclassified"] == round(metrics["test_error"] * metrics["n_test"])
+    assert 1 <= single["best_epoch"] <= single["epochs_run"] <= digits.SMOKE["epochs"]
     lines = (outdir / "history.csv").read_text().splitlines()
     assert lines[0] == "epoch,train_loss,train_error,val_loss,val_error,minibatch_loss"
-    assert len(lines) == 1 + metrics["epochs_run"]
+    assert len(lines) == 1 + single["epochs_run"]
     config = json.loads((outdir / "config.json").read_text())
     assert config["seed"] == 0 and config["hidden"] == list(digits.SMOKE["hidden"])
 
@@ -79,7 +87,17 @@ def test_cli_run_exits_zero_and_prints_the_test_error(tmp_path, cache_dir, runs)
         [sys.executable, "-m", "experiments", "run", "digits", "--smoke", "--out", str(out),
          "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "test error" in result.stdout and "test_error = " in result.stdout
+    assert "test error" in result.stdout and "\n  test_error = " in result.stdout
+    assert "single_mlp.test_error = " in result.stdout
+    assert "ensemble.test_error = " in result.stdout
     assert {p.name for p in out.iterdir()} == FILES
     # another process, the same seed: the same bytes
     assert (out / "metrics.json").read_bytes() == (runs[0][1] / "metrics.json").read_bytes()
+
+
+def test_without_phase_2_the_headline_is_the_single_mlp(tmp_path, cache_dir):
+    metrics, _ = _framework.execute(
+        "digits", out=tmp_path / "single", smoke=True, seed=0, progress=False,
+        overrides={"refit": "false", "ensemble": "1", "epochs": "2", "patience": "1"})
+    assert metrics["final_model"] == "single_mlp" and "ensemble" not in metrics
+    assert metrics["test_error"] == metrics["single_mlp"]["test_error"]
