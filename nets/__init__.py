@@ -4,8 +4,15 @@ Modules follow the note (Efron & Hastie, CASI ch. 18; ESL ch. 11):
 :mod:`nets.activations` (g and g'), :mod:`nets.mlp` (z = W a + b, a = g(z)),
 :mod:`nets.losses`, :mod:`nets.penalties` (J(W)), :mod:`nets.objective` (the penalized
 objective), :mod:`nets.backprop` (the hand-derived chain rule) and :mod:`nets.gradcheck`.
+Architectures compose from :mod:`nets.layers` (pure layers for one example: dense,
+convolution, pooling, normalisation, dropout; serial, residual, concat) into a
+:class:`nets.model.Model`; :mod:`nets.metrics` scores batched outputs.
 """
 
-from nets import activations, backprop, gradcheck, losses, mlp, objective, penalties
+from nets import (activations, backprop, gradcheck, layers, losses, metrics, mlp, model,
+                  objective, penalties)
+from nets.layers import count_params
+from nets.model import Model
 
-__all__ = ["activations", "backprop", "gradcheck", "losses", "mlp", "objective", "penalties"]
+__all__ = ["activations", "backprop", "gradcheck", "layers", "losses", "metrics", "mlp", "model",
+           "objective", "penalties", "count_params", "Model"]

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from nets import activations as _activations
+from nets import layers as _layers
 
 Params = list  # list[dict[str, jax.Array]]: [{"W": (n_out, n_in), "b": (n_out,)}, ...]
 
@@ -160,7 +161,7 @@ def apply(
     x: jax.Array,
     *,
     activation="sigmoid",
-    drop_rate: float = 0.0,
+    drop_rate: float | jax.Array = 0.0,
     key: jax.Array | None = None,
 ) -> jax.Array:
     """Output-layer pre-activation ``z^(K)`` for one example ``x`` of shape ``(n_0,)``.
@@ -170,7 +171,10 @@ def apply(
       x: one input vector, shape ``(n_0,)``.
       activation: the hidden nonlinearity ``g`` (name or function), or one per hidden layer.
       drop_rate: probability of zeroing each hidden unit (inverted dropout, Srivastava et
-        al. 2014); ``0`` is the deterministic network. Needs ``key`` when positive.
+        al. 2014, :func:`nets.layers.dropout`); ``0`` is the deterministic network. A Python
+        number is range-checked here and needs ``key`` when positive; an array (e.g. traced
+        under ``jax.vmap`` over rates, so one program serves a sweep) always needs ``key``,
+        and rate ``0`` then returns the deterministic network's values exactly.
       key: PRNG key for dropout.
 
     Returns:
@@ -179,20 +183,28 @@ def apply(
     sizes = sizes_of(params)
     check_example(x, sizes[0])
     gs = hidden_activations(activation, len(params) - 1)
-    if not 0.0 <= drop_rate < 1.0:
-        raise ValueError(f"drop_rate: expected a probability in [0, 1), got {drop_rate!r}")
-    if drop_rate > 0 and key is None:
-        raise ValueError("key: dropout with drop_rate > 0 needs a PRNG key, got None")
+    if isinstance(drop_rate, (int, float)):
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate: expected a probability in [0, 1), got {drop_rate!r}")
+        if drop_rate > 0 and key is None:
+            raise ValueError("key: dropout with drop_rate > 0 needs a PRNG key, got None")
+        use_dropout = drop_rate > 0
+    else:
+        if jnp.shape(drop_rate) != ():
+            raise ValueError(f"drop_rate: expected a scalar, got shape {jnp.shape(drop_rate)}")
+        if key is None:
+            raise ValueError("key: dropout with an array (possibly traced) drop_rate needs a "
+                             "PRNG key, got None")
+        use_dropout = True
     a = x
     for k, layer in enumerate(params):
         z = layer["W"] @ a + layer["b"]  # z^(k+1) = W^(k) a^(k) + b^(k)
         if k == len(params) - 1:
             return z
         a = gs[k].fn(z)  # a^(k+1) = g(z^(k+1))
-        if drop_rate > 0:
+        if use_dropout:
             key, sub = jax.random.split(key)
-            keep = jax.random.bernoulli(sub, 1.0 - drop_rate, a.shape)
-            a = jnp.where(keep, a / (1.0 - drop_rate), 0.0)
+            a = _layers.dropout(a, drop_rate, key=sub)
     raise AssertionError("unreachable")
 
 
@@ -202,3 +214,75 @@ def predict(params: Params, x: jax.Array, *, activation="sigmoid", output="softm
     if output not in OUTPUTS:
         raise ValueError(f"output: expected one of {sorted(OUTPUTS)}, got {output!r}")
     return OUTPUTS[output](apply(params, x, activation=activation))
+
+
+def _hidden_layers(activation, drop_rate, n_hidden: int) -> list:
+    """The layers between two Dense layers of :func:`model`: ``g`` and, optionally, dropout."""
+    gs = hidden_activations(activation, n_hidden)
+    return [[_layers.Activation(g)] + ([_layers.Dropout(drop_rate)] if drop_rate else [])
+            for g in gs]
+
+
+def model(sizes: Sequence[int], *, activation="relu", scheme: str = "glorot",
+          drop_rate: float = 0.0, output: str = "softmax"):
+    """The MLP as a :class:`nets.model.Model` composed from :mod:`nets.layers`:
+    ``serial(Dense(n_1), g, [Dropout], ..., Dense(n_K))`` on inputs of shape ``(n_0,)``.
+
+    Args:
+      sizes: widths ``(n_0, ..., n_K)`` as in :func:`init`.
+      activation: the hidden ``g`` (a name or function), or one per hidden layer.
+      scheme: the Dense layers' ``init`` (``"glorot"``, ``"he"``, ``"lecun"``, ``"esl"``).
+      drop_rate: ``0`` builds no Dropout layer (a stateless model); a positive rate puts a
+        :func:`nets.layers.Dropout` after every hidden activation. Its rate then lives in
+        the model state (``model.init`` returns it; set it, even to 0, with
+        ``optax.tree_utils.tree_set(state, drop_rate=r)``), so one program serves a sweep.
+      output: ``g^(K)``, a name in :data:`OUTPUTS`.
+
+    Its parameters convert to and from :func:`init`'s list with :func:`from_layers` and
+    :func:`to_layers`; :func:`apply` on the converted list gives identical outputs.
+
+    >>> import jax, jax.numpy as jnp
+    >>> net = model((64, 100, 10), drop_rate=0.5)
+    >>> params, state = net.init(jax.random.key(0))
+    >>> [layer["W"].shape for layer in from_layers(params)]
+    [(100, 64), (10, 100)]
+    >>> net.batch_apply(params, jnp.zeros((32, 64)), state=state)[0].shape
+    (32, 10)
+    """
+    from nets.model import Model  # nets.model imports this module (OUTPUTS)
+
+    sizes = _check_sizes(sizes)
+    if isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float)) or not (
+            0.0 <= drop_rate < 1.0):
+        raise ValueError(f"drop_rate: expected a probability in [0, 1), got {drop_rate!r}")
+    between = _hidden_layers(activation, drop_rate, len(sizes) - 2)
+    stack = []
+    for k, n_out in enumerate(sizes[1:]):
+        stack.append(_layers.Dense(n_out, init=scheme))
+        if k < len(between):
+            stack.extend(between[k])
+    return Model(_layers.serial(*stack), (sizes[0],), output)
+
+
+def from_layers(params) -> Params:
+    """:func:`init`'s list ``[{"W", "b"}, ...]`` from the parameters of :func:`model`
+    (the Dense layers' dicts, in order; the same arrays, not copies)."""
+    if not isinstance(params, tuple):
+        raise TypeError(f"params: expected the tuple of a serial model's layer params, got "
+                        f"{type(params).__name__}")
+    out = [dict(p) for p in params if isinstance(p, dict)]
+    sizes_of(out)  # checks that the Dense layers chain
+    return out
+
+
+def to_layers(params: Params, *, drop_rate: float = 0.0) -> tuple:
+    """The parameters of ``model(sizes, drop_rate=drop_rate)`` from :func:`init`'s list
+    (only whether ``drop_rate`` is 0 matters: it decides the Dropout layers' places)."""
+    n_hidden = len(sizes_of(params)) - 2
+    per_hidden = 2 if drop_rate else 1  # () for the activation and for Dropout
+    out = []
+    for k, layer in enumerate(params):
+        out.append({"W": layer["W"], "b": layer["b"]})
+        if k < n_hidden:
+            out.extend([()] * per_hidden)
+    return tuple(out)

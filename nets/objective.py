@@ -2,13 +2,15 @@
 
     minimize_W  (1/n) sum_i L[y_i, f(x_i; W)]  +  sum_j lambda_j J_j(W).
 
-:func:`mlp_objective` is the MLP's; :func:`make` builds the same objective for any model
-``apply(params, x) -> z`` of :mod:`nets` (one example), so every architecture shares it.
+:func:`mlp_objective` is the MLP's; :func:`make` builds the same objective for a
+:class:`nets.model.Model` (dropout with one key per example, batch-norm state) or for any
+function ``apply(params, x) -> z`` of one example, so every architecture shares it.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -16,22 +18,86 @@ import jax.numpy as jnp
 from nets import losses as _losses
 from nets import mlp as _mlp
 from nets import penalties as _penalties
+from nets.model import Model
 
 
 def mean_loss(apply_fn: Callable, params, X, Y, loss="cross_entropy") -> jax.Array:
-    """``(1/n) sum_i L[y_i, apply_fn(params, x_i)]`` over a batch ``X`` of shape ``(n, ...)``."""
+    """``(1/n) sum_i L[y_i, apply_fn(params, x_i)]`` over a batch ``X`` of shape ``(n, ...)``.
+
+    ``apply_fn`` is vmapped with ``in_axes=(None, 0)``: a PRNG key captured inside it is the
+    SAME for every example (one dropout mask for the whole batch). For dropout use
+    ``make(model, ...)`` with a :class:`nets.model.Model`, which splits one key per example.
+    """
     loss = _losses.get(loss)
     Z = jax.vmap(apply_fn, in_axes=(None, 0))(params, X)
     return jnp.mean(jax.vmap(loss.fn)(Z, Y))
 
 
-def make(apply_fn: Callable, loss="cross_entropy", penalties=None) -> Callable:
-    """``objective(params, X, Y)``: the mean loss of ``apply_fn`` plus the penalty terms.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Objective:
+    """The penalized objective of a :class:`nets.model.Model` (built by :func:`make`).
 
-    ``penalties`` is a spec for :func:`nets.penalties.terms` (e.g. ``{"l2": 1e-3}``).
+    ``objective(params, X, Y, *, key=None, train=False, model_state=None)`` is
+    ``(1/n) sum_i L[y_i, z_i] + sum_j lambda_j J_j(params)`` with
+    ``Z = model.batch_apply(params, X, state=model_state, train=train, key=key)``: ``key`` is
+    split into one key per example (different dropout masks across the batch). It returns
+    the scalar when ``model_state is None`` and ``(loss, new_model_state)`` otherwise (the
+    ``train.fit`` contract: the new model state LAST). A model with state (BatchNorm,
+    Dropout) must get ``model_state``. The mode is the explicit ``train`` flag, never
+    ``key is None``: with ``train=False`` a key is accepted (``train.fit`` passes one at
+    evaluation too) and no layer of :mod:`nets.layers` draws from it. ``takes_key = True`` tells ``train.fit`` to pass ``key=`` and
+    ``train=``.
+    """
+
+    model: Model
+    loss: _losses.Loss
+    penalties: tuple  # ((Penalty, lambda), ...) for nets.penalties.total
+    takes_key: ClassVar[bool] = True
+
+    def __call__(self, params, X, Y, *, key=None, train: bool = False, model_state: Any = None):
+        if model_state is None and self.model.stateful:
+            raise ValueError(
+                "model_state: this model carries state (BatchNorm running statistics or "
+                "Dropout rates); pass model_state= (the state from model.init(key))")
+        Z, new_state = self.model.batch_apply(params, X, state=model_state, train=train,
+                                              key=key)
+        value = jnp.mean(jax.vmap(self.loss.fn)(Z, Y)) + _penalties.total(params,
+                                                                          self.penalties)
+        return value if model_state is None else (value, new_state)
+
+
+def make(model_or_apply, loss="cross_entropy", penalties=None) -> Callable:
+    """The mean loss plus the penalty terms, for a :class:`nets.model.Model` or a function.
+
+    Args:
+      model_or_apply: a :class:`nets.model.Model`, giving an :class:`Objective`
+        ``objective(params, X, Y, *, key=None, train=False, model_state=None)``; or a
+        function ``apply_fn(params, x) -> z`` of one example, giving
+        ``objective(params, X, Y)`` (:func:`mean_loss`, no per-example keys).
+      loss: a name or :class:`nets.losses.Loss`.
+      penalties: a spec for :func:`nets.penalties.terms` (e.g. ``{"l2": 1e-3}``). Only
+        leaves with two or more axes are penalised: Dense ``W``, convolution kernels,
+        embedding tables; biases and the LayerNorm/BatchNorm ``gamma``/``beta`` are not.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from nets import mlp
+    >>> net = mlp.model((4, 8, 3), drop_rate=0.5)
+    >>> params, state = net.init(jax.random.key(0))
+    >>> objective = make(net, "cross_entropy", {"l2": 1e-3})
+    >>> X, y = jnp.ones((6, 4)), jnp.zeros(6, int)
+    >>> loss, state = objective(params, X, y, key=jax.random.key(1), train=True,
+    ...                         model_state=state)
+    >>> loss.shape, objective.takes_key
+    ((), True)
     """
     loss = _losses.get(loss)
     terms = _penalties.terms(penalties)
+    if isinstance(model_or_apply, Model):
+        return Objective(model_or_apply, loss, tuple(terms))
+    if not callable(model_or_apply):
+        raise TypeError(f"model_or_apply: expected a nets.model.Model or a function "
+                        f"apply_fn(params, x) -> z, got {type(model_or_apply).__name__}")
+    apply_fn = model_or_apply
 
     def objective(params, X, Y):
         return mean_loss(apply_fn, params, X, Y, loss) + _penalties.total(params, terms)

@@ -96,6 +96,18 @@ def test_dropout(key):
     chex.assert_trees_all_close(mean, same, atol=0.1)
 
 
+def test_dropout_rate_can_be_traced(key):
+    """A sweep over drop rates under jax.vmap: one program (was TracerBoolConversionError)."""
+    params = mlp.init(key, (20, 50, 3))
+    x = np.ones(20, np.float32)
+    rates = jnp.array([0.0, 0.5])
+    Z = jax.jit(jax.vmap(lambda r: mlp.apply(params, x, drop_rate=r, key=key)))(rates)
+    chex.assert_trees_all_close(Z[0], mlp.apply(params, x), atol=1e-6)  # rate 0: no dropout
+    assert not np.allclose(Z[1], Z[0], atol=1e-3)
+    with pytest.raises(ValueError, match=r"key: dropout with an array \(possibly traced\) drop_rate needs a PRNG key"):
+        mlp.apply(params, x, drop_rate=jnp.array(0.5))
+
+
 class TestLosses:
     def test_cross_entropy_stable_and_correct(self):
         z = jnp.array([1000.0, 0.0, -1000.0])

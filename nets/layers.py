@@ -1,0 +1,574 @@
+"""Composable pure layers for ONE example, in the shape of ``jax.example_libraries.stax``.
+
+A :class:`Layer` is a pair of pure functions
+
+    init(key, input_shape) -> (output_shape, params, state)
+    apply(params, state, x, *, train, key) -> (y, new_state)
+
+where ``input_shape``/``output_shape`` describe ONE example (no batch axis): a vector
+``(n,)``, an image ``(H, W, C)``, a sequence ``(T, d)``. Batches come from ``jax.vmap``
+(:meth:`nets.model.Model.batch_apply` does it, with the axis name ``"batch"`` that
+:func:`BatchNorm` reads). ``params`` are trained; ``state`` is not (batch-norm running
+statistics, the dropout rate) and is returned updated. Stateless layers have ``state = ()``
+and parameter-free ones ``params = ()``. ``train`` is a static Python bool: evaluation is
+``train=False``, never inferred from ``key is None``; ``key`` may be ``None`` unless a layer
+draws random numbers in train mode (:func:`Dropout`), which then raises a ``ValueError``.
+
+Orientation is the note's (CASI eq. 18.3): a dense layer holds ``W`` of shape
+``(n_out, n_in)`` and computes ``z = W @ a + b``. Layers are built by constructors
+(``Dense(10)``, ``Relu()``, ``Flatten()``); combinators are lowercase (:func:`serial`,
+:func:`residual`, :func:`concat`).
+
+A tiny CNN for 8x8 grey images, composed and vmapped over a batch:
+
+>>> import jax, jax.numpy as jnp
+>>> cnn = serial(Conv2D(4, 3), Relu(), MaxPool(2), Flatten(), Dense(10))
+>>> out_shape, params, state = cnn.init(jax.random.key(0), (8, 8, 1))
+>>> out_shape, params[0]["W"].shape, count_params(params)
+((10,), (3, 3, 1, 4), 690)
+>>> X = jnp.zeros((32, 8, 8, 1))
+>>> Z, _ = jax.vmap(lambda x: cnn.apply(params, state, x, train=False, key=None))(X)
+>>> Z.shape
+(32, 10)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nets import activations as _activations
+
+
+class Layer(NamedTuple):
+    """A layer for one example: ``init(key, input_shape) -> (output_shape, params, state)``
+    and ``apply(params, state, x, *, train, key) -> (y, new_state)``."""
+
+    init: Callable
+    apply: Callable
+
+
+DENSE_INITS = ("glorot", "he", "lecun", "esl")
+
+
+def count_params(params) -> int:
+    """The number of trained scalars: the sum of the leaf sizes of ``params``."""
+    return sum(math.prod(jnp.shape(leaf)) for leaf in jax.tree.leaves(params))
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+
+
+def _shape(input_shape, who: str) -> tuple[int, ...]:
+    if not isinstance(input_shape, (tuple, list)) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in input_shape):
+        raise ValueError(f"input_shape: {who} expected a tuple of positive ints for ONE "
+                         f"example (no batch axis), got {input_shape!r}")
+    return tuple(input_shape)
+
+
+def _pair(value, name: str, who: str) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+        raise ValueError(f"{name}: {who} expected a positive int or a pair of them, got {value!r}")
+    return tuple(value)
+
+
+def _padding(padding, who: str):
+    """``"SAME"``/``"VALID"``, or explicit ``((top, bottom), (left, right))``."""
+    if isinstance(padding, str):
+        if padding.upper() not in ("SAME", "VALID"):
+            raise ValueError(f"padding: {who} expected 'SAME', 'VALID', an int or pairs, "
+                             f"got {padding!r}")
+        return padding.upper()
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+    if is_int(padding):
+        return ((padding, padding), (padding, padding))
+    if isinstance(padding, (tuple, list)) and len(padding) == 2:
+        if all(is_int(p) for p in padding):
+            return tuple((p, p) for p in padding)
+        if all(isinstance(p, (tuple, list)) and len(p) == 2 and all(is_int(v) for v in p)
+               for p in padding):
+            return tuple(tuple(p) for p in padding)
+    raise ValueError(f"padding: {who} expected 'SAME', 'VALID', an int, (ph, pw) or "
+                     f"((top, bottom), (left, right)), got {padding!r}")
+
+
+def _check_rank(x, rank: int, who: str, what: str) -> None:
+    if jnp.ndim(x) != rank:
+        raise ValueError(f"x: {who} expected one example {what}, got shape {jnp.shape(x)}")
+
+
+def _as_layer(layer, name: str) -> Layer:
+    if isinstance(layer, Layer):
+        return layer
+    if isinstance(layer, tuple) and len(layer) == 2 and all(map(callable, layer)):
+        return Layer(*layer)
+    hint = (f"; did you mean {layer.__name__}()?" if callable(layer)
+            and hasattr(layer, "__name__") else "")
+    raise TypeError(f"{name}: expected a Layer (init, apply), got "
+                    f"{type(layer).__name__}{hint}")
+
+
+def _stateless(fn: Callable, shape_fn: Callable = lambda s: s) -> Layer:
+    """A layer without parameters or state computing ``y = fn(x)``."""
+
+    def init(key, input_shape):
+        return shape_fn(_shape(input_shape, "layer")), (), ()
+
+    def apply(params, state, x, *, train=False, key=None):
+        return fn(x), state
+
+    return Layer(init, apply)
+
+
+# ---------------------------------------------------------------------------------------
+# dense and elementwise layers
+
+
+def _dense_weight(key, shape, init: str, scale: float, in_axis: int, out_axis: int):
+    if init == "esl":
+        return jax.random.uniform(key, shape, minval=-scale, maxval=scale)
+    make = {"glorot": jax.nn.initializers.glorot_uniform,
+            "he": jax.nn.initializers.he_normal,
+            "lecun": jax.nn.initializers.lecun_normal}[init]
+    return make(in_axis=in_axis, out_axis=out_axis)(key, shape)
+
+
+def _check_init(init, scale, who):
+    if init not in DENSE_INITS:
+        raise ValueError(f"init: {who} expected one of {DENSE_INITS}, got {init!r}")
+    if init == "esl" and not scale > 0:
+        raise ValueError(f"scale: {who} expected a positive half-width, got {scale!r}")
+
+
+def Dense(n_out: int, *, init: str = "glorot", bias: bool = True, scale: float = 0.7) -> Layer:
+    """Fully connected layer ``z = W @ a + b`` (CASI eq. 18.3; ESL section 11.3).
+
+    Shapes: ``(n_in,) -> (n_out,)``; params ``{"W": (n_out, n_in), "b": (n_out,)}`` (no
+    ``"b"`` with ``bias=False``). ``init``: ``"glorot"`` uniform (Glorot & Bengio 2010),
+    ``"he"`` normal (He et al. 2015, arXiv:1502.01852), ``"lecun"`` normal (LeCun et al.
+    1998), all with zero bias and fan-in ``n_in``; ``"esl"``: weights and biases uniform on
+    ``[-scale, scale]`` (ESL section 11.5.1).
+    """
+    if isinstance(n_out, bool) or not isinstance(n_out, int) or n_out < 1:
+        raise ValueError(f"n_out: Dense expected a positive int, got {n_out!r}")
+    _check_init(init, scale, "Dense")
+
+    def init_fn(key, input_shape):
+        input_shape = _shape(input_shape, "Dense")
+        if len(input_shape) != 1:
+            raise ValueError(f"input_shape: Dense expects a vector; put Flatten() before it "
+                             f"(got input_shape {input_shape})")
+        kw, kb = jax.random.split(key)
+        params = {"W": _dense_weight(kw, (n_out, input_shape[0]), init, scale, -1, -2)}
+        if bias:
+            params["b"] = (jax.random.uniform(kb, (n_out,), minval=-scale, maxval=scale)
+                           if init == "esl" else jnp.zeros((n_out,)))
+        return (n_out,), params, ()
+
+    def apply(params, state, x, *, train=False, key=None):
+        W = params["W"]
+        if jnp.shape(x) != (W.shape[1],):
+            raise ValueError(f"x: Dense expected a vector of shape ({W.shape[1]},), got shape "
+                             f"{jnp.shape(x)}" + ("; put Flatten() before it"
+                                                  if jnp.ndim(x) > 1 else ""))
+        z = W @ x  # z = W a + b, W: (n_out, n_in)
+        return (z + params["b"] if "b" in params else z), state
+
+    return Layer(init_fn, apply)
+
+
+def Activation(activation) -> Layer:
+    """Elementwise ``a = g(z)`` for any name or function accepted by
+    :func:`nets.activations.get` (CASI section 18.1). Shapes: ``s -> s``."""
+    g = _activations.get(activation)
+    return _stateless(g.fn)
+
+
+def Sigmoid() -> Layer:
+    """``1 / (1 + e^-z)`` elementwise, ``s -> s``."""
+    return Activation("sigmoid")
+
+
+def Tanh() -> Layer:
+    """``tanh(z)`` elementwise, ``s -> s``."""
+    return Activation("tanh")
+
+
+def Relu() -> Layer:
+    """``max(0, z)`` elementwise, ``s -> s``."""
+    return Activation("relu")
+
+
+def Elu() -> Layer:
+    """``z`` if ``z > 0`` else ``e^z - 1``, elementwise, ``s -> s``."""
+    return Activation("elu")
+
+
+def Softplus() -> Layer:
+    """``log(1 + e^z)`` elementwise, ``s -> s``."""
+    return Activation("softplus")
+
+
+def Identity() -> Layer:
+    """``y = x``, ``s -> s``; ``concat(Identity(), f)`` is a DenseNet layer."""
+    return _stateless(lambda x: x)
+
+
+def Flatten() -> Layer:
+    """``(d_1, ..., d_k) -> (d_1 * ... * d_k,)`` in C (row-major) order."""
+    return _stateless(lambda x: jnp.reshape(x, (-1,)), lambda s: (math.prod(s),))
+
+
+# ---------------------------------------------------------------------------------------
+# dropout
+
+
+def dropout(x: jax.Array, drop_rate, *, key: jax.Array) -> jax.Array:
+    """Inverted dropout (Srivastava et al. 2014, JMLR 15): each entry is zeroed with
+    probability ``drop_rate`` and the kept ones are scaled by ``1 / (1 - drop_rate)``, so the
+    expectation is ``x``. ``drop_rate`` may be traced; ``0`` returns ``x`` exactly."""
+    keep = jax.random.bernoulli(key, 1.0 - drop_rate, jnp.shape(x))
+    return jnp.where(keep, x / (1.0 - drop_rate), 0.0).astype(jnp.result_type(x))
+
+
+def Dropout(drop_rate: float) -> Layer:
+    """Inverted dropout (Srivastava et al. 2014) in train mode, the identity in eval mode.
+
+    Shapes: ``s -> s``. The rate is the layer's STATE ``{"drop_rate": float32 scalar}``, not
+    a Python constant, so it can be traced: models stacked with different rates train in one
+    compiled program under ``jax.vmap``, and a rate is changed with
+    ``optax.tree_utils.tree_set(state, drop_rate=0.3)``. In train mode ``key`` is required
+    (one per example: :meth:`nets.model.Model.batch_apply` splits it).
+    """
+    if isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float)) or not (
+            0.0 <= drop_rate < 1.0):
+        raise ValueError(f"drop_rate: Dropout expected a probability in [0, 1), got {drop_rate!r}")
+
+    def init(key, input_shape):
+        return _shape(input_shape, "Dropout"), (), {"drop_rate": jnp.asarray(drop_rate,
+                                                                               jnp.float32)}
+
+    def apply(params, state, x, *, train=False, key=None):
+        if not train:
+            return x, state
+        if key is None:
+            raise ValueError("key: Dropout in train mode needs a PRNG key, got None "
+                             "(for evaluation pass train=False)")
+        return dropout(x, state["drop_rate"], key=key), state
+
+    return Layer(init, apply)
+
+
+# ---------------------------------------------------------------------------------------
+# convolution and pooling
+
+
+def _conv(x, W, stride, padding):
+    """Cross-correlation of one image ``x`` (H, W, C_in) with ``W`` (kh, kw, C_in, C_out)."""
+    return jax.lax.conv_general_dilated(
+        x[None], W, window_strides=stride, padding=padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+
+
+def _check_out(out_shape, input_shape, who):
+    if any(n < 1 for n in out_shape):
+        raise ValueError(f"input_shape: {who} window does not fit the image {input_shape} "
+                         f"(output shape {out_shape}); use a smaller window or padding")
+    return out_shape
+
+
+def Conv2D(features: int, kernel_size, *, stride=1, padding="SAME", init: str = "glorot",
+           bias: bool = True, scale: float = 0.7) -> Layer:
+    """2-D convolution of one image (LeCun et al. 1989; ESL section 11.7, weight sharing).
+
+    ``y[i, j, o] = sum_{di, dj, c} x[i*s + di, j*s + dj, c] K[di, dj, c, o] + b[o]`` (a
+    cross-correlation, as in every deep-learning library), by
+    ``jax.lax.conv_general_dilated``. Shapes: ``(H, W, C_in) -> (H', W', features)``;
+    params ``{"W": (kh, kw, C_in, features), "b": (features,)}`` (the HWIO layout; fan-in
+    ``kh * kw * C_in``). ``padding``: ``"SAME"`` (``H' = ceil(H / s)``), ``"VALID"``
+    (``H' = (H - kh) // s + 1``), an int, ``(ph, pw)`` or ``((top, bottom), (left, right))``.
+    ``init`` as in :func:`Dense`.
+    """
+    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+        raise ValueError(f"features: Conv2D expected a positive int, got {features!r}")
+    kernel = _pair(kernel_size, "kernel_size", "Conv2D")
+    stride = _pair(stride, "stride", "Conv2D")
+    pad = _padding(padding, "Conv2D")
+    _check_init(init, scale, "Conv2D")
+
+    def init_fn(key, input_shape):
+        input_shape = _shape(input_shape, "Conv2D")
+        if len(input_shape) != 3:
+            raise ValueError(f"input_shape: Conv2D expected one image (H, W, C), got "
+                             f"{input_shape}")
+        w_shape = (*kernel, input_shape[2], features)
+        out = jax.eval_shape(lambda x, w: _conv(x, w, stride, pad),
+                             jax.ShapeDtypeStruct(input_shape, jnp.float32),
+                             jax.ShapeDtypeStruct(w_shape, jnp.float32)).shape
+        out = _check_out(tuple(out), input_shape, "Conv2D")
+        kw, kb = jax.random.split(key)
+        params = {"W": _dense_weight(kw, w_shape, init, scale, -2, -1)}
+        if bias:
+            params["b"] = (jax.random.uniform(kb, (features,), minval=-scale, maxval=scale)
+                           if init == "esl" else jnp.zeros((features,)))
+        return out, params, ()
+
+    def apply(params, state, x, *, train=False, key=None):
+        _check_rank(x, 3, "Conv2D", "image (H, W, C)")
+        if jnp.shape(x)[2] != params["W"].shape[2]:
+            raise ValueError(f"x: Conv2D expected {params['W'].shape[2]} input channels, got "
+                             f"shape {jnp.shape(x)}")
+        y = _conv(x, params["W"], stride, pad)
+        return (y + params["b"] if "b" in params else y), state
+
+    return Layer(init_fn, apply)
+
+
+def _pool(kind: str, window, stride, padding) -> Layer:
+    who = kind
+    window = _pair(window, "window", who)
+    stride = window if stride is None else _pair(stride, "stride", who)
+    pad = _padding(padding, who)
+    if not isinstance(pad, str):
+        pad = (*pad, (0, 0))
+    dims, strides = (*window, 1), (*stride, 1)
+
+    def fn(x):
+        _check_rank(x, 3, who, "image (H, W, C)")
+        # NumPy (concrete) init values let JAX pick the differentiable max/sum reducers.
+        dtype = jnp.result_type(x)
+        if kind == "MaxPool":
+            return jax.lax.reduce_window(x, np.array(-np.inf, dtype), jax.lax.max, dims,
+                                         strides, pad)
+        total = jax.lax.reduce_window(x, np.array(0, dtype), jax.lax.add, dims, strides, pad)
+        count = jax.lax.reduce_window(np.ones(x.shape[:2] + (1,), dtype), np.array(0, dtype),
+                                      jax.lax.add, dims, strides, pad)
+        return total / count
+
+    def init(key, input_shape):
+        input_shape = _shape(input_shape, who)
+        if len(input_shape) != 3:
+            raise ValueError(f"input_shape: {who} expected one image (H, W, C), got "
+                             f"{input_shape}")
+        out = jax.eval_shape(fn, jax.ShapeDtypeStruct(input_shape, jnp.float32)).shape
+        return _check_out(tuple(out), input_shape, who), (), ()
+
+    def apply(params, state, x, *, train=False, key=None):
+        return fn(x), state
+
+    return Layer(init, apply)
+
+
+def MaxPool(window, stride=None, padding="VALID") -> Layer:
+    """Max over ``window`` patches of each channel (LeCun et al. 1998), by
+    ``jax.lax.reduce_window``. Shapes: ``(H, W, C) -> (H', W', C)`` with ``stride``
+    defaulting to ``window`` (non-overlapping); ``padding`` as in :func:`Conv2D`."""
+    return _pool("MaxPool", window, stride, padding)
+
+
+def AvgPool(window, stride=None, padding="VALID") -> Layer:
+    """Mean over ``window`` patches of each channel, by ``jax.lax.reduce_window``; with
+    padding, the mean is over the patch's entries inside the image. Shapes as
+    :func:`MaxPool`."""
+    return _pool("AvgPool", window, stride, padding)
+
+
+# ---------------------------------------------------------------------------------------
+# embeddings and normalisation
+
+
+def Embedding(vocab_size: int, d: int, *, stddev: float = 1.0) -> Layer:
+    """Token embedding, a table lookup (Bengio et al. 2003, JMLR 3).
+
+    Shapes: integer tokens ``(T,) -> (T, d)`` (any integer shape ``s -> s + (d,)``); params
+    ``{"E": (vocab_size, d)}`` drawn ``N(0, stddev^2)``. ``E`` has two axes, so
+    :mod:`nets.penalties` decays it. A token outside ``[0, vocab_size)`` gives a row of NaN
+    (visible downstream, never a silent clamp).
+    """
+    for name, v in (("vocab_size", vocab_size), ("d", d)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: Embedding expected a positive int, got {v!r}")
+
+    def init(key, input_shape):
+        input_shape = _shape(input_shape, "Embedding")
+        return (*input_shape, d), {"E": stddev * jax.random.normal(key, (vocab_size, d))}, ()
+
+    def apply(params, state, x, *, train=False, key=None):
+        if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
+            raise TypeError(f"x: Embedding expected integer token ids, got dtype "
+                            f"{jnp.result_type(x)}")
+        return jnp.take(params["E"], x, axis=0, mode="fill", fill_value=jnp.nan), state
+
+    return Layer(init, apply)
+
+
+def _scale_shift(d):
+    return {"gamma": jnp.ones((d,)), "beta": jnp.zeros((d,))}
+
+
+def LayerNorm(*, eps: float = 1e-5) -> Layer:
+    """Layer normalisation over the last axis (Ba et al. 2016, arXiv:1607.06450):
+    ``y = gamma * (x - mean) / sqrt(var + eps) + beta``, mean and (biased) variance over the
+    last axis of the example. Shapes: ``s -> s``; params ``{"gamma": (d,), "beta": (d,)}``
+    with ``d = s[-1]``: vectors, so :mod:`nets.penalties` does not decay them."""
+
+    def init(key, input_shape):
+        input_shape = _shape(input_shape, "LayerNorm")
+        return input_shape, _scale_shift(input_shape[-1]), ()
+
+    def apply(params, state, x, *, train=False, key=None):
+        mean = jnp.mean(x, -1, keepdims=True)
+        var = jnp.mean((x - mean) ** 2, -1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + eps) * params["gamma"] + params["beta"], state
+
+    return Layer(init, apply)
+
+
+def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name: str = "batch") -> Layer:
+    """Batch normalisation per channel (Ioffe & Szegedy 2015, arXiv:1502.03167).
+
+    ``y = gamma * (x - mu) / sqrt(var + eps) + beta`` per channel (the last axis). In train
+    mode ``mu`` and ``var`` (biased) are the statistics of the whole batch, taken ACROSS the
+    vmapped examples by ``jax.lax.pmean(..., axis_name)`` and, for images, also over ``H, W``;
+    the state's running averages become ``momentum * old + (1 - momentum) * batch``. In
+    eval mode the running statistics are used. Train mode therefore needs a ``jax.vmap``
+    with ``axis_name`` (:meth:`nets.model.Model.batch_apply` provides ``"batch"``).
+
+    Shapes: ``s -> s``; params ``{"gamma": (C,), "beta": (C,)}`` (vectors, not decayed by
+    :mod:`nets.penalties`); state ``{"mean": (C,), "var": (C,)}`` starting at 0 and 1.
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum: BatchNorm expected a number in [0, 1], got {momentum!r}")
+    if not eps > 0:
+        raise ValueError(f"eps: BatchNorm expected a positive number, got {eps!r}")
+
+    def init(key, input_shape):
+        input_shape = _shape(input_shape, "BatchNorm")
+        C = input_shape[-1]
+        return input_shape, _scale_shift(C), {"mean": jnp.zeros((C,)), "var": jnp.ones((C,))}
+
+    def apply(params, state, x, *, train=False, key=None):
+        if train:
+            axes = tuple(range(jnp.ndim(x) - 1))  # H, W for an image; none for a vector
+            try:
+                mean = jax.lax.pmean(jnp.mean(x, axes), axis_name)  # (C,)
+                var = jax.lax.pmean(jnp.mean((x - mean) ** 2, axes), axis_name)  # (C,)
+            except NameError:
+                raise ValueError(
+                    f"BatchNorm in train mode takes its statistics across the batch: apply it "
+                    f"through Model.batch_apply or jax.vmap(..., axis_name={axis_name!r}), "
+                    f"not on a single example") from None
+            new_state = jax.lax.stop_gradient({
+                "mean": momentum * state["mean"] + (1.0 - momentum) * mean,
+                "var": momentum * state["var"] + (1.0 - momentum) * var})
+        else:
+            mean, var, new_state = state["mean"], state["var"], state
+        y = (x - mean) * jax.lax.rsqrt(var + eps) * params["gamma"] + params["beta"]
+        return y, new_state
+
+    return Layer(init, apply)
+
+
+# ---------------------------------------------------------------------------------------
+# combinators
+
+
+def _split(key, n):
+    return (None,) * n if key is None else tuple(jax.random.split(key, n))
+
+
+def serial(*layers: Layer) -> Layer:
+    """Composition ``f_n(... f_2(f_1(x)))`` (stax's ``serial``). Params and state are the
+    tuples of the children's; ``key`` (when not ``None``) is split among the children."""
+    if not layers:
+        raise ValueError("serial: expected at least one layer, got none")
+    layers = tuple(_as_layer(layer, f"serial: layers[{i}]") for i, layer in enumerate(layers))
+
+    def init(key, input_shape):
+        shape = _shape(input_shape, "serial")
+        params, states = [], []
+        for layer, k in zip(layers, jax.random.split(key, len(layers))):
+            shape, p, s = layer.init(k, shape)
+            params.append(p)
+            states.append(s)
+        return shape, tuple(params), tuple(states)
+
+    def apply(params, state, x, *, train=False, key=None):
+        new_states = []
+        for layer, p, s, k in zip(layers, params, state, _split(key, len(layers))):
+            x, s = layer.apply(p, s, x, train=train, key=k)
+            new_states.append(s)
+        return x, tuple(new_states)
+
+    return Layer(init, apply)
+
+
+def residual(layer: Layer) -> Layer:
+    """``y = x + f(x)`` (He et al. 2016, arXiv:1512.03385). ``f`` must keep the shape
+    ``s -> s``; params and state are ``f``'s."""
+    layer = _as_layer(layer, "residual: layer")
+
+    def init(key, input_shape):
+        input_shape = _shape(input_shape, "residual")
+        out, params, state = layer.init(key, input_shape)
+        if tuple(out) != input_shape:
+            raise ValueError(f"residual: x + f(x) needs f to keep the shape, but f maps "
+                             f"{input_shape} to {tuple(out)}")
+        return input_shape, params, state
+
+    def apply(params, state, x, *, train=False, key=None):
+        y, state = layer.apply(params, state, x, train=train, key=key)
+        return x + y, state
+
+    return Layer(init, apply)
+
+
+def concat(*branches: Layer) -> Layer:
+    """Branches applied to the same input, outputs concatenated along the last (channel)
+    axis (DenseNet, Huang et al. 2017, arXiv:1608.06993: ``concat(Identity(), f)``).
+
+    Shapes: ``s -> s[:-1] + (sum of the branches' last axes,)``; every branch must agree on
+    the leading axes. Params and state are tuples of the branches'; ``key`` is split.
+    """
+    if not branches:
+        raise ValueError("concat: expected at least one branch, got none")
+    branches = tuple(_as_layer(b, f"concat: branches[{i}]") for i, b in enumerate(branches))
+
+    def init(key, input_shape):
+        input_shape = _shape(input_shape, "concat")
+        outs, params, states = [], [], []
+        for b, k in zip(branches, jax.random.split(key, len(branches))):
+            out, p, s = b.init(k, input_shape)
+            outs.append(tuple(out))
+            params.append(p)
+            states.append(s)
+        if len({o[:-1] for o in outs}) != 1:
+            raise ValueError(f"concat: branch outputs must agree on all but the last axis, "
+                             f"got shapes {outs}")
+        return (*outs[0][:-1], sum(o[-1] for o in outs)), tuple(params), tuple(states)
+
+    def apply(params, state, x, *, train=False, key=None):
+        ys, new_states = [], []
+        for b, p, s, k in zip(branches, params, state, _split(key, len(branches))):
+            y, s = b.apply(p, s, x, train=train, key=k)
+            ys.append(y)
+            new_states.append(s)
+        return jnp.concatenate(ys, axis=-1), tuple(new_states)
+
+    return Layer(init, apply)
+
+
+__all__ = [
+    "Layer", "count_params", "dropout", "Dense", "Activation", "Sigmoid", "Tanh", "Relu",
+    "Elu", "Softplus", "Identity", "Flatten", "Dropout", "Conv2D", "MaxPool", "AvgPool",
+    "Embedding", "LayerNorm", "BatchNorm", "serial", "residual", "concat", "DENSE_INITS",
+]

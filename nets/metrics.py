@@ -1,0 +1,82 @@
+"""Evaluation metrics on BATCHED outputs ``Z`` (logits or probabilities) and targets.
+
+``Z`` has shape ``(n, M)``: the predicted class is ``argmax_k Z[i, k]`` (the same for
+logits and softmax probabilities). With one output unit, ``(n, 1)`` or ``(n,)`` (a sigmoid
+output, two classes), the prediction is ``Z > threshold``: ``threshold=0`` for logits,
+``0.5`` for probabilities. Labels are integers ``(n,)`` (``0/1`` for one unit) or one-hot /
+probability rows ``(n, M)`` (their argmax is the label). Each function is pure and jittable,
+so it serves as ``fn`` in :meth:`nets.model.Model.metric`.
+
+>>> import jax.numpy as jnp
+>>> Z = jnp.array([[2.0, 0.1], [0.3, 0.9], [1.0, -1.0]])
+>>> float(error_rate(Z, jnp.array([0, 1, 1])))
+0.333...
+>>> float(accuracy(jnp.array([[1.2], [-0.3]]), jnp.array([1, 1])))
+0.5
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _check_batch(Z, y, name_z="Z", name_y="y"):
+    if jnp.ndim(Z) not in (1, 2):
+        raise ValueError(f"{name_z}: expected batched outputs of shape (n, M) or (n,), got shape "
+                         f"{jnp.shape(Z)}")
+    if jnp.ndim(y) not in (1, 2) or jnp.shape(y)[0] != jnp.shape(Z)[0]:
+        raise ValueError(f"{name_y}: expected {jnp.shape(Z)[0]} labels (one per row of "
+                         f"{name_z}), got shape {jnp.shape(y)}")
+
+
+def predicted_class(Z, *, threshold: float = 0.0) -> jax.Array:
+    """Integer predictions ``(n,)``: ``argmax`` over ``M > 1`` outputs, ``Z > threshold``
+    for one output unit."""
+    Z = jnp.asarray(Z)
+    if Z.ndim == 1 or Z.shape[-1] == 1:
+        return (jnp.reshape(Z, (Z.shape[0],)) > threshold).astype(jnp.int32)
+    return jnp.argmax(Z, axis=-1)
+
+
+def _labels(y, n_out):
+    y = jnp.asarray(y)
+    if y.ndim == 2 and y.shape[-1] > 1:
+        return jnp.argmax(y, axis=-1)
+    y = jnp.reshape(y, (y.shape[0],))
+    if n_out == 1 and not jnp.issubdtype(y.dtype, jnp.integer):
+        return (y > 0.5).astype(jnp.int32)  # 0/1 targets stored as floats
+    return y
+
+
+def error_rate(Z, y, *, threshold: float = 0.0) -> jax.Array:
+    """Fraction of misclassified examples, ``(1/n) sum_i [yhat_i != y_i]``."""
+    _check_batch(Z, y)
+    n_out = 1 if jnp.ndim(Z) == 1 else jnp.shape(Z)[-1]
+    return jnp.mean(predicted_class(Z, threshold=threshold) != _labels(y, n_out))
+
+
+def accuracy(Z, y, *, threshold: float = 0.0) -> jax.Array:
+    """Fraction of correctly classified examples, ``1 - error_rate``."""
+    return 1.0 - error_rate(Z, y, threshold=threshold)
+
+
+def confusion_matrix(Z, y, *, num_classes: int | None = None,
+                     threshold: float = 0.0) -> jax.Array:
+    """Counts ``C[true, predicted]``, shape ``(M, M)`` (``M = num_classes``, by default
+    ``Z.shape[-1]``, or 2 for one output unit), as int32."""
+    _check_batch(Z, y)
+    n_out = 1 if jnp.ndim(Z) == 1 else jnp.shape(Z)[-1]
+    M = num_classes if num_classes is not None else max(n_out, 2)
+    pred = predicted_class(Z, threshold=threshold)
+    return jnp.zeros((M, M), jnp.int32).at[_labels(y, n_out), pred].add(1)
+
+
+def mean_squared_error(Z, Y) -> jax.Array:
+    """``mean (Y - Z)^2`` over all entries (scikit-learn's convention; the per-example
+    :func:`nets.losses.squared_error` sums over the outputs instead)."""
+    Z = jnp.asarray(Z)
+    Y = jnp.asarray(Y, Z.dtype)
+    if Y.size != Z.size or (Z.ndim and Y.shape[0] != Z.shape[0]):
+        raise ValueError(f"Y: expected targets of shape {Z.shape} (like Z), got shape {Y.shape}")
+    return jnp.mean((Y.reshape(Z.shape) - Z) ** 2)

@@ -1,0 +1,205 @@
+"""A :class:`Model` binds a layer, the shape of one example and the output function once.
+
+It is passed around whole (to :func:`nets.objective.make`, to metrics, to training). The
+forward pass is the layer's, for one example; :meth:`Model.batch_apply` vmaps it over the
+leading axis of a batch with the axis name ``"batch"`` (read by
+:func:`nets.layers.BatchNorm`) and one PRNG key per example (so dropout masks differ
+across the batch). Evaluation mode is explicit: ``train=False``.
+
+>>> import jax, jax.numpy as jnp
+>>> from nets import layers as L
+>>> model = Model(L.serial(L.Conv2D(4, 3), L.Relu(), L.AvgPool(2), L.Flatten(), L.Dense(10)),
+...               input_shape=(8, 8, 1))
+>>> params, state = model.init(jax.random.key(0))
+>>> model.output_shape
+(10,)
+>>> P = model.predict(params, jnp.zeros((5, 8, 8, 1)))
+>>> P.shape, bool(jnp.allclose(P.sum(-1), 1.0))
+((5, 10), True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from nets import layers as _layers
+from nets.mlp import OUTPUTS
+
+AXIS_NAME = "batch"  # the vmapped batch axis of Model.batch_apply
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A layer with its input shape and output function, fixed once.
+
+    Attributes:
+      layer: a :class:`nets.layers.Layer` (e.g. a :func:`nets.layers.serial`).
+      input_shape: the shape of ONE example, e.g. ``(64,)`` or ``(8, 8, 1)``.
+      output: the output function ``g^(K)`` applied by :meth:`predict`: ``"softmax"``
+        (M classes, CASI eq. 18.5), ``"identity"`` (regression) or ``"sigmoid"`` (two
+        classes, one unit); the losses of :mod:`nets.losses` apply it themselves, stably.
+
+    Models are hashable and compare equal when built from the same layer functions, input
+    shape and output, so programs cached per model are reused. Construction traces the
+    layer's ``init`` abstractly (no arrays), so a layer that does not fit the input shape
+    raises here.
+    """
+
+    layer: _layers.Layer
+    input_shape: tuple
+    output: str = "softmax"
+
+    def __post_init__(self):
+        object.__setattr__(self, "layer", _layers._as_layer(self.layer, "layer"))
+        object.__setattr__(self, "input_shape", _layers._shape(self.input_shape, "Model"))
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output: expected one of {sorted(OUTPUTS)}, got {self.output!r}")
+
+    @functools.cached_property
+    def _abstract(self):
+        """``(output_shape, params shapes, state shapes)`` from an abstract ``init``."""
+        box = {}
+
+        def init(key):
+            out, params, state = self.layer.init(key, self.input_shape)
+            box["out"] = tuple(out)
+            return params, state
+
+        params, state = jax.eval_shape(init, jax.random.key(0))
+        return box["out"], params, state
+
+    @property
+    def output_shape(self) -> tuple:
+        """Shape of the output ``z`` for one example, e.g. ``(10,)``."""
+        return self._abstract[0]
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the model carries state (batch-norm statistics, dropout rates)."""
+        return bool(jax.tree.leaves(self._abstract[2]))
+
+    def init(self, key: jax.Array) -> tuple[Any, Any]:
+        """``(params, state)`` from a PRNG key, by the layer's ``init`` compiled once per
+        model. ``state`` holds the non-trained values (BatchNorm running statistics, Dropout
+        rates); a model with either needs it in :meth:`apply` and :meth:`batch_apply`.
+        Stateless layers contribute empty tuples."""
+        if key is None:
+            raise ValueError("key: Model.init expected a PRNG key from jax.random.key(seed), "
+                             "got None")
+        return _compiled_init(self)(key)
+
+    def _state(self, state, name="state"):
+        abstract = self._abstract[2]
+        if state is None:
+            if self.stateful:
+                raise ValueError(
+                    f"{name}: this model carries state (BatchNorm running statistics or "
+                    f"Dropout rates); pass the state from model.init(key), got None")
+            return jax.tree.unflatten(jax.tree.structure(abstract), [])
+        if jax.tree.structure(state) != jax.tree.structure(abstract):
+            raise ValueError(f"{name}: expected the structure of model.init's state, "
+                             f"{jax.tree.structure(abstract)}, got {jax.tree.structure(state)}")
+        return state
+
+    def _check_params(self, params):
+        want, got = jax.tree.structure(self._abstract[1]), jax.tree.structure(params)
+        if want != got:
+            raise ValueError(f"params: expected the structure of model.init's params, {want}, "
+                             f"got {got}")
+
+    def apply_with_state(self, params, x, *, state, train: bool, key=None):
+        """``(z, new_state)`` for ONE example ``x`` of shape ``input_shape``; ``z`` is the
+        output pre-activation, shape ``output_shape``. ``train`` is a Python bool."""
+        if tuple(jnp.shape(x)) != self.input_shape:
+            hint = (" (a batch? use model.batch_apply)"
+                    if tuple(jnp.shape(x))[1:] == self.input_shape else "")
+            raise ValueError(f"x: expected one example of shape {self.input_shape}, got shape "
+                             f"{tuple(jnp.shape(x))}{hint}")
+        self._check_params(params)
+        state = self._state(state)
+        return self.layer.apply(params, state, x, train=bool(train), key=key)
+
+    def apply(self, params, x, *, state=None, train: bool = False, key=None) -> jax.Array:
+        """The output pre-activation ``z`` for ONE example (the new state is dropped)."""
+        return self.apply_with_state(params, x, state=state, train=train, key=key)[0]
+
+    def batch_apply(self, params, X, *, state=None, train: bool = False, key=None):
+        """``(Z, new_state)`` for a batch ``X`` of shape ``(n, *input_shape)``.
+
+        ``jax.vmap`` over the leading axis with ``axis_name="batch"`` (BatchNorm's batch
+        statistics); ``key`` (when given) is split into one key per EXAMPLE. ``Z`` has shape
+        ``(n, *output_shape)``; ``new_state`` is the updated (unbatched) state. Compiled once
+        per model and mode (and input shape), so eager calls do not compile op by op.
+        """
+        shape = tuple(jnp.shape(X))
+        if len(shape) != len(self.input_shape) + 1 or shape[1:] != self.input_shape:
+            want = ", ".join(map(str, self.input_shape))
+            raise ValueError(f"X: expected a batch of shape (n, {want}), got shape {shape}")
+        self._check_params(params)
+        state = self._state(state)
+        keys = None if key is None else jax.random.split(key, shape[0])
+        return _compiled_batch_apply(self, bool(train))(params, X, state, keys)
+
+    def predict(self, params, X, *, state=None) -> jax.Array:
+        """``g^(K)(Z)`` for a batch ``X`` in eval mode: class probabilities for
+        ``"softmax"``, values for ``"identity"``, ``P(y = 1)`` for ``"sigmoid"``."""
+        Z, _ = self.batch_apply(params, X, state=state)
+        return _compiled_output(self.output)(Z)
+
+    def metric(self, fn: Callable) -> "Metric":
+        """``metric(params, X, Y, *, model_state=None) = fn(Z, Y)``, ``Z`` the eval-mode
+        outputs of the batch ``X`` (e.g. ``fn = nets.metrics.error_rate``), for the
+        ``metrics`` dict of ``train.fit``."""
+        if not callable(fn):
+            raise TypeError(f"fn: expected a function fn(Z, Y) -> scalar, got "
+                            f"{type(fn).__name__}")
+        return Metric(self, fn)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_init(model: Model):
+    """``model.layer.init`` as one compiled program (run op by op, every random draw of
+    every layer compiles by itself), shared by equal models."""
+    return jax.jit(lambda key: model.layer.init(key, model.input_shape)[1:])
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_batch_apply(model: Model, train: bool):
+    """``(params, X, state, keys) -> (Z, new_state)``: the layer vmapped over examples with
+    the axis name ``"batch"``, one key per example (``keys`` may be ``None``)."""
+
+    def batch(params, X, state, keys):
+        def one(x, k):
+            return model.layer.apply(params, state, x, train=train, key=k)
+
+        if keys is None:
+            return jax.vmap(lambda x: one(x, None), out_axes=(0, None), axis_name=AXIS_NAME)(X)
+        return jax.vmap(one, out_axes=(0, None), axis_name=AXIS_NAME)(X, keys)
+
+    return jax.jit(batch)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_output(name: str):
+    return jax.jit(OUTPUTS[name])
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """``fn(Z, Y)`` on the eval-mode outputs of ``model`` (see :meth:`Model.metric`);
+    equal for equal ``(model, fn)``, so compiled programs keyed on it are reused."""
+
+    model: Model
+    fn: Callable
+
+    def __call__(self, params, X, Y, *, model_state=None):
+        if model_state is None and self.model.stateful:
+            raise ValueError("model_state: this model carries state (BatchNorm running "
+                             "statistics or Dropout rates); pass model_state=, got None")
+        Z, _ = self.model.batch_apply(params, X, state=model_state, train=False)
+        return self.fn(Z, Y)
