@@ -46,6 +46,11 @@ def test_smoke_metrics_have_claims_and_penalty_conversion(smoke):
     for claim in metrics["claims"].values():
         assert isinstance(claim["holds"], bool)
         assert len(claim) > 1  # the numbers behind the boolean, or what is missing
+    # a smoke run says it cannot check the claims, and why
+    assert metrics["claims_checked"] is False
+    reason = metrics["claims_not_checked_because"]
+    assert reason.startswith("smoke run: ") and "2 starts (needs >= 10)" in reason
+    assert "c2_strong_decay_removes_overfitting" in reason
     # smoke sizes (0, 2): one size >= 1, so no rise with size can be measured
     assert metrics["claims"]["c1b_overfits_without_decay"]["holds"] is False
     assert "missing" in metrics["claims"]["c2_strong_decay_removes_overfitting"]
@@ -110,3 +115,14 @@ def test_claims_on_a_table_like_esl():
     sweep["median"] = [1.6, 1.0, 1.1, 1.12]  # 0.05 clearly best
     claims = esl._claims({"sum_of_sigmoids": sig, "radial": rad}, sweep, hidden, 4.0)
     assert not any(claims[c]["holds"] for c in CLAIMS - {"c1b_overfits_without_decay"})
+
+
+def test_claims_are_checked_only_at_full_size():
+    import dataclasses
+    full = esl.Config()
+    complete = {"c1": {"holds": True}}
+    assert esl._why_claims_unchecked(full, complete) == ""
+    short = dataclasses.replace(full, epochs=5000)
+    assert esl._why_claims_unchecked(short, complete).startswith(
+        "run too small: 5,000 epochs (needs >= 20,000)")
+    assert "lacks what c2 needs" in esl._why_claims_unchecked(full, {"c2": {"missing": "x"}})
