@@ -361,3 +361,26 @@ def test_run_rejects_bad_arguments_before_tracing(key):
                                          r"\['loss'\], got 'val_loss'"):
         train.run(lambda s, b, k: (s, {"loss": jnp.zeros(())}), s, X, epochs=1, batch_size=4,
                   key=key, monitor="val_loss", progress=False)
+
+
+@pytest.mark.parametrize("labels, error, match", [
+    (np.arange(40) % 10 + 1, ValueError, r"Y: expected class labels in \[0, 10\), got values "
+                                         r"in \[1, 10\] .*subtract 1"),
+    ((np.arange(40) % 10).astype(np.float32), TypeError, r"float labels\? pass "
+                                                         r"Y.astype\(np.int32\)"),
+    ((np.arange(40) % 10)[:, None], ValueError, r"pass Y.ravel\(\)"),
+])
+def test_bad_labels_are_clear_errors_before_compiling_even_after_a_good_fit(labels, error,
+                                                                          match, key):
+    """Defect: labels 1..10 for 10 outputs trained to a negative loss, float labels were
+    accepted and (n, 1) labels read as probabilities, with or without num_classes."""
+    X = np.asarray(jax.random.normal(key, (40, 4)), np.float32)
+    params = mlp.init(key, (4, 8, 10))
+    kwargs = dict(optimizer=train.sgd(0.1), epochs=1, batch_size=8, key=key, progress=False)
+    train.fit(_ce, params, (X, np.arange(40) % 10), **kwargs)  # the program is now cached
+    with pytest.raises(error, match=match):
+        train.fit(_ce, params, (X, labels), **kwargs)
+    stacked = jax.tree.map(lambda a: jnp.stack([a, a]), params)
+    with pytest.raises(error, match=match):
+        train.sweep(_ce, stacked, (X, labels), keys=jax.random.split(key, 2),
+                    **{k: v for k, v in kwargs.items() if k != "key"})

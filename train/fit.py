@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+import weakref
 from typing import Any, Callable, Mapping
 
 import jax
@@ -168,15 +169,14 @@ def fit(
         eval_every=eval_every, patience=patience, min_delta=min_delta, order=order,
         progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
         resume=resume, epochs_per_call=epochs_per_call, desc="fit",
-        probe=lambda trace: _check_labels(trace, train_np, val_np),
+        probe=lambda trace: _check_labels(trace, loss_fn, params, train_np, val_np),
         factory=(_factory, (loss_fn, *(metrics or {}).values()),
                  (optimizer, has_aux, loss_takes_key, names)),
         config={"metrics": ",".join(names), "has_aux": has_aux,
                 "loss_takes_key": loss_takes_key})
     if result.non_finite_epoch is not None:
         e = result.non_finite_epoch
-        hint = _data.target_scale_hint(train_np[1]) if hasattr(
-            _data, "target_scale_hint") and train_np[1] is not None else None
+        hint = _target_hint(train_np[1])
         warnings.warn(
             f"fit: the run became non-finite in epoch {e} (a NaN or infinity in the loss, the "
             f"monitored value or the new state); stopped and returned the last finite "
@@ -229,19 +229,38 @@ def _check_loss_args(loss_fn, optimizer, metrics, has_aux, validation, patience)
         raise TypeError(f"has_aux: expected a bool, got {type(has_aux).__name__} {has_aux!r}")
 
 
-def _check_labels(trace, train_np, val_np) -> None:
+# The numbers of classes the cross-entropies of a loss were traced with, per loss function
+# (held weakly) and shapes: JAX reuses a program's trace, so a second fit of the same loss
+# records nothing and reads what the first one recorded.
+_LABEL_CLASSES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _check_labels(trace, loss_fn, params, train_np, val_np) -> None:
     """Class labels against the network's outputs, before compiling: runs the runner's one
     trace inside :func:`nets.losses.record_label_ranges`, which learns the number of classes
-    of every cross-entropy traced, then checks the labels' values against it."""
-    Y = train_np[1]
-    record = getattr(_losses, "record_label_ranges", None)
-    check = getattr(_nets_checks, "check_labels", None)
-    if record is None or check is None or Y is None:
+    ``M`` of every cross-entropy traced on integer labels, then checks every integer leaf of
+    ``Y`` (and ``Y_val``) against ``[0, M)`` with :func:`nets._checks.check_labels`."""
+    with _losses.record_label_ranges() as seen:
         trace()
-        return
-    with record() as classes:
-        trace()
-    for num in sorted(set(classes)):
-        check(Y, num, "Y")
-        if val_np is not None:
-            check(val_np[1], num, "Y_val")
+    signature = str(jax.tree.map(lambda a: (np.shape(a), str(np.asarray(a).dtype)
+                                            if not hasattr(a, "dtype") else str(a.dtype)),
+                                 (params, train_np)))
+    try:
+        per_shape = _LABEL_CLASSES.setdefault(loss_fn, {})
+    except TypeError:  # not weakly referenceable: no memory across fits
+        per_shape = {}
+    if seen:
+        per_shape[signature] = tuple(sorted(set(seen)))
+    classes = per_shape.get(signature, ())
+    for M in classes:
+        for Y, name in ((train_np[1], "Y"), (None if val_np is None else val_np[1], "Y_val")):
+            for path, leaf in jax.tree_util.tree_leaves_with_path(Y):
+                if np.asarray(leaf).dtype.kind in "iu":
+                    _nets_checks.check_labels(leaf, M, name + jax.tree_util.keystr(path))
+
+
+def _target_hint(Y) -> str | None:
+    """:func:`train.data.target_scale_hint` for real-valued array targets, else None."""
+    if Y is None or not hasattr(Y, "dtype") or Y.dtype.kind != "f":
+        return None
+    return _data.target_scale_hint(Y)

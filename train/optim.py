@@ -187,22 +187,18 @@ def set_hyperparams(opt_state, **values: Any):
             f"hyperparams: expected names among the optimizer's injected hyperparameters "
             f"{available}, got {unknown}")
 
-    def replace(s):
-        if not _is_inject_state(s):
-            return s
-        hp = dict(s.hyperparams)
-        for name, value in values.items():
-            if name in hp:
-                old = jnp.asarray(hp[name])
-                new = jnp.asarray(value, old.dtype)
-                if new.shape != old.shape:
-                    try:
-                        new = jnp.broadcast_to(new, old.shape)
-                    except ValueError:
-                        raise ValueError(
-                            f"hyperparams[{name!r}]: expected shape {old.shape} (or a value "
-                            f"broadcasting to it), got shape {new.shape}") from None
-                hp[name] = new
-        return s._replace(hyperparams=hp)
-
-    return jax.tree.map(replace, opt_state, is_leaf=_is_inject_state)
+    scheduled = sorted(scheduled_hyperparams(opt_state) & set(values))
+    if scheduled:
+        raise ValueError(
+            f"hyperparams: {scheduled} are computed from a schedule at every step, which would "
+            "overwrite a value set here; build the optimizer with a constant instead")
+    new = {}
+    for name, value in values.items():
+        old = jnp.asarray(optax.tree_utils.tree_get(opt_state, name))
+        value = jnp.asarray(value, old.dtype)
+        try:
+            new[name] = jnp.broadcast_to(value, old.shape)
+        except ValueError:
+            raise ValueError(f"hyperparams[{name!r}]: expected shape {old.shape} (or a value "
+                             f"broadcasting to it), got shape {value.shape}") from None
+    return optax.tree_utils.tree_set(opt_state, **new)

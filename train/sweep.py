@@ -54,7 +54,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from train.fit import _check_labels, _check_loss_args, _factory, _resolve_takes_key
+import warnings
+
+from train.fit import (_check_labels, _check_loss_args, _factory, _resolve_takes_key,
+                       _target_hint)
 from train import loop as _loop
 from train import optim as _optim
 from train import runner as _runner
@@ -191,9 +194,17 @@ def sweep(
         eval_every=eval_every, patience=patience, min_delta=min_delta, order=order,
         progress=progress, epochs_per_call=epochs_per_call, models=models, devices=devices,
         desc=f"sweep ({models} models)",
-        probe=lambda trace: _check_labels(trace, train_np, val_np),
+        probe=lambda trace: _check_labels(trace, loss_fn, one, train_np, val_np),
         factory=(_factory, (loss_fn, *(metrics or {}).values()),
                  (optimizer, has_aux, loss_takes_key, names)))
+    diverged = [i for i, r in enumerate(result.stop_reason) if r == "non_finite"]
+    if diverged:
+        hint = _target_hint(train_np[1])
+        warnings.warn(
+            f"sweep: {len(diverged)} of {models} models became non-finite (models "
+            f"{diverged[:10]}{' ...' if len(diverged) > 10 else ''}); each stopped with its last "
+            f"finite parameters. " + (hint or "Try smaller learning rates."), RuntimeWarning,
+            stacklevel=2)
     best_params, best_ms = result.best
     use_best = patience is not None
     final = result.state
