@@ -60,7 +60,7 @@ import train
 from experiments._framework import progress, write_csv
 from experiments._plot import plt, savefig
 from nets import activations as _activations
-from nets import backprop, mlp, objective
+from nets import backprop, metrics, mlp, objective
 from train import data as _data
 
 
@@ -107,7 +107,7 @@ def saturation_share(params, X, activation: str, fraction: float) -> float:
 def _error(activation):
     def error(params, X, y):
         logits = jax.vmap(lambda x: mlp.apply(params, x, activation=activation))(X)
-        return jnp.mean(jnp.argmax(logits, axis=-1) != y)
+        return metrics.error_rate(logits, y)
 
     return error
 

@@ -82,7 +82,7 @@ import numpy as np
 import train
 from experiments._framework import progress_enabled, write_csv, write_json
 from experiments._plot import image_grid, plt, savefig
-from nets import mlp, objective
+from nets import metrics, mlp, objective
 
 Activation = Literal["sigmoid", "tanh", "relu", "elu", "softplus"]
 
@@ -135,7 +135,7 @@ def run(config: Config, outdir) -> dict:
     loss_fn = objective.make(apply, "cross_entropy")  # mean cross-entropy; lambda: the optimizer
 
     def error(params, X, y):  # misclassification rate
-        return jnp.mean(jnp.argmax(_batch_logits(apply, params, X), axis=-1) != y)
+        return metrics.error_rate(_batch_logits(apply, params, X), y)
 
     def cross_entropy(params, X, y):  # the same data loss, on the whole set after an epoch
         return loss_fn(params, X, y)
@@ -153,7 +153,7 @@ def run(config: Config, outdir) -> dict:
     fit_s = time.perf_counter() - start
 
     best = result.params  # the parameters after the best (lowest validation loss) epoch
-    predict = jax.jit(lambda p, X: jnp.argmax(_batch_logits(apply, p, X), axis=-1))
+    predict = jax.jit(lambda p, X: metrics.predicted_class(_batch_logits(apply, p, X)))
     pred = {name: np.asarray(predict(best, X)) for name, X in
             (("train", X_tr), ("val", X_va), ("test", X_te))}
     errors = {name: float(np.mean(pred[name] != y)) for name, y in
@@ -181,7 +181,7 @@ def run(config: Config, outdir) -> dict:
         fit_s += time.perf_counter() - start
         probs = jax.jit(lambda P, X: jnp.mean(jax.vmap(
             lambda p: jax.nn.softmax(_batch_logits(apply, p, X)))(P), axis=0))
-        pred["test"] = np.asarray(jnp.argmax(probs(final.params, X_te), axis=-1))
+        pred["test"] = np.asarray(metrics.predicted_class(probs(final.params, X_te)))
         ensemble = {
             "members": config.ensemble,
             "trained_on": "training + validation" if config.refit else "training",

@@ -34,13 +34,16 @@ lambda = 1e-3, f* = 0.1473220189. Tuned steps: GD alpha = 4 (1/L = 0.53 for the 
 bound L = lambda_max(X~^T X~)/(4n) + lambda, reached at w = 0; near the optimum the
 curvature is far smaller), SGD batch 32 alpha = 0.2, batch 1 alpha = 0.02. Newton:
 converged in 9 iterations (gradient norm <= 1e-10), gap <= 1e-4 after 6. Full-batch GD:
-gap <= 1e-4 after 174 steps, 2.8e-17 after 5,000. SGD batch 32: final gap 3.4e-4 after
-3,300 steps (100 epochs); batch 1: 2.0e-3 after 21,580 steps (20 epochs): with a constant
-step they stall at a noise floor above 1e-4. Seconds (timings.json; the machine was loaded,
-they vary run to run): Newton 11-16 ms in all, 8 ms to a gap of 1e-4 (1-2 ms per iteration);
-GD 11 ms to 1e-4, 0.2-0.37 s for its 5,000 steps. Wall time 15 s on a 2-core CPU (shared)
-with a warm compilation cache, 43 s cold. Two runs wrote byte-identical metrics.json and
-history.csv.
+gap <= 1e-4 after 174 steps, 2.8e-17 after 5,000. SGD batch 32: final gap 2.7e-4 after
+3,300 steps (100 epochs); batch 1: 4.4e-3 after 21,580 steps (20 epochs): with a constant
+step they stall at a noise floor above 1e-4 (the SGD gaps depend on the minibatch order:
+3.4e-4 and 2.0e-3 with the data-order keys of train before commit b415028). Seconds
+(timings.json; the machine was loaded, they vary run to run): Newton 19-36 ms in all,
+14-26 ms to a gap of 1e-4 (1-4 ms per iteration); GD 8-15 ms to 1e-4, 0.38-0.39 s for its
+5,000 steps. Wall time 20 s on a 2-core CPU (shared, loaded) with a warm compilation cache,
+36 s in a run under heavier load. Two runs wrote byte-identical metrics.json and
+history.csv. Figures: the legend sits below the axes; each SGD batch size has its own
+markers, the smaller batch drawn thinner and on top.
 """
 
 from __future__ import annotations

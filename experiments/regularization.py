@@ -89,6 +89,7 @@ import train
 from experiments._framework import progress_enabled, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import losses, mlp, objective
+from nets import metrics as nets_metrics
 from nets import penalties as nets_penalties
 
 # (c) sparsity: the share of weights with |W| below each threshold, and of exact zeros. The L1
@@ -150,7 +151,7 @@ def run(config: Config, outdir) -> dict:
 
     def error(params, X, y):
         Z = jax.vmap(apply, in_axes=(None, 0))(params, X)
-        return jnp.mean(jnp.argmax(Z, axis=-1) != y)
+        return nets_metrics.error_rate(Z, y)
 
     def cross_entropy(params, X, y):  # the data loss alone (the training loss may add penalties)
         return objective.mean_loss(apply, params, X, y, "cross_entropy")
