@@ -1,8 +1,144 @@
-"""Input checks on concrete values, run before anything is traced or compiled."""
+"""Input checks on concrete values, run before anything is traced or compiled.
+
+The one home of argument validation for ``nets`` and ``train`` (``train`` imports it; ``nets``
+imports nothing of ``train``). Every message has one shape: ``"<name>: expected <what>, got
+<what was given>"``, with a hint where a common mistake is recognisable.
+"""
 
 from __future__ import annotations
 
+import math
+import operator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+
+def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None,
+              what: str = "") -> int:
+    """``value`` as an ``int`` in ``[minimum, maximum]``; bools and floats are refused.
+
+    >>> check_int(2.5, "epochs", 1)
+    Traceback (most recent call last):
+      ...
+    TypeError: epochs: expected an int >= 1, got float 2.5
+    """
+    bounds = ("" if minimum is None and maximum is None else
+              f" >= {minimum}" if maximum is None else
+              f" <= {maximum}" if minimum is None else f" in [{minimum}, {maximum}]")
+    if isinstance(value, bool):
+        raise TypeError(f"{name}: expected an int{bounds}{what}, got bool {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected an int{bounds}{what}, got {type(value).__name__} "
+                        f"{value!r}") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name}: expected an int{bounds}{what}, got {value}")
+    return value
+
+
+def check_real(value, name: str, *, minimum: float | None = None, strict: bool = False,
+               maximum: float | None = None, finite: bool = True) -> float:
+    """``value`` as a ``float`` above ``minimum`` (``> minimum`` with ``strict``) and below
+    ``maximum`` (excluded), finite unless ``finite=False`` (NaN is always refused); bools and
+    strings are refused.
+
+    >>> check_real(0, "learning_rate", minimum=0, strict=True)
+    Traceback (most recent call last):
+      ...
+    ValueError: learning_rate: expected a finite number > 0, got 0
+    """
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} "
+                        f"{value!r}") from None
+    if np.ndim(value) != 0:
+        raise TypeError(f"{name}: expected a real number, got an array of shape "
+                        f"{np.shape(value)}")
+    bounds = []
+    if minimum is not None:
+        bounds.append(f"{'>' if strict else '>='} {minimum:g}")
+    if maximum is not None:
+        bounds.append(f"< {maximum:g}")
+    ok = (math.isfinite(number) or (not finite and not math.isnan(number))) and (minimum is None or (
+        number > minimum if strict else number >= minimum)) and (
+        maximum is None or number < maximum)
+    if not ok:
+        raise ValueError(f"{name}: expected a {'finite ' if finite else ''}number "
+                         f"{' and '.join(bounds)}".rstrip()
+                         + f", got {value!r}")
+    return number
+
+
+def check_number(value, name: str, expected: str, ok) -> float:
+    """``value`` as a finite ``float`` for which ``ok(value)`` holds; ``expected`` describes
+    the admissible values in the message (e.g. ``"a constant in (0, 1)"``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and ok(value)):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return value
+
+
+def check_key(key, name: str = "key", shape: tuple | None = ()) -> None:
+    """A typed PRNG key array (``jax.random.key``) of ``shape`` (any shape when ``None``)."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        hint = ""
+        if dtype is not None and jnp.shape(key)[-1:] == (2,) and dtype == jnp.uint32:
+            hint = " (a legacy jax.random.PRNGKey? use jax.random.key(seed))"
+        raise TypeError(
+            f"{name}: expected a typed PRNG key from jax.random.key(seed), got "
+            f"{type(key).__name__} of dtype {dtype}{hint}")
+    if shape is not None and jnp.shape(key) != shape:
+        raise ValueError(f"{name}: expected a key array of shape {shape}, got {jnp.shape(key)}")
+
+
+def check_float_tree(tree, name: str = "params") -> None:
+    """A non-empty pytree whose every leaf is a floating-point array."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    if not leaves:
+        raise ValueError(f"{name}: expected a pytree with at least one array, got {tree!r}")
+    for path, leaf in leaves:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{name}{jax.tree_util.keystr(path)}: expected a floating-point array, got "
+                f"{type(leaf).__name__}" + (f" of dtype {dtype}" if dtype is not None else ""))
+
+
+def as_numeric(a: Any, name: str) -> np.ndarray:
+    """``a`` as a NumPy array of bools, integers or floats, or a TypeError naming ``name``."""
+    if a is None or isinstance(a, (str, bytes, dict, set, frozenset)):
+        raise TypeError(f"{name}: expected an array of numbers (a NumPy or JAX array, or nested "
+                        f"lists), got {type(a).__name__}")
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as err:  # ragged nested lists, key arrays, ...
+        raise TypeError(f"{name}: expected a rectangular array of numbers, got a "
+                        f"{type(a).__name__} that NumPy cannot convert ({err})") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected real numbers (bool, integer or float dtype), got "
+                        f"dtype {arr.dtype} from a {type(a).__name__}")
+    return arr
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    """No NaN or infinity in a floating array; the message gives the count and the first."""
+    if arr.dtype.kind != "f" or np.isfinite(arr).all():
+        return
+    bad = ~np.isfinite(arr)
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    where = ", ".join(map(str, first))
+    raise ValueError(f"{name}: expected finite values, got {int(bad.sum())} non-finite "
+                     f"value(s) (NaN or inf), the first {name}[{where}] = {arr[first]}")
 
 
 def as_finite_array(value, name: str, *, ndim: int | None = None) -> np.ndarray:

@@ -32,12 +32,12 @@ def test_validate_returns_numpy_with_dtypes_kept():
 @pytest.mark.parametrize(
     "bad, match",
     [
-        (None, r"X must be an array-like of numbers .* got NoneType"),
-        ("pixels", r"X must be an array-like of numbers .* got str"),
-        ({"a": 1}, r"X must be an array-like of numbers .* got dict"),
-        ([[1, 2], [3]], r"X must be a rectangular array-like of numbers; got a list"),
-        (np.array([["a", "b"]]), r"X must hold real numbers .* got dtype <U1"),
-        (np.ones((2, 2), complex), r"X must hold real numbers .* got dtype complex128"),
+        (None, r"X: expected an array of numbers .* got NoneType"),
+        ("pixels", r"X: expected an array of numbers .* got str"),
+        ({"a": 1}, r"X: expected an array of numbers .* got dict"),
+        ([[1, 2], [3]], r"X: expected a rectangular array of numbers, got a list"),
+        (np.array([["a", "b"]]), r"X: expected real numbers .* got dtype <U1"),
+        (np.ones((2, 2), complex), r"X: expected real numbers .* got dtype complex128"),
     ],
 )
 def test_validate_rejects_non_arrays(bad, match):
@@ -62,12 +62,12 @@ def test_validate_non_finite():
     X = np.ones((10, 3), np.float32)
     X[2, 1] = np.nan
     X[7, 0] = np.inf
-    with pytest.raises(ValueError, match=r"X must be finite; got 2 non-finite value\(s\) "
+    with pytest.raises(ValueError, match=r"X: expected finite values, got 2 non-finite value\(s\) "
                        r"\(NaN or inf\), the first X\[2, 1\] = nan"):
         data.validate(X)
     y = np.zeros((10, 1))
     y[4, 0] = -np.inf
-    with pytest.raises(ValueError, match=r"y_train must be finite; .* y_train\[4, 0\] = -inf"):
+    with pytest.raises(ValueError, match=r"y_train: expected finite values, .* y_train\[4, 0\] = -inf"):
         data.validate(np.ones((10, 3)), y, y_name="y_train")
 
 
@@ -103,9 +103,9 @@ def test_validate_labels():
     with pytest.raises(TypeError, match=r"got dtype float64 \(they are whole numbers: pass "
                        r"y.ravel\(\).astype\(np.int32\)\)"):
         data.validate(X, np.arange(10.0)[:, None], num_classes=10)
-    with pytest.raises(ValueError, match=r"num_classes must be >= 1; got 0"):
+    with pytest.raises(ValueError, match=r"num_classes: expected an int >= 1, got 0"):
         data.validate(X, np.zeros(10, int), num_classes=0)
-    with pytest.raises(TypeError, match=r"num_classes must be an integer; got float 2.5"):
+    with pytest.raises(TypeError, match=r"num_classes: expected an int >= 1, got float 2.5"):
         data.validate(X, np.zeros(10, int), num_classes=2.5)
 
 
@@ -224,7 +224,7 @@ def test_standardize_targets_with_training_statistics():
     with pytest.raises(ValueError, match=r"others\[0\] must have the trailing shape of "
                        r"y_train, \(2,\); got shape \(3,\)"):
         data.standardize_targets(y_train, np.zeros(3))
-    with pytest.raises(ValueError, match=r"y_train must be finite"):
+    with pytest.raises(ValueError, match=r"y_train: expected finite values"):
         data.standardize_targets(np.array([1.0, np.nan]))
 
 
@@ -271,7 +271,7 @@ def test_random_split_options():
     assert split.train[1] is None and split.val[0].shape == (4, 2)
     with pytest.raises(ValueError, match=r"test_fraction must be in \[0, 1\); got 1.0"):
         data.random_split(X, y, key=jax.random.key(0), test_fraction=1.0)
-    with pytest.raises(ValueError, match=r"val_fraction must be >= 0; got -0.1"):
+    with pytest.raises(ValueError, match=r"val_fraction: expected a number >= 0, got -0.1"):
         data.random_split(X, y, key=jax.random.key(0), val_fraction=-0.1)
     with pytest.raises(ValueError, match=r"val_fraction \+ test_fraction must be < 1 .* got "
                        r"0.5 \+ 0.5"):
@@ -350,11 +350,11 @@ def test_esl_noise_free_and_bad_arguments():
     r = data.esl_sum_of_sigmoids(10, key=jax.random.key(0), snr=float("inf"))
     assert r.bayes_error == 0.0
     np.testing.assert_array_equal(r.y, r.f)
-    with pytest.raises(ValueError, match=r"snr must be > 0; got 0"):
+    with pytest.raises(ValueError, match=r"snr: expected a number > 0, got 0"):
         data.esl_radial(10, key=jax.random.key(0), snr=0)
-    with pytest.raises(ValueError, match=r"n must be >= 1; got 0"):
+    with pytest.raises(ValueError, match=r"n: expected an int >= 1, got 0"):
         data.esl_radial(0, key=jax.random.key(0))
-    with pytest.raises(TypeError, match=r"n must be an integer; got float 10.0"):
+    with pytest.raises(TypeError, match=r"n: expected an int >= 1, got float 10.0"):
         data.esl_sum_of_sigmoids(10.0, key=jax.random.key(0))
 
 
@@ -404,13 +404,13 @@ def test_spirals_and_moons_geometry():
 @pytest.mark.parametrize(
     "call, err, match",
     [
-        (lambda k: data.gaussian_mixture(10, key=k, modes=0), ValueError, r"modes must be >= 1"),
-        (lambda k: data.gaussian_mixture(10, key=k, std=-1), ValueError, r"std must be >= 0"),
-        (lambda k: data.gaussian_mixture(10, key=k, radius=0), ValueError, r"radius must be > 0"),
-        (lambda k: data.spirals(10, key=k, turns=0), ValueError, r"turns must be > 0; got 0"),
-        (lambda k: data.spirals(10, key=k, noise="x"), TypeError, r"noise must be a real number"),
-        (lambda k: data.moons(0, key=k), ValueError, r"n must be >= 1; got 0"),
-        (lambda k: data.moons(10, key=k, noise=float("nan")), ValueError, r"noise must be >= 0"),
+        (lambda k: data.gaussian_mixture(10, key=k, modes=0), ValueError, r"modes: expected an int >= 1"),
+        (lambda k: data.gaussian_mixture(10, key=k, std=-1), ValueError, r"std: expected a number >= 0"),
+        (lambda k: data.gaussian_mixture(10, key=k, radius=0), ValueError, r"radius: expected a number > 0"),
+        (lambda k: data.spirals(10, key=k, turns=0), ValueError, r"turns: expected a number > 0, got 0"),
+        (lambda k: data.spirals(10, key=k, noise="x"), TypeError, r"noise: expected a real number"),
+        (lambda k: data.moons(0, key=k), ValueError, r"n: expected an int >= 1, got 0"),
+        (lambda k: data.moons(10, key=k, noise=float("nan")), ValueError, r"noise: expected a number >= 0"),
     ],
 )
 def test_toy_sets_bad_arguments(call, err, match):

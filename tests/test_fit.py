@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+import nets
 import train
 from nets import mlp, objective, penalties
 from train import loop
@@ -43,7 +44,7 @@ def _noisy_loss(p, X, y, *, key, train):
 
 def _error(p, X, y):
     Z = jax.vmap(lambda x: mlp.apply(p, x, activation="tanh"))(X)
-    return jnp.mean(jnp.argmax(Z, -1) != y)
+    return nets.metrics.error_rate(Z, y)
 
 
 def _trees_equal(a, b) -> bool:
@@ -297,7 +298,7 @@ def test_digits_reach_97_percent_test_accuracy(key):
 
     def error(p, X, y):
         Z = jax.vmap(lambda x: mlp.apply(p, x, activation="relu"))(X)
-        return jnp.mean(jnp.argmax(Z, -1) != y)
+        return nets.metrics.error_rate(Z, y)
 
     result = train.fit(loss, mlp.init(k_init, (64, 100, 10), scheme="he"), (X, y),
                        optimizer=train.sgd(0.02, l2=1e-3, momentum=0.9), epochs=100,
@@ -337,7 +338,7 @@ _NAN_X[3, 1] = np.nan
     ({"loss_fn": "mse"}, TypeError, r"loss_fn: expected a function loss_fn\(params, X, Y\), got str"),
     ({"optimizer": "sgd"}, TypeError, r"optimizer: expected an optax.GradientTransformation"),
     ({"epochs": 0}, ValueError, r"epochs: expected an int >= 1, got 0"),
-    ({"epochs": 2.5}, TypeError, r"epochs: expected an int, got float 2.5"),
+    ({"epochs": 2.5}, TypeError, r"epochs: expected an int >= 1, got float 2.5"),
     ({"batch_size": 0}, ValueError, r"batch_size: expected 1 <= batch_size <= n = 20 .*got 0"),
     ({"batch_size": 21}, ValueError, r"batch_size: expected 1 <= batch_size <= n = 20 .*got 21"),
     ({"batch_size": 4.0}, TypeError, r"batch_size: expected an int, got float"),
@@ -348,7 +349,7 @@ _NAN_X[3, 1] = np.nan
     ({"key": 0}, TypeError, r"key: expected a typed PRNG key from jax.random.key\(seed\), got int"),
     ({"key": jax.random.split(jax.random.key(0), 2)}, ValueError, r"key: expected a key array of shape \(\), got \(2,\)"),
     ({"data": _X}, TypeError, r"data: expected a pair \(X, Y\)"),
-    ({"data": (_NAN_X, _Y)}, ValueError, r"X must be finite.*X\[3, 1\] = nan"),
+    ({"data": (_NAN_X, _Y)}, ValueError, r"X: expected finite values.*X\[3, 1\] = nan"),
     ({"data": (_X, _Y[:19])}, ValueError, r"X has 20 rows but Y has 19"),
     ({"data": (_X[:, 0], _Y)}, ValueError, r"X must be at least 2-D"),
     ({"data": (_X, _Y + 2), "num_classes": 2}, ValueError, r"Y must hold labels in \[0, 2\)"),

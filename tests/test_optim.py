@@ -122,7 +122,7 @@ def test_get_hyperparams_finds_an_injected_state_inside_a_chain():
     ({"learning_rate": "0.1"}, TypeError, r"learning_rate: expected a real number, got str"),
     ({"learning_rate": 0.1, "l2": -1e-3}, ValueError, r"l2: expected a finite number >= 0"),
     ({"learning_rate": 0.1, "l2": float("inf")}, ValueError, r"l2: expected a finite number"),
-    ({"learning_rate": 0.1, "momentum": 1.0}, ValueError, r"momentum: expected a number in \[0, 1\)"),
+    ({"learning_rate": 0.1, "momentum": 1.0}, ValueError, r"momentum: expected a finite number >= 0 and < 1"),
     ({"learning_rate": 0.1, "momentum": -0.5}, ValueError, r"momentum: expected a finite number >= 0"),
     ({"learning_rate": 0.1, "nesterov": True}, ValueError, r"nesterov: .* needs momentum"),
     ({"learning_rate": 0.1, "momentum": 0.9, "nesterov": 1}, TypeError, r"nesterov: expected a bool"),

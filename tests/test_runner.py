@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+import nets
 import train
 from nets import mlp, objective
 from train import runner
@@ -255,8 +256,8 @@ def test_resume_with_other_metrics_is_refused(key, tmp_path):
     """Defect: a resume with a changed metrics dict returned history lists of different
     lengths (epoch 4, acc 2)."""
     params, X, y = _wide_problem(key, 64)
-    err = lambda p, X, y: jnp.mean(jnp.argmax(  # noqa: E731
-        jax.vmap(lambda x: mlp.apply(p, x, activation="relu"))(X), -1) != y)
+    err = lambda p, X, y: nets.metrics.error_rate(  # noqa: E731
+        jax.vmap(lambda x: mlp.apply(p, x, activation="relu"))(X), y)
     kwargs = dict(optimizer=train.sgd(0.1), batch_size=16, key=key, validation=(X, y),
                   progress=False)
     ckpt = tmp_path / "fit.msgpack"

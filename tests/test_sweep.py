@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+import nets
 import train
 from nets import mlp, objective
 
@@ -46,7 +47,7 @@ def _tanh_loss(p, X, y):
 
 def _error(p, X, y):
     Z = jax.vmap(lambda x: mlp.apply(p, x, activation="tanh"))(X)
-    return jnp.mean(jnp.argmax(Z, -1) != y)
+    return nets.metrics.error_rate(Z, y)
 
 
 def _row(tree, i):
@@ -296,6 +297,6 @@ def test_epochs_per_call_must_be_a_positive_int(key):
     with pytest.raises(ValueError, match=r"epochs_per_call: expected an int >= 1, got 0"):
         train.sweep(_tanh_loss, _stacked_mlp(key, 2), (X, y), optimizer=train.sgd(0.1),
                     keys=jax.random.split(key, 2), epochs=2, batch_size=8, epochs_per_call=0)
-    with pytest.raises(TypeError, match=r"epochs_per_call: expected an int, got float 2.0"):
+    with pytest.raises(TypeError, match=r"epochs_per_call: expected an int >= 1, got float 2.0"):
         train.fit(_tanh_loss, _row(_stacked_mlp(key, 1), 0), (X, y), optimizer=train.sgd(0.1),
                   key=key, epochs=2, batch_size=8, epochs_per_call=2.0)

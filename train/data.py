@@ -41,6 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nets import _checks
+
 __all__ = [
     "validate",
     "Split",
@@ -66,60 +68,15 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_numeric(a: Any, name: str) -> np.ndarray:
-    """`a` as a NumPy array of bools, integers or floats, or a TypeError naming `name`."""
-    if a is None or isinstance(a, (str, bytes, dict, set, frozenset)):
-        raise TypeError(
-            f"{name} must be an array-like of numbers (a NumPy or JAX array, or nested lists); "
-            f"got {type(a).__name__}"
-        )
-    try:
-        arr = np.asarray(a)
-    except (ValueError, TypeError) as err:  # ragged nested lists, key arrays, ...
-        raise TypeError(
-            f"{name} must be a rectangular array-like of numbers; got a {type(a).__name__} "
-            f"that NumPy cannot convert ({err})"
-        ) from None
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{name} must hold real numbers (bool, integer or float dtype); got dtype "
-            f"{arr.dtype} from a {type(a).__name__}"
-        )
-    return arr
-
-
-def _check_finite(arr: np.ndarray, name: str) -> None:
-    if arr.dtype.kind != "f" or np.isfinite(arr).all():
-        return
-    bad = ~np.isfinite(arr)
-    first = tuple(int(i) for i in np.argwhere(bad)[0])
-    where = ", ".join(map(str, first))
-    raise ValueError(
-        f"{name} must be finite; got {int(bad.sum())} non-finite value(s) (NaN or inf), "
-        f"the first {name}[{where}] = {arr[first]}"
-    )
-
-
 def _check_count(n: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(n, bool):
-        raise TypeError(f"{name} must be an integer; got bool {n}")
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer; got {type(n).__name__} {n!r}") from None
-    if n < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {n}")
-    return n
+    return _checks.check_int(n, name, minimum)
 
 
 def _check_real(x: Any, name: str, *, positive: bool = False) -> float:
-    try:
-        value = float(x)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number; got {type(x).__name__} {x!r}") from None
-    if math.isnan(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}; got {x!r}")
-    return value
+    return _checks.check_real(x, name, minimum=0, strict=positive, finite=False)
+
+
+_as_numeric, _check_finite = _checks.as_numeric, _checks.check_finite
 
 
 def validate(

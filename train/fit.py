@@ -33,7 +33,7 @@ import jax
 import numpy as np
 import optax
 
-from nets import _checks as _nets_checks
+from nets import _checks
 from nets import losses as _losses
 from train import data as _data
 from train import loop as _loop
@@ -154,8 +154,8 @@ def fit(
     """
     loss_takes_key = _resolve_takes_key(loss_fn, loss_takes_key)
     _check_loss_args(loss_fn, optimizer, metrics, has_aux, validation, patience)
-    _loop._check_key(key, "key")
-    _loop._check_params(params)
+    _checks.check_key(key, "key")
+    _checks.check_float_tree(params)
     train_np, val_np = _loop._check_data(data, validation, num_classes)
     hp = _loop._check_hyperparams(optimizer, params, hyperparams)
 
@@ -256,7 +256,7 @@ def _check_labels(trace, loss_fn, params, train_np, val_np) -> None:
         for Y, name in ((train_np[1], "Y"), (None if val_np is None else val_np[1], "Y_val")):
             for path, leaf in jax.tree_util.tree_leaves_with_path(Y):
                 if np.asarray(leaf).dtype.kind in "iu":
-                    _nets_checks.check_labels(leaf, M, name + jax.tree_util.keystr(path))
+                    _checks.check_labels(leaf, M, name + jax.tree_util.keystr(path))
 
 
 def _target_hint(Y) -> str | None:

@@ -77,6 +77,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nets import _checks
 from train import data as _data
 from train import optim as _optim
 
@@ -101,19 +102,6 @@ class TrainState:
     opt_state: Any  # the optimizer's state (optax pytree; injected hyperparameters inside)
     step: jax.Array  # () int32: optimizer updates applied so far
     model_state: Any = None  # non-trained state threaded through the loss (batch-norm stats)
-
-
-def _check_key(key, name: str = "key", shape: tuple = ()) -> None:
-    dtype = getattr(key, "dtype", None)
-    if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        hint = ""
-        if dtype is not None and jnp.shape(key)[-1:] == (2,) and dtype == jnp.uint32:
-            hint = " (a legacy jax.random.PRNGKey? use jax.random.key(seed))"
-        raise TypeError(
-            f"{name}: expected a typed PRNG key from jax.random.key(seed), got "
-            f"{type(key).__name__} of dtype {dtype}{hint}")
-    if jnp.shape(key) != shape:
-        raise ValueError(f"{name}: expected a key array of shape {shape}, got {jnp.shape(key)}")
 
 
 def init_state(params, optimizer: optax.GradientTransformation, *,
@@ -370,29 +358,6 @@ def per_example_grads(loss_fn: Callable, params, X, Y=None):
 # --------------------------------------------------------------------------------------------
 
 
-def _check_int(value, name: str, minimum: int, maximum: int | None = None,
-               what: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name}: expected an int {rng}{what}, got {value}")
-    return value
-
-
-def _check_params(params, name: str = "params") -> None:
-    leaves = jax.tree.leaves(params)
-    if not leaves:
-        raise ValueError(f"{name}: expected a pytree with at least one array, got {params!r}")
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        dtype = getattr(leaf, "dtype", None)
-        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(
-                f"{name}{jax.tree_util.keystr(path)}: expected a floating-point array, got "
-                f"{type(leaf).__name__}" + (f" of dtype {dtype}" if dtype is not None else ""))
-
-
 def _check_common(loss_fn, optimizer, epochs, patience, metrics, order, validation) -> None:
     if not callable(loss_fn):
         raise TypeError(f"loss_fn: expected a function loss_fn(params, X, Y), got "
@@ -400,9 +365,9 @@ def _check_common(loss_fn, optimizer, epochs, patience, metrics, order, validati
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer: expected an optax.GradientTransformation (e.g. "
                         f"train.sgd(0.1)), got {type(optimizer).__name__}")
-    _check_int(epochs, "epochs", 1)
+    _checks.check_int(epochs, "epochs", 1)
     if patience is not None:
-        _check_int(patience, "patience", 1)
+        _checks.check_int(patience, "patience", 1)
         if validation is None:
             raise ValueError("patience: early stopping monitors the validation loss; pass "
                              "validation=(X_val, Y_val), or patience=None")

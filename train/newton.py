@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from nets import _checks
 from nets import losses as _losses
 from nets._checks import as_finite_array
 
@@ -127,24 +128,6 @@ class _Config(NamedTuple):
 # Input checks (concrete values, before anything is traced or compiled)
 
 
-def _check_number(value, name: str, expected: str, ok: Callable[[float], bool]) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and ok(value)):
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
-    return value
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int >= {minimum}, got {type(value).__name__} "
-                        f"{value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_params(params, max_params: int | None = None) -> int:
     """Raise unless ``params`` is a non-empty pytree of finite floating arrays; return P."""
     leaves = jax.tree_util.tree_leaves_with_path(params)
@@ -189,13 +172,13 @@ def _check_objective(objective, params) -> None:
 
 def _config(tol, armijo, backtrack, grow, shrink, max_damping) -> _Config:
     return _Config(
-        tol=_check_number(tol, "tol", "a positive finite tolerance", lambda v: v > 0),
-        armijo=_check_number(armijo, "armijo", "a constant in (0, 1)", lambda v: 0 < v < 1),
-        backtrack=_check_number(backtrack, "backtrack", "a factor in (0, 1)",
+        tol=_checks.check_number(tol, "tol", "a positive finite tolerance", lambda v: v > 0),
+        armijo=_checks.check_number(armijo, "armijo", "a constant in (0, 1)", lambda v: 0 < v < 1),
+        backtrack=_checks.check_number(backtrack, "backtrack", "a factor in (0, 1)",
                                 lambda v: 0 < v < 1),
-        grow=_check_number(grow, "grow", "a factor > 1", lambda v: v > 1),
-        shrink=_check_number(shrink, "shrink", "a factor in (0, 1]", lambda v: 0 < v <= 1),
-        max_damping=_check_number(max_damping, "max_damping", "a positive finite cap",
+        grow=_checks.check_number(grow, "grow", "a factor > 1", lambda v: v > 1),
+        shrink=_checks.check_number(shrink, "shrink", "a factor in (0, 1]", lambda v: 0 < v <= 1),
+        max_damping=_checks.check_number(max_damping, "max_damping", "a positive finite cap",
                                   lambda v: v > 0),
     )
 
@@ -397,7 +380,7 @@ def newton_init(objective: Callable, params, *, damping: float = 0.0,
     (``None``: no limit), or an objective or gradient that is not finite at ``params``.
     """
     _check_params(params, max_params)
-    damping = _check_number(damping, "damping", "a finite damping >= 0", lambda v: v >= 0)
+    damping = _checks.check_number(damping, "damping", "a finite damping >= 0", lambda v: v >= 0)
     _check_objective(objective, params)
     state = _initial_state_jit(objective, params, damping)
     _check_initial(state)
@@ -424,7 +407,7 @@ def newton_update(objective: Callable, state: NewtonState, *, tol: float = 1e-8,
     """
     cfg = _config(tol, armijo, backtrack, grow, shrink, max_damping)
     line_search = bool(line_search)
-    max_backtracks = _check_int(max_backtracks, "max_backtracks", 0)
+    max_backtracks = _checks.check_int(max_backtracks, "max_backtracks", 0)
     return _update_jit(objective, state, _as_arrays(cfg, state.value.dtype), line_search,
                        max_backtracks)
 
@@ -486,12 +469,12 @@ def newton(
         expected and what was given), checked before compiling; and an objective or
         gradient that is not finite at the initial params.
     """
-    max_iter = _check_int(max_iter, "max_iter", 1)
+    max_iter = _checks.check_int(max_iter, "max_iter", 1)
     cfg = _config(tol, armijo, backtrack, grow, shrink, max_damping)
-    max_backtracks = _check_int(max_backtracks, "max_backtracks", 0)
+    max_backtracks = _checks.check_int(max_backtracks, "max_backtracks", 0)
     line_search = bool(line_search)
     _check_params(params, max_params)
-    damping = _check_number(damping, "damping", "a finite damping >= 0", lambda v: v >= 0)
+    damping = _checks.check_number(damping, "damping", "a finite damping >= 0", lambda v: v >= 0)
     _check_objective(objective, params)
     dtype = jax.eval_shape(lambda p: ravel_pytree(p)[0], params).dtype
     state, history = _run(objective, params, jnp.asarray(damping, dtype),
@@ -545,7 +528,7 @@ def newton_step(objective: Callable, params, damping: float = 0.0):
     lands on the minimiser. ``params`` is any pytree; the result has the same structure.
     """
     _check_params(params)
-    damping = _check_number(damping, "damping", "a finite damping >= 0", lambda v: v >= 0)
+    damping = _checks.check_number(damping, "damping", "a finite damping >= 0", lambda v: v >= 0)
     _check_objective(objective, params)
     return _newton_step(objective, params, damping)
 
@@ -572,7 +555,7 @@ def logistic_regression_objective(X, y, l2: float = 0.0) -> Callable:
                          f"{y.shape}")
     if y.min() < 0 or y.max() > 1:
         raise ValueError(f"y: expected labels in [0, 1], got values in [{y.min()}, {y.max()}]")
-    l2 = _check_number(l2, "l2", "a finite penalty >= 0", lambda v: v >= 0)
+    l2 = _checks.check_number(l2, "l2", "a finite penalty >= 0", lambda v: v >= 0)
     dtype = jnp.result_type(float)  # float64 under jax.enable_x64, else float32
     Xj, yj = jnp.asarray(X, dtype), jnp.asarray(y, dtype)
 

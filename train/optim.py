@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from nets import _checks
 from nets import penalties as _penalties
 
 __all__ = ["sgd", "get_hyperparams", "set_hyperparams", "scheduled_hyperparams"]
@@ -52,15 +53,6 @@ def _sgd_with_l2(learning_rate, l2, momentum, nesterov, mask) -> optax.GradientT
         optax.add_decayed_weights(l2, mask=mask),
         optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
     )
-
-
-def _check_rate(value, name: str, *, positive: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
-    ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        raise ValueError(
-            f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 def sgd(
@@ -103,10 +95,10 @@ def sgd(
       An ``optax.GradientTransformationExtraArgs``; its ``update`` needs ``params``.
     """
     if not callable(learning_rate):
-        _check_rate(learning_rate, "learning_rate", positive=True)
-    _check_rate(l2, "l2", positive=False)
+        _checks.check_real(learning_rate, "learning_rate", minimum=0, strict=True)
+    _checks.check_real(l2, "l2", minimum=0)
     if momentum is not None:
-        _check_rate(momentum, "momentum", positive=False)
+        _checks.check_real(momentum, "momentum", minimum=0, maximum=1)
         if not momentum < 1:
             raise ValueError(f"momentum: expected a number in [0, 1), got {momentum!r}")
     if not isinstance(nesterov, bool):

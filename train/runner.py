@@ -74,6 +74,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
+from nets import _checks
 from train import checkpoint as _checkpoint
 from train import loop as _loop
 
@@ -552,21 +553,21 @@ def run(
                      ("best_of", best_of)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name}: expected a function or None, got {type(fn).__name__}")
-    _loop._check_int(epochs, "epochs", 1)
-    _loop._check_int(eval_every, "eval_every", 1)
-    _loop._check_int(epochs_per_call, "epochs_per_call", 1)
+    _checks.check_int(epochs, "epochs", 1)
+    _checks.check_int(eval_every, "eval_every", 1)
+    _checks.check_int(epochs_per_call, "epochs_per_call", 1)
     if models is not None:
-        _loop._check_int(models, "models", 1)
-    _loop._check_key(key, "key", () if models is None else (models,))
+        _checks.check_int(models, "models", 1)
+    _checks.check_key(key, "key", () if models is None else (models,))
     if patience is not None:
-        _loop._check_int(patience, "patience", 1)
+        _checks.check_int(patience, "patience", 1)
     if not isinstance(min_delta, (int, float)) or isinstance(min_delta, bool) or not (
             math.isfinite(min_delta) and min_delta >= 0):
         raise ValueError(f"min_delta: expected a finite number >= 0, got {min_delta!r}")
     if progress not in (None, True, False):
         raise TypeError(f"progress: expected True, False or None, got {progress!r}")
     if checkpoint_every is not None:
-        _loop._check_int(checkpoint_every, "checkpoint_every", 1)
+        _checks.check_int(checkpoint_every, "checkpoint_every", 1)
         if checkpoint is None:
             raise ValueError("checkpoint_every: expected a checkpoint path to go with it, "
                              "got checkpoint=None")
@@ -611,7 +612,7 @@ def run(
     if eval_batch_size is None:
         eval_batch_size = min(m or DEFAULT_EVAL_BATCH_SIZE, DEFAULT_EVAL_BATCH_SIZE)
     else:
-        _loop._check_int(eval_batch_size, "eval_batch_size", 1)
+        _checks.check_int(eval_batch_size, "eval_batch_size", 1)
 
     settings = {"batch_size": -1 if batch_size is None else batch_size, "n": n or -1,
                 "order": order, "patience": -1 if patience is None else patience,

@@ -56,6 +56,7 @@ from jax.sharding import Mesh
 
 import warnings
 
+from nets import _checks
 from train.fit import (_check_labels, _check_loss_args, _factory, _resolve_takes_key,
                        _target_hint)
 from train import loop as _loop
@@ -165,12 +166,12 @@ def sweep(
     """
     loss_takes_key = _resolve_takes_key(loss_fn, loss_takes_key)
     _check_loss_args(loss_fn, optimizer, metrics, has_aux, validation, patience)
-    _loop._check_key(keys, "keys", tuple(getattr(keys, "shape", ())))  # the type only
+    _checks.check_key(keys, "keys", tuple(getattr(keys, "shape", ())))  # the type only
     if keys.ndim != 1 or keys.shape[0] < 1:
         raise ValueError(f"keys: expected a 1-D array of keys, one per model (e.g. "
                          f"jax.random.split(key, models)), got shape {keys.shape}")
     models = int(keys.shape[0])
-    _loop._check_params(params)
+    _checks.check_float_tree(params)
     if _leading(params) != {models}:
         raise ValueError(
             f"params: expected every leaf to have a leading model axis of length {models} "
