@@ -193,9 +193,17 @@ def cross_entropy(z: jax.Array, y) -> jax.Array:
 
     ``y``: an integer label in ``[0, M)`` (shape ``()``), or a floating probability vector of
     shape ``(M,)``; anything else is a ``TypeError``/``ValueError`` when traced. Labels out of
-    ``[0, M)`` cannot be seen here: see :func:`record_label_ranges`.
+    ``[0, M)`` cannot be checked here (see :func:`record_label_ranges`); its loss is NaN.
+
+    An integer label picks ``z_y`` by indexing, not by ``sum(onehot(y) * z)``: XLA's CPU
+    compiler (jaxlib 0.10.2) miscomputes that product-sum under ``jit(vmap)`` when the labels
+    are shared by many models and there are more than 32,768 (model, example) rows, as in a
+    ``train.sweep`` (``tests/test_losses_xla.py`` keeps the case).
     """
-    return jax.nn.logsumexp(z) - jnp.sum(_one_hot_like(z, y) * z)
+    y = _check_class_target(z, y)
+    if y.ndim == 0:  # a label outside [0, M) gives NaN, never a plausible number
+        return jax.nn.logsumexp(z) - jnp.take(z, y, mode="fill", fill_value=jnp.nan)
+    return jax.nn.logsumexp(z) - jnp.sum(y.astype(z.dtype) * z)
 
 
 def squared_error(z: jax.Array, y) -> jax.Array:
