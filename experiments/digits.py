@@ -56,6 +56,13 @@ Full run (2-core CPU, shared)::
     and loaded. Metrics: ``test_error`` (the headline, the ensemble's), ``single_mlp.*``,
     ``ensemble.*``.
 
+The validation loss is flat from about epoch 20 and early stopping (``min_delta=0``) keeps
+the lowest value on that plateau, epoch 72. ``--set min_delta=0.005`` (an improvement must
+lower the validation loss by more than 0.005) keeps epoch 20 instead and runs 40 epochs:
+seed 0 then gives 2.51% test error for the 5 refitted MLPs (9 of 359, one image more) and
+2.79% for the single MLP (one fewer); on one seed the two are the same within an image, so
+the default stays 0 and the published numbers stand.
+
 Over seeds (``--seed N``, each a different split, initialisation and order): test error
 
     seeds 0-9, final (5 refitted MLPs): 2.23, 0.56, 1.67, 1.39, 2.51, 2.23, 1.95, 1.95, 1.67,
@@ -98,6 +105,7 @@ class Config:
     batch_size: int = 16  # examples per SGD step
     epochs: int = 300  # most epochs to run
     patience: int = 20  # stop after this many epochs without a lower validation loss
+    min_delta: float = 0.0  # a lower validation loss counts only when lower by more than this
     inputs: Literal["unit", "standardize"] = "unit"  # grey levels/16 in [0, 1], or pixel z-scores
     val_fraction: float = 0.2  # share of the 1797 images in the validation set
     test_fraction: float = 0.2  # share of the 1797 images in the test set
@@ -148,6 +156,7 @@ def run(config: Config, outdir) -> dict:
     result = train.fit(loss_fn, params, (X_tr, y_tr), optimizer=optimizer,
                        epochs=config.epochs, batch_size=config.batch_size, key=k_train,
                        validation=(X_va, y_va), patience=config.patience,
+                       min_delta=config.min_delta,
                        metrics={"error": error, "cross_entropy": cross_entropy},
                        num_classes=10, progress=progress_enabled())
     fit_s = time.perf_counter() - start
