@@ -27,6 +27,8 @@ EXPERIMENTS = (  # the registry, in the order `list` shows it
     "optimizers",
     "regularization",
     "gradcheck",
+    "resnet",
+    "autoencoder",
 )
 
 _LAZY = {  # re-exported from `experiments._framework` on first use (it imports jax)

@@ -131,8 +131,8 @@ def _check_class_target(z, y) -> jax.Array:
     if y.shape != z.shape:
         hint = ""
         if y.shape == (1,) and M > 1:
-            hint = (f" (labels of shape (n, 1) read as probability vectors of length 1? "
-                    f"pass Y.ravel() for labels of shape (n,))")
+            hint = (" (labels of shape (n, 1) read as probability vectors of length 1? "
+                    "pass Y.ravel() for labels of shape (n,))")
         elif z.ndim == 2 and y.shape == z.shape[:1]:
             hint = " (a batch of logits and labels? cross_entropy is for ONE example: use jax.vmap)"
         raise ValueError(f"cross_entropy: target y: expected {expected}, got {_describe(y)}"

@@ -1,5 +1,6 @@
 """Shared fixtures: a PRNG key per test derived from its name, so a failure replays."""
 
+import gc
 import os
 import tempfile
 import zlib
@@ -24,3 +25,22 @@ def x64():
 def pytest_configure(config):
     """Experiment runs in the tests compile into a throwaway cache, not the user's."""
     os.environ.setdefault("JAXNETS_CACHE_DIR", tempfile.mkdtemp(prefix="jaxnets-test-cache-"))
+
+
+_CLEAR = os.environ.get("JAXNETS_TEST_CLEAR", "test")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _clear_module():
+    yield
+    if _CLEAR == "module":
+        jax.clear_caches()
+        gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _clear_test():
+    yield
+    if _CLEAR == "test":
+        jax.clear_caches()
+        gc.collect()

@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import gzip
 import math
-import operator
 import os
 import zlib
 from typing import Any, NamedTuple

@@ -47,7 +47,6 @@ objective, gradient norm, damping and step length after every accepted step. To 
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any, Callable, NamedTuple
 

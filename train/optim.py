@@ -24,7 +24,6 @@ own value under one compiled program.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable
 
 import jax
