@@ -27,7 +27,7 @@ def pytest_configure(config):
     os.environ.setdefault("JAXNETS_CACHE_DIR", tempfile.mkdtemp(prefix="jaxnets-test-cache-"))
 
 
-_CLEAR = os.environ.get("JAXNETS_TEST_CLEAR", "test")
+_CLEAR = os.environ.get("JAXNETS_TEST_CLEAR", "none")
 
 
 @pytest.fixture(autouse=True, scope="module")
