@@ -101,7 +101,7 @@ def _mlp_problem(config: Config, key, depth: int, loss: str):
     kp, kx, ky = jax.random.split(key, 3)
     with jax.enable_x64(True):
         for attempt in range(20):
-            params = mlp.init(jax.random.fold_in(kp, attempt), sizes, scale=config.init_scale,
+            params = mlp.init(jax.random.fold_in(kp, attempt), sizes, scheme="esl", scale=config.init_scale,
                               dtype=jnp.float64)
             X = np.asarray(jax.random.normal(jax.random.fold_in(kx, attempt),
                                              (config.n_examples, sizes[0]), jnp.float64))

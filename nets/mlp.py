@@ -61,7 +61,7 @@ def init(
     sizes: Sequence[int],
     *,
     scheme: str = "glorot",
-    scale: float = 0.7,
+    scale: float | None = None,
     dtype=jnp.float32,
 ) -> Params:
     """Random parameters for an MLP with layer widths ``sizes = (n_0, ..., n_K)``.
@@ -77,7 +77,8 @@ def init(
         arXiv:1502.01852, for ReLU). ``"esl"``: weights and biases uniform on ``[-scale,
         scale]`` whatever the width (ESL section 11.5.1 with standardised inputs,
         ``scale=0.7``): for reproducing ESL.
-      scale: half-width of the ``"esl"`` interval.
+      scale: half-width of the ``"esl"`` interval (default 0.7); an error with the other
+        schemes, which set their own scale.
       dtype: parameter dtype.
 
     Returns:
@@ -86,6 +87,10 @@ def init(
     sizes = _check_sizes(sizes)
     if scheme not in INITS:
         raise ValueError(f"scheme: expected one of {INITS}, got {scheme!r}")
+    if scale is not None and scheme != "esl":
+        raise ValueError(f"scale: the half-width applies to scheme='esl' only, got scale={scale!r} "
+                         f"with scheme={scheme!r} (pass scheme='esl' for ESL's uniform init)")
+    scale = 0.7 if scale is None else scale
     if scheme == "esl" and not scale > 0:
         raise ValueError(f"scale: expected a positive half-width, got {scale!r}")
     keys = jax.random.split(key, len(sizes) - 1)

@@ -29,7 +29,7 @@ def _problem(key, sizes, loss, n=6):
         sizes = sizes[:-1] + (1,)
     kp, kx, ky = jax.random.split(key, 3)
     for attempt in range(20):  # redraw until no hidden layer is dead on the whole batch
-        params = mlp.init(jax.random.fold_in(kp, attempt), sizes, scale=0.9)
+        params = mlp.init(jax.random.fold_in(kp, attempt), sizes, scheme="esl", scale=0.9)
         X = np.asarray(jax.random.normal(jax.random.fold_in(kx, attempt), (n, sizes[0])))
         zs, _ = backprop.forward(params, X, "relu")
         if all(np.any(np.asarray(z) > 0, axis=0).any() for z in zs[:-1]):

@@ -21,7 +21,7 @@ NUMPY_G = {
 @pytest.mark.parametrize("activation", sorted(activations.ACTIVATIONS))
 def test_forward_is_the_note_formula(activation, key, x64):
     """z^(k) = W^(k-1) a^(k-1) + b, a^(k) = g(z^(k)), computed by NumPy loops."""
-    params = mlp.init(key, (5, 7, 4, 3), scale=1.5, dtype=jnp.float64)
+    params = mlp.init(key, (5, 7, 4, 3), scheme="esl", scale=1.5, dtype=jnp.float64)
     x = np.asarray(jax.random.normal(jax.random.fold_in(key, 1), (5,)))
     a = x
     Ws = [np.asarray(layer["W"]) for layer in params]
@@ -266,3 +266,9 @@ def test_default_init_is_scaled_by_fan_in_not_esl_uniform(key):
     assert not np.any(np.asarray(params[0]["b"]))
     esl = mlp.init(key, (1000, 300, 10), scheme="esl")
     np.testing.assert_allclose(np.asarray(esl[0]["W"]).std(), 0.7 / np.sqrt(3), rtol=0.05)
+
+
+def test_scale_without_the_esl_scheme_is_an_error(key):
+    """scale is ESL's half-width: with the (Glorot) default it would be silently ignored."""
+    with pytest.raises(ValueError, match=r"scale: the half-width applies to scheme='esl' only"):
+        mlp.init(key, (4, 3, 2), scale=0.9)
