@@ -29,6 +29,7 @@ EXPERIMENTS = (  # the registry, in the order `list` shows it
     "gradcheck",
     "resnet",
     "autoencoder",
+    "cnn",
 )
 
 _LAZY = {  # re-exported from `experiments._framework` on first use (it imports jax)
