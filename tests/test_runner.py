@@ -385,3 +385,23 @@ def test_bad_labels_are_clear_errors_before_compiling_even_after_a_good_fit(labe
     with pytest.raises(error, match=match):
         train.sweep(_ce, stacked, (X, labels), keys=jax.random.split(key, 2),
                     **{k: v for k, v in kwargs.items() if k != "key"})
+
+
+def test_a_diverging_regression_names_the_scale_of_its_targets(key):
+    """Defect: a fit on raw regression targets (diabetes: y up to 346, sd 77) that diverged
+    said only "try a smaller learning rate", where the scale of y is the first suspect."""
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    X, y = (X / X.std(0)).astype(np.float32), y.astype(np.float32)[:, None]
+    params = mlp.init(key, (10, 20, 1), scheme="he")
+    loss = lambda p, X, Y: objective.mlp_objective(  # noqa: E731
+        p, X, Y, activation="identity", loss="squared_error")
+    kwargs = dict(optimizer=train.sgd(0.5), epochs=5, batch_size=32, key=key, progress=False)
+    with pytest.warns(RuntimeWarning, match=r"became non-finite .*Y has standard deviation "
+                                            r"77\.0.*standardi[sz]e the targets"):
+        r = train.fit(loss, params, (X, y), **kwargs)
+    assert r.stop_reason == "non_finite"
+    scaled = train.data.standardize_targets(y).arrays[0]  # same divergence, no target hint
+    with pytest.warns(RuntimeWarning, match=r"became non-finite .*Try a smaller learning rate"):
+        train.fit(loss, params, (X, scaled), **kwargs)
