@@ -14,8 +14,8 @@ from nets import mlp, penalties
 
 @pytest.fixture
 def stack(key):
-    """Five MLPs (4, 3, 2) stacked on a leading model axis: W (5, n_out, n_in), b (5, n_out)."""
-    return jax.vmap(lambda k: mlp.init(k, (4, 3, 2), scheme="esl")  # non-zero biases)(jax.random.split(key, 5))
+    """Five MLPs (4, 3, 2) stacked on a leading model axis: W (5, n_out, n_in), b (5, n_out); ESL init for non-zero biases."""
+    return jax.vmap(lambda k: mlp.init(k, (4, 3, 2), scheme="esl"))(jax.random.split(key, 5))
 
 
 def test_stacked_weight_mask_leaves_biases_out(stack):
