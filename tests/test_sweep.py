@@ -110,10 +110,13 @@ def test_sweep_stops_each_model_on_its_own(key):
         return jnp.mean((X @ p["w"] + p["b"] - y) ** 2)
 
     params = {"w": jnp.zeros((4, 6)), "b": jnp.zeros((4,))}
-    result = train.sweep(loss, params, (X, y), optimizer=train.sgd(0.1),
-                         keys=jax.random.split(key, 4),
-                         hyperparams={"learning_rate": [0.002, 0.05, 0.1, 30.0]}, epochs=15,
-                         batch_size=2, validation=(Xv, Xv @ w), patience=4, progress=False)
+    with pytest.warns(RuntimeWarning, match=r"sweep: 1 of 4 models became non-finite "
+                                            r"\(models \[3\]\)"):
+        result = train.sweep(loss, params, (X, y), optimizer=train.sgd(0.1),
+                             keys=jax.random.split(key, 4),
+                             hyperparams={"learning_rate": [0.002, 0.05, 0.1, 30.0]},
+                             epochs=15, batch_size=2, validation=(Xv, Xv @ w), patience=4,
+                             progress=False)
     assert result.stop_reason == ["epochs", "early_stopping", "early_stopping", "non_finite"]
     val = result.history["val_loss"]
     for i in range(4):
