@@ -3,30 +3,55 @@
 Every case is one model on a small random batch in float64, checked by `nets.gradcheck`:
 the MLP for every activation x loss x depth (0, 1, 3 hidden layers), without a penalty and
 with all penalties at once (`nets.gradcheck.check_mlp`: autodiff, the hand-derived backprop
-of `nets.backprop` and central differences, pairwise), and models without a hand-derived
-reference (`nets.gradcheck.check`: autodiff against central differences, plus a reference
-where one is written). A case passes when its worst relative error is at most `tol` (1e-6).
-A later model (CNN, LSTM, ...) adds a row by adding one entry to `CASES`.
+of `nets.backprop` and central differences, pairwise), and the other models of `nets`:
+`nets.gradcheck.check` (autodiff against central differences on every coordinate, plus a
+reference where one is written) or, for models too large for that,
+`nets.gradcheck.check_directional` (central differences along `directions` random unit
+directions per parameter leaf against `grad . v`, each direction compared as an element). A
+case passes when its worst relative error is at most `tol` (1e-6). A later model (LSTM,
+...) adds a row by adding one entry to `CASES`.
 
 Writes `gradcheck.json` (every case with its per-leaf errors), `gradcheck.csv` (the table)
 and `gradcheck.png` (log10 worst error per activation x loss, one panel per depth and
 penalty, beside the other models).
 
-Full run: `python -m experiments run gradcheck` (defaults, seed 0): 110 cases (6
-activations, identity included, x 3 losses x 3 depths x 2 penalty settings, and 2 other
-models: the MLP with dropout, and train.newton's logistic regression against its gradient
-written by hand); all 110 pass. Errors are per element, ``|a - b| / max(|a|, |b|, floor)``
-(``nets.gradcheck.relative_error``; the floor keeps finite-difference round-off on entries
-near zero from reading as large): worst 2.1e-08 (tanh, squared error, 3 hidden layers, all
-penalties). The earlier measure, divided by the leaf's largest entry, reported 1.1e-07 here
-and would have passed a dropped term on a small entry. Autodiff and the hand-derived
-backprop agree to ~1e-15 everywhere. Wall time 28 s on a 2-core CPU (shared). Two runs with the same seed wrote
-byte-identical metrics.json and gradcheck.json (float64 on CPU is deterministic).
+Full run: `python -m experiments run gradcheck` (defaults, seed 0): 122 cases, all pass.
+108 MLP cases (6 activations, identity included, x 3 losses x 3 depths x 2 penalty
+settings) and 14 other models:
+
+* the MLP with dropout; train.newton's logistic regression against its gradient written by
+  hand (ad~ref 9.5e-16, ad~fd 8.7e-10);
+* `cnn-backprop`: conv (3x3, stride 2, SAME: asymmetric padding on 7x7 images) -> tanh ->
+  overlapping max pool (2x2, stride 1) -> dense, against its gradient by hand through
+  `nets.backprop.conv2d_backward` and `max_pool_backward`: autodiff and the hand-derived
+  chain rule agree to 2.7e-15, each against differences 1.9e-08 (141 coordinates);
+* `cnn-batchnorm`: conv -> batch norm in evaluation mode (random running statistics) ->
+  relu -> max pool -> dense, with l2 on the kernels (159 coordinates, 1.7e-08);
+* ESL's Net-1..Net-5 (`nets.cnn`: dense, locally connected, shared), 650 to 1,226
+  coordinates each, worst 2.4e-08 (Net-5);
+* a residual net (`nets.resnet`, depth 5, width 5: 133 coordinates, 2.1e-08) and a linear
+  autoencoder (`nets.autoencoder`, 8 -> 2 -> 8: 42 coordinates, 2.3e-08);
+* along 4 random directions per leaf: the modern CNN (`nets.cnn.modern_cnn`, 6,090
+  parameters, 24 directions, 4.7e-08), the resnet experiment's depth-20 residual sigmoid net
+  (79,690 parameters, 160 directions, 4.2e-08) and the autoencoder experiment's deep
+  autoencoder (64-128-64-2-64-128-64, 33,474 parameters, 48 directions, 4.8e-08).
+
+Errors are per element, ``|a - b| / max(|a|, |b|, floor)`` (``nets.gradcheck.relative_error``;
+the floor keeps finite-difference round-off on entries near zero from reading as large):
+worst 4.8e-08 (autoencoder-deep, directions); of the MLP grid 2.1e-08 (tanh, squared error,
+3 hidden layers, all penalties). The earlier measure, divided by the leaf's largest entry,
+reported 1.1e-07 there and would have passed a dropped term on a small entry. Autodiff and
+the hand-derived backprop agree to ~1e-15 everywhere. Wall time 198 s (98 s of CPU time)
+with a cold compilation cache on the shared 2-core CPU while other jobs kept its load
+average at 7-10; the 110 cases of the previous revision took 171 s (70 s CPU) there at the
+same time, and 28 s on a quieter machine. Two runs with the same seed wrote byte-identical
+metrics.json and gradcheck.json (float64 on CPU is deterministic).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import zlib
 from typing import Callable, NamedTuple
@@ -38,7 +63,12 @@ import numpy as np
 from experiments._framework import progress, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import activations as _activations
+from nets import autoencoder as _autoencoder
 from nets import backprop, gradcheck, losses as _losses, mlp, objective
+from nets import cnn as _cnn
+from nets import layers as L
+from nets import resnet as _resnet
+from nets.model import Model
 from train import newton as _newton
 
 
@@ -48,7 +78,10 @@ class Config:
     losses: tuple[str, ...] = tuple(_losses.LOSSES)  # losses L (each with its output g^(K))
     depths: tuple[int, ...] = (0, 1, 3)  # numbers of hidden layers of the MLP
     penalties: tuple[str, ...] = ("none", "all")  # "none", or "all": l2 + l1 + weight elimination
-    models: tuple[str, ...] = ("mlp-dropout", "logistic-regression")  # keys of CASES to add
+    models: tuple[str, ...] = (  # keys of CASES to add
+        "mlp-dropout", "logistic-regression", "cnn-backprop", "cnn-batchnorm", "esl-net1",
+        "esl-net2", "esl-net3", "esl-net4", "esl-net5", "modern-cnn", "resnet", "resnet-deep",
+        "autoencoder-linear", "autoencoder-deep")
     # Batch and widths: the shapes of tests/test_gradients.py, so the two share compiled ops.
     n_examples: int = 6  # rows of each random batch
     n_inputs: int = 4  # input width n_0
@@ -59,12 +92,13 @@ class Config:
     l1: float = 0.02  # lambda of sum |W| in the "all" penalty setting
     weight_elimination: float = 0.1  # lambda of sum W^2 / (1 + W^2) in the "all" setting
     eps: float = 1e-6  # central-difference step (float64)
+    directions: int = 4  # random unit directions per leaf for the models checked directionally
     tol: float = 1e-6  # a case passes when its worst relative error is <= tol
     seed: int = 0  # every case's batch and parameters derive from jax.random.key(seed)
 
 
 SMOKE = {"activations": ("tanh", "relu"), "losses": ("cross_entropy",), "depths": (1,),
-         "models": ("mlp-dropout",)}
+         "models": ("mlp-dropout", "cnn-backprop")}
 
 
 class Case(NamedTuple):
@@ -76,6 +110,7 @@ class Case(NamedTuple):
     depth: int  # hidden layers (0 for a linear model)
     penalty: str  # "none", "all", or the penalty the case uses
     check: Callable[[Config, jax.Array], gradcheck.Report]  # (config, key) -> Report
+    method: str = "coordinates"  # differences along "coordinates" or random "directions"
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,12 +205,172 @@ def _logistic_regression(config: Config, key) -> gradcheck.Report:
                            eps=config.eps)
 
 
+def _rng(key) -> np.random.Generator:
+    """A NumPy generator seeded by the bits of ``key``: the models' draws come from the
+    case's key without compiling a jax.random sampler for every shape."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)))
+
+
+def _random_params(model: Model, rng: np.random.Generator, scale: float):
+    """``model``'s parameters drawn uniform on ``[-scale, scale]`` (every leaf, biases and
+    batch-norm scales included: a zero bias or a unit scale would hide a term), and its
+    state drawn uniform on ``[0.5, 1.5]`` (batch-norm running statistics away from (0, 1),
+    so that evaluation mode's affine map counts); float64, shapes traced, nothing compiled."""
+    params, state = jax.eval_shape(model.init, jax.random.key(0))
+    params = jax.tree.map(lambda s: rng.uniform(-scale, scale, s.shape), params)
+    return params, jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape), state)
+
+
+def _batch(config: Config, rng: np.random.Generator, shape, n_classes: int):
+    """``config.n_examples`` standard normal examples of ``shape`` and labels ``i % n_classes``."""
+    X = rng.standard_normal((config.n_examples, *shape))
+    return X, np.arange(config.n_examples, dtype=np.int32) % n_classes
+
+
+# The CNN whose gradient is written out by hand: every kind of index arithmetic at once (a
+# stride-2 SAME convolution with asymmetric padding on 7x7 images, overlapping pooling).
+_CNN_IMAGE = (7, 7, 2)
+_CNN_CONV = {"features": 3, "kernel_size": 3, "stride": 2, "padding": "SAME"}
+_CNN_POOL = {"window": 2, "stride": 1, "padding": "VALID"}
+
+
+@functools.cache
+def _cnn_parts(n_outputs: int):
+    """The hand-derived case's model, its objective, and its forward pass with the local
+    derivatives (jitted), built once: a second run in the same process finds their
+    compiled programs again."""
+    conv, pool = L.Conv2D(**_CNN_CONV), L.MaxPool(**_CNN_POOL)
+    model = Model(L.serial(conv, L.Tanh(), pool, L.Flatten(), L.Dense(n_outputs)),
+                  input_shape=_CNN_IMAGE)
+    tanh, cross_entropy = _activations.get("tanh"), _losses.get("cross_entropy")
+
+    @jax.jit
+    def forward(params, X, Y):
+        """The layers' own forward pass, with the derivatives of the nonlinearities from
+        their hand-derived formulas: ``g'(Z1)`` (nets.activations) and ``dR/dz``
+        (nets.losses, softmax minus one-hot, over n)."""
+        (conv_p, _, _, _, dense_p), n = params, X.shape[0]
+        Z1 = jax.vmap(lambda x: conv.apply(conv_p, (), x)[0])(X)  # (n, 4, 4, 3)
+        A1 = tanh.fn(Z1)
+        P = jax.vmap(lambda a: pool.apply((), (), a)[0])(A1)  # (n, 3, 3, 3)
+        Z = P.reshape(n, -1) @ dense_p["W"].T + dense_p["b"]  # (n, n_out)
+        return tanh.grad(Z1), A1, P, jax.vmap(cross_entropy.grad)(Z, Y) / n
+
+    return model, objective.make(model), forward
+
+
+def _cnn_backprop(config: Config, key) -> gradcheck.Report:
+    """A small CNN, conv -> tanh -> max pool -> dense -> softmax, against its gradient by hand:
+    the dense layer's transpose, nets.backprop.max_pool_backward and
+    nets.backprop.conv2d_backward, chained through dR/dz and g' in NumPy; every coordinate."""
+    model, obj, forward = _cnn_parts(config.n_outputs)
+    rng = _rng(key)
+    params, _ = _random_params(model, rng, config.init_scale)
+    X, y = _batch(config, rng, _CNN_IMAGE, config.n_outputs)
+
+    def reference(p, X, Y):
+        dg, A1, P, delta = (np.asarray(a) for a in forward(p, X, Y))  # delta = dR/dz (n, n_out)
+        conv_p, W = p[0], np.asarray(p[4]["W"])
+        F = P.reshape(len(X), -1)  # (n, 27)
+        dF = delta @ W  # dR/dF, (n, 27)
+        dA1 = backprop.max_pool_backward(dF.reshape(P.shape), A1, **_CNN_POOL)  # (n, 4, 4, 3)
+        _, dK, dc = backprop.conv2d_backward(dA1 * dg, X, conv_p["W"],
+                                             stride=_CNN_CONV["stride"],
+                                             padding=_CNN_CONV["padding"])
+        return ({"W": dK, "b": dc}, (), (), (), {"W": delta.T @ F, "b": delta.sum(0)})
+
+    return gradcheck.check(obj, params, X, y, reference=reference, eps=config.eps, jit=True)
+
+
+@functools.cache
+def _model_objective(build: Callable, config: Config, loss: str, penalties: tuple):
+    """``build(config)`` and its objective ``(params, X, Y, state) -> R`` (evaluation mode),
+    built once per configuration, so that compiled programs are reused."""
+    model = build(config)
+    obj = objective.make(model, loss, {name: getattr(config, name) for name in penalties})
+    if model.stateful:
+        return model, lambda p, X, Y, state: obj(p, X, Y, model_state=state)[0]
+    return model, lambda p, X, Y, state: obj(p, X, Y)
+
+
+def _model_check(build: Callable[[Config], Model], *, directional: bool = False,
+                 loss: str = "cross_entropy", penalties=(), autoencode: bool = False):
+    """A check of ``build(config)`` (a Model) on a random batch: every coordinate, or, with
+    ``directional``, ``config.directions`` random directions per leaf. Models with state
+    (batch norm) are checked in evaluation mode on random running statistics (passed as
+    the check's ``hyper``). ``penalties``: names of penalties, with the config's lambdas."""
+
+    def check(config: Config, key) -> gradcheck.Report:
+        model, obj = _model_objective(build, config, loss, tuple(penalties))
+        rng = _rng(key)
+        params, state = _random_params(model, rng, config.init_scale)
+        X, y = _batch(config, rng, model.input_shape, model.output_shape[0])
+        Y = X if autoencode else y
+        if directional:
+            kd = jax.random.fold_in(key, 1)
+            return gradcheck.check_directional(obj, params, X, Y, key=kd, hyper=state,
+                                               directions=config.directions, eps=config.eps)
+        return gradcheck.check(obj, params, X, Y, hyper=state, eps=config.eps, jit=True)
+
+    return check
+
+
+def _cnn_batchnorm(config: Config) -> Model:
+    layers = (L.Conv2D(4, 3), L.BatchNorm(), L.Relu(), L.MaxPool(2), L.Flatten(),
+              L.Dense(config.n_outputs))
+    return Model(L.serial(*layers), input_shape=(6, 6, 1))
+
+
+def _esl(name: str):
+    return lambda config: getattr(_cnn, name)().model
+
+
+def _model_case(name: str, activation: str, loss: str, depth: int, penalty: str,
+                build: Callable[[Config], Model], *, directional: bool = False,
+                penalties: tuple = (), autoencode: bool = False) -> Case:
+    """A :class:`Case` checking the Model ``build(config)`` (see :func:`_model_check`)."""
+    check = _model_check(build, directional=directional, loss=loss, penalties=penalties,
+                         autoencode=autoencode)
+    return Case(name, activation, loss, depth, penalty, check,
+                "directions" if directional else "coordinates")
+
+
 # Models checked besides the MLP grid: name -> Case. A new model (CNN, LSTM, ...) adds one
-# entry here (and its name to Config.models).
+# entry here (and its name to Config.models). ``depth`` counts hidden layers.
 CASES: dict[str, Case] = {
     "mlp-dropout": Case("mlp-dropout", "tanh", "cross_entropy", 1, "l2", _mlp_dropout),
     "logistic-regression": Case("logistic-regression", "-", "binary_cross_entropy", 0, "l2",
                                 _logistic_regression),
+    # conv (stride 2, SAME) -> tanh -> overlapping max pool -> dense, with the hand-derived
+    # conv and pooling backprop of nets.backprop as the reference
+    "cnn-backprop": Case("cnn-backprop", "tanh", "cross_entropy", 1, "none", _cnn_backprop),
+    # conv -> batch norm (evaluation mode) -> relu -> max pool -> dense, with l2 on the kernels
+    "cnn-batchnorm": _model_case("cnn-batchnorm", "relu", "cross_entropy", 1, "l2",
+                                 _cnn_batchnorm, penalties=("l2",)),
+    # ESL's Net-1..Net-5 on 8x8 images (nets.cnn: locally connected and shared layers)
+    **{f"esl-{name}": _model_case(f"esl-{name}", "sigmoid", "cross_entropy", depth, "none",
+                                  _esl(name))
+       for name, depth in (("net1", 0), ("net2", 1), ("net3", 2), ("net4", 2), ("net5", 2))},
+    # nets.cnn.modern_cnn (6,090 parameters), along random directions
+    "modern-cnn": _model_case("modern-cnn", "relu", "cross_entropy", 2, "none",
+                              lambda config: _cnn.modern_cnn().model, directional=True),
+    # a residual net (nets.resnet) small enough for every coordinate, and the resnet
+    # experiment's depth-20 residual sigmoid net (79,690 parameters) along random directions
+    "resnet": _model_case("resnet", "tanh", "cross_entropy", 4, "none", lambda config: (
+        _resnet.model(5, width=config.width, n_in=config.n_inputs, n_out=config.n_outputs,
+                      activation="tanh", residual=True))),
+    "resnet-deep": _model_case("resnet-deep", "sigmoid", "cross_entropy", 19, "none",
+                               lambda config: _resnet.model(20, residual=True),
+                               directional=True),
+    # autoencoders (nets.autoencoder) on the squared reconstruction error: a linear one on
+    # every coordinate; the autoencoder experiment's deep one (33,474 parameters) along
+    # random directions
+    "autoencoder-linear": _model_case("autoencoder-linear", "-", "squared_error", 1, "none",
+                                      lambda config: _autoencoder.linear(8, 2).model,
+                                      autoencode=True),
+    "autoencoder-deep": _model_case("autoencoder-deep", "elu", "squared_error", 5, "none",
+                                    lambda config: _autoencoder.deep(64, 2).model,
+                                    autoencode=True, directional=True),
 }
 
 
@@ -214,9 +409,14 @@ def _none_if_nan(x: float):
     return None if math.isnan(x) else x
 
 
+def _checked(row: dict) -> str:
+    return f"{row['checked']}{' dir' if row['method'] == 'directions' else ''}"
+
+
 def _table(rows: list[dict], tol: float) -> str:
     head = (f"{'model':<20}{'activation':<11}{'loss':<21}{'depth':>5}  {'penalty':<8}"
-            f"{'ad~ref':>10}{'ad~fd':>10}{'ref~fd':>10}  {'<=' + format(tol, '.0e'):>6}")
+            f"{'checked':>9}{'ad~ref':>10}{'ad~fd':>10}{'ref~fd':>10}  "
+            f"{'<=' + format(tol, '.0e'):>6}")
     lines = [head, "-" * len(head)]
 
     def fmt(v):
@@ -225,7 +425,8 @@ def _table(rows: list[dict], tol: float) -> str:
     for r in rows:
         lines.append(
             f"{r['model']:<20}{r['activation']:<11}{r['loss']:<21}{r['depth']:>5}  "
-            f"{r['penalty']:<8}{fmt(r['ad_ref'])}{fmt(r['ad_fd'])}{fmt(r['ref_fd'])}  "
+            f"{r['penalty']:<8}{_checked(r):>9}"
+            f"{fmt(r['ad_ref'])}{fmt(r['ad_fd'])}{fmt(r['ref_fd'])}  "
             f"{'pass' if r['passed'] else 'FAIL':>6}")
     return "\n".join(lines)
 
@@ -283,12 +484,15 @@ def _figure(rows: list[dict], config: Config, path) -> None:
             ax.text(v + 0.1, i, f"{v:.1f}", va="center", fontsize=8)
         ax.axvline(threshold, color="red", linestyle="--",
                    label=f"pass threshold: {config.tol:g}")
-        ax.set_yticks(range(len(other)), [r["name"] for r in other], fontsize=8)
+        ax.set_yticks(range(len(other)), [r["name"] + (" (directions)" if r["method"] ==
+                                                       "directions" else "") for r in other],
+                      fontsize=8)
         ax.set_xlim(vmin, vmax)
         ax.invert_yaxis()
         ax.set_xlabel("log10 worst relative error")
-        ax.set_title("Other models (nets.gradcheck.check: autodiff vs finite differences, "
-                     "and a reference where written)", fontsize=9)
+        ax.set_title("Other models (nets.gradcheck: autodiff vs central differences along "
+                     "every coordinate or random directions, and a reference where written)",
+                     fontsize=9)
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("Gradient triangulation in float64: worst relative error among "
                  "autodiff, hand-derived backprop and central differences", fontsize=10)
@@ -309,7 +513,8 @@ def run(config: Config, outdir) -> dict:
             "depth": case.depth, "penalty": case.penalty,
             "ad_ref": _none_if_nan(ad_ref), "ad_fd": _none_if_nan(ad_fd),
             "ref_fd": _none_if_nan(ref_fd), "worst": worst,
-            "passed": bool(worst <= config.tol),
+            "passed": bool(worst <= config.tol), "method": case.method,
+            "checked": sum(r.checked for r in report.rows),
             "leaves": report.to_dict(),
         })
     print(_table(rows, config.tol))

@@ -40,6 +40,10 @@ def test_smoke_every_case_passes(smoke):
         assert case["leaves"] and all(leaf["checked"] > 0 for leaf in case["leaves"])
     mlp = [c for c in cases if c["model"] == "mlp"]
     assert all(c["ad_ref"] is not None and c["ref_fd"] is not None for c in mlp)
+    # the CNN against nets.backprop's hand-derived conv and max-pool backward passes, on
+    # all 141 coordinates: autodiff and the chain rule by hand agree to rounding
+    cnn = next(c for c in cases if c["name"] == "cnn-backprop")
+    assert cnn["ad_ref"] <= 1e-12 and cnn["ref_fd"] <= config.tol and cnn["checked"] == 141
     header = (outdir / "gradcheck.csv").read_text().splitlines()[0]
     assert header.startswith("name,model,activation,loss,depth,penalty,ad_ref,ad_fd,ref_fd")
 
