@@ -25,10 +25,14 @@ is trained again from the same initial weights on PGD examples at ``eps_train_gr
 (``train_pgd_steps`` steps from a random start), generated inside the jitted training step
 for the current weights: the loss given to ``train.fit`` attacks its batch and returns the
 cross-entropy at the attacked batch (``nets.adversarial`` stops the gradient through the
-attack, Danskin's theorem). The validation loss, which early stopping monitors, is the same
-robust loss; the clean validation error and the error on the attacked batches
-(``adv_error``) are in the history. The gain is the PGD accuracy at ``eps_train_grey`` of the
-trained-under-attack net minus the standard one's; the cost is the clean test accuracy lost.
+attack, Danskin's theorem). The radius is a traced value in the fit's model state, and a
+``jax.lax.cond`` skips the attack at radius 0, so ONE compiled training program per
+architecture serves the standard and the adversarial run (:func:`training_loss`). The
+validation loss, which early stopping monitors, is the same robust loss; the clean error
+and the error on the attacked batches (``adv_error``) are in the history, per epoch (means
+over the epoch's batches for training, the validation set's for ``val_*``). The gain is the
+PGD accuracy at ``eps_train_grey`` of the trained-under-attack net minus the standard
+one's; the cost is the clean test accuracy lost.
 A stronger PGD (``check_steps`` steps, ``check_restarts`` random starts; an image counts as
 correct only if no start fools the net) at ``eps_train_grey`` checks that the robust
 accuracy is not an artefact of a weak attack (gradient masking would show as a large drop).
@@ -52,8 +56,8 @@ check PGD-100 with 5 starts). Test accuracy, % of 359 images, against eps in gre
                 PGD-20     97.2  96.1  91.1  84.1  75.5  45.1  14.2   0.0   0.0
     CNN         FGSM       97.8  92.2  82.7  65.7  46.5  17.3   8.1   1.4   0.3
                 PGD-20     97.8  91.9  79.9  56.8  34.3   3.9   0.0   0.0   0.0
-    CNN, adv.   FGSM       97.2  94.7  91.9  88.0  81.3  59.1  38.2   7.8   1.9
-                PGD-20     97.2  94.7  91.1  83.8  71.6  40.9   7.2   0.0   0.0
+    CNN, adv.   FGSM       97.2  95.3  92.5  87.7  81.6  58.8  35.7   7.2   1.9
+                PGD-20     97.2  95.3  91.6  84.4  73.8  40.9   7.2   0.0   0.0
 
 Half a grey level (1/32 of the range) costs both standard nets 4-6 points; two grey levels
 cost them about 60 (in ``examples.png`` a grey haze on the white background; every digit
@@ -62,8 +66,8 @@ PGD is at or below FGSM everywhere, clearly below from 2 levels on. The CNN (a t
 MLP's parameters, higher clean accuracy) is no more robust than the MLP.
 
 **Adversarial training at 2 grey levels raises the accuracy under attack** there, by the
-check PGD-100 with 5 starts, from 37.0% to **72.4%** (MLP) and from 29.2% to **70.8%**
-(CNN); PGD-20 says 38.2 to 75.5% and 34.3 to 71.6%: the stronger attack takes 1-5 more
+check PGD-100 with 5 starts, from 37.0% to **72.4%** (MLP) and from 29.2% to **71.3%**
+(CNN); PGD-20 says 38.2 to 75.5% and 34.3 to 73.8%: the stronger attack takes 1-5 more
 points, no sign of gradient masking. It also lifts the whole curve from 1 to 4 levels, and
 at 6-8 levels PGD still fools every net. **Clean-accuracy cost at this radius: none that
 359 images can show**: MLP 96.9% to 97.2% (one image more right), CNN 97.8% to 97.2% (two
@@ -78,11 +82,13 @@ eps_train_grey=E``, the same standard MLP; accuracy under the check PGD at E):
 so at 1-2 levels adversarial training is free here (at 1 level it even helps, as Goodfellow
 et al. saw on MNIST: 6 images, one seed), at 3 levels it costs 5.3 points and at 4 levels 22.5.
 
-Wall time 469 s on a 2-core CPU shared with other jobs (load average 7-9) with a cold
-compilation cache (CNN adversarial training 189 s, the CNN attacks, PGD-100 x 5 included,
-63-83 s each, the MLP's fits and attacks 58 s); 337 s when run again with the MLP's programs
-cached (CNN adversarial training 144 s). The two runs wrote byte-identical metrics.json, and
-the MLP's numbers are those of ``--set nets=mlp`` (every net has its own keys), byte for byte.
+Wall time 479 s on a 2-core CPU shared with other jobs (load average 8-10), the CNN's
+programs compiled afresh (CNN adversarial training 197 s, standard training with its
+compilation 87 s, the CNN attacks, PGD-100 x 5 included, 47-75 s each; the MLP's runs 48 s
+in all); 253 s with every program in the compilation cache (load average 4-7; CNN
+adversarial training 128 s). The two runs wrote byte-identical metrics.json and history.csv,
+and the MLP's numbers are those of ``--set nets=mlp`` (every net has its own keys), byte for
+byte.
 """
 
 from __future__ import annotations
@@ -176,24 +182,30 @@ def _setups(config: Config) -> dict:
     return out
 
 
-def training_loss(model, eps: float | None = None, steps: int = 1):
-    """The loss given to ``train.fit`` (``takes_key``, ``has_aux``): the mean cross-entropy
-    of the batch and, in ``aux``, its ``error``. With ``eps`` (in [0, 1] units), Madry et
-    al.'s robust loss: the cross-entropy at the batch's PGD examples (``steps`` steps from a
-    random start drawn from ``key``) for the current weights, with ``adv_error`` the error
-    on them and ``error`` the clean error. The attack runs in both modes of the loss, so the
-    validation loss is the robust one too."""
+def training_loss(model, steps: int):
+    """The loss given to ``train.fit`` for standard AND adversarial training, one compiled
+    program for both: the radius is the traced ``model_state["eps"]`` (in [0, 1] units), not
+    a Python constant. With ``eps > 0`` it is Madry et al.'s robust loss, the mean
+    cross-entropy at the batch's PGD examples (``steps`` steps from a random start drawn from
+    ``key``) for the current weights; with ``eps = 0`` the attack is skipped
+    (``jax.lax.cond``: no PGD is computed) and it is the batch's mean cross-entropy. ``aux``:
+    ``error`` on the clean batch and ``adv_error`` on the attacked one (the same at
+    ``eps = 0``). The attack runs in both modes of the loss, so the validation loss, which
+    early stopping monitors, is the robust one too. The model state is returned unchanged."""
     cross_entropy = losses.get("cross_entropy").fn
 
-    def loss(params, X, Y, *, key, train):
+    def loss(params, X, Y, *, key, train, model_state):
+        eps = model_state["eps"]
         Z, _ = model.batch_apply(params, X, train=train)
-        aux = {"error": metrics.error_rate(Z, Y)}
-        if eps is not None:
-            X = adversarial.pgd(adversarial.input_loss(model, params, Y), X, eps, steps=steps,
-                                lo=0.0, hi=1.0, random_start=True, key=key)
-            Z, _ = model.batch_apply(params, X, train=train)
-            aux["adv_error"] = metrics.error_rate(Z, Y)
-        return jnp.mean(jax.vmap(cross_entropy)(Z, Y)), aux
+
+        def attacked():
+            X_adv = adversarial.pgd(adversarial.input_loss(model, params, Y), X, eps,
+                                    steps=steps, lo=0.0, hi=1.0, random_start=True, key=key)
+            return model.batch_apply(params, X_adv, train=train)[0]
+
+        Z_adv = jax.lax.cond(eps > 0, attacked, lambda: Z)
+        aux = {"error": metrics.error_rate(Z, Y), "adv_error": metrics.error_rate(Z_adv, Y)}
+        return jnp.mean(jax.vmap(cross_entropy)(Z_adv, Y)), aux, model_state
 
     loss.takes_key = True
     return loss
@@ -262,17 +274,18 @@ def run(config: Config, outdir) -> dict:
         evaluate = make_evaluation(model, pgd_steps=config.pgd_steps,
                                    check_steps=config.check_steps,
                                    check_restarts=config.check_restarts)
-        runs = {name: (training_loss(model), k_order)}
+        loss = training_loss(model, config.train_pgd_steps)  # one program for both runs
+        runs = {name: (0.0, k_order)}
         if config.adversarial_training:
-            runs[f"{name}_adv"] = (training_loss(model, eps_train, config.train_pgd_steps),
-                                   k_adv_order)
-        for run_name, (loss, k_fit) in runs.items():
+            runs[f"{name}_adv"] = (eps_train, k_adv_order)
+        for run_name, (eps_fit, k_fit) in runs.items():
             start = time.perf_counter()
             fit = train.fit(loss, params0, (shape(X_tr), y_tr), optimizer=optimizer,
                             epochs=epochs, batch_size=batch,
                             key=jax.random.fold_in(k_fit, NETS.index(name)),
                             validation=(shape(X_va), y_va), patience=patience,
-                            has_aux=True, num_classes=10, progress=progress_enabled())
+                            has_aux=True, model_state={"eps": jnp.float32(eps_fit)},
+                            num_classes=10, progress=progress_enabled())
             timings[f"{run_name}_fit"] = time.perf_counter() - start
             start = time.perf_counter()
             out = jax.tree.map(np.asarray, evaluate(
