@@ -1,0 +1,230 @@
+"""The decoder-only Transformer: causal multi-head self-attention, sinusoidal positional
+encoding, pre-layer-norm residual blocks; layers over ONE sequence ``(T, d)``.
+
+Scaled dot-product attention (Vaswani et al. 2017, eq. 1) for one sequence ``x`` (T, d) and
+``H`` heads of width ``d_h = d / H``; head ``j`` projects every position (rows of ``x``)
+
+    Q_j = x Wq_j^T,  K_j = x Wk_j^T,  V_j = x Wv_j^T                 (T, d_h) each
+    S_j = Q_j K_j^T / sqrt(d_h) + M,   M[t, s] = -inf for s > t (causal), else 0
+    P_j = softmax(S_j) row by row                                   (T, T)
+    head_j = P_j V_j
+    y = [head_1, ..., head_H] Wo^T                                  (T, d)
+
+with ``Wq, Wk, Wv, Wo`` of shape ``(d, d)`` (the note's orientation: ``q_t = Wq x_t``; head
+``j`` owns rows ``j d_h .. (j+1) d_h - 1`` of ``Wq, Wk, Wv``). The mask makes position
+``t`` attend to ``s <= t`` only, so the output at ``t`` is a function of ``x_1 .. x_t``:
+its gradient with respect to any later input is exactly zero (masked scores are
+replaced, not added to, so no derivative flows into them). ``impl="written"`` computes the
+lines above; ``impl="jax"`` calls ``jax.nn.dot_product_attention(..., is_causal=True)``
+(the same numbers, an XLA or cuDNN kernel on a GPU).
+
+Sinusoidal positional encoding (Vaswani et al. 2017, section 3.5), added to the input:
+
+    PE[t, 2i] = sin(t / 10000^(2i / d)),   PE[t, 2i + 1] = cos(t / 10000^(2i / d))
+
+A pre-LN block (Xiong et al. 2020, arXiv:2002.04745; the GPT-2 layout) is two residual
+branches around layer norm (Ba et al. 2016):
+
+    x <- x + Attention(LN(x))
+    x <- x + W_2 gelu(W_1 LN(x)_t + b_1) + b_2     at every position t  (d -> d_mlp -> d)
+
+and :func:`model` is input layer -> positional encoding -> ``n_layers`` blocks -> LN ->
+``per_position(Dense(n_classes))`` -> readout.
+
+>>> net = model(vocab_size=5, n_classes=3, seq_len=7, d_model=8, n_heads=2)
+>>> net.input_shape, net.output_shape       # token ids -> class scores at every position
+((7,), (7, 3))
+>>> import numpy as np
+>>> np.round(sinusoidal_encoding(3, 4), 3)  # rows t = 0, 1, 2: sin, cos, sin, cos
+array([[ 0.   ,  1.   ,  0.   ,  1.   ],
+       [ 0.841,  0.54 ,  0.01 ,  1.   ],
+       [ 0.909, -0.416,  0.02 ,  1.   ]], dtype=float32)
+
+References:
+  Vaswani, Shazeer, Parmar, Uszkoreit, Jones, Gomez, Kaiser & Polosukhin, Attention Is All
+  You Need, NeurIPS 2017, https://arxiv.org/abs/1706.03762 (eq. 1, sections 3.2, 3.5).
+  Xiong et al., On Layer Normalization in the Transformer Architecture, ICML 2020,
+  https://arxiv.org/abs/2002.04745 . Ba, Kiros & Hinton, Layer Normalization, 2016,
+  https://arxiv.org/abs/1607.06450 . Hendrycks & Gimpel, GELUs, 2016,
+  https://arxiv.org/abs/1606.08415 .
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nets import _sequence
+from nets import layers as L
+from nets._sequence import per_position  # re-exported
+from nets.layers import Layer
+from nets.model import Model
+
+IMPLS = ("written", "jax")
+
+
+def sinusoidal_encoding(T: int, d: int) -> np.ndarray:
+    """``PE`` of shape ``(T, d)`` (module doc; for odd ``d`` the last column is a sine).
+    NumPy float32: a constant of the compiled program."""
+    t = np.arange(T, dtype=np.float64)[:, None]
+    rates = 10000.0 ** (-np.arange(0, d, 2, dtype=np.float64) / d)  # 10000^(-2i/d)
+    pe = np.zeros((T, d))
+    pe[:, 0::2] = np.sin(t * rates)
+    pe[:, 1::2] = np.cos(t * rates[: d // 2])
+    return pe.astype(np.float32)
+
+
+def PositionalEncoding() -> Layer:
+    """``x + PE`` (module doc), no parameters. Shapes: ``(T, d) -> (T, d)``."""
+
+    def init(key, input_shape):
+        return _sequence.sequence_shape(input_shape, "PositionalEncoding"), (), ()
+
+    def apply(params, state, x, *, train=False, key=None):
+        T, d = jnp.shape(x)
+        return x + jnp.asarray(sinusoidal_encoding(T, d), jnp.result_type(x)), state
+
+    return Layer(init, apply)
+
+
+def causal_mask(T: int) -> np.ndarray:
+    """``mask[t, s] = s <= t``, shape ``(T, T)``: position ``t`` sees itself and the past."""
+    return np.tril(np.ones((T, T), bool))
+
+
+def attention(params, x, *, n_heads: int, causal: bool = True, impl: str = "written"):
+    """Multi-head self-attention of one sequence (module doc). Returns ``(y, P)``: ``y``
+    (T, d) and the attention weights ``P`` (H, T, T), rows summing to 1 (``P`` is ``None``
+    with ``impl="jax"``, whose kernel does not return them)."""
+    T, d = x.shape
+    dh = d // n_heads
+    heads = lambda W: (x @ W.T).reshape(T, n_heads, dh)  # noqa: E731  (T, H, d_h)
+    q, k, v = heads(params["Wq"]), heads(params["Wk"]), heads(params["Wv"])
+    if impl == "jax":
+        o = jax.nn.dot_product_attention(q, k, v, is_causal=causal)  # (T, H, d_h)
+        P = None
+    else:
+        S = jnp.einsum("thc,shc->hts", q, k) / np.sqrt(dh)  # S_j = Q_j K_j^T / sqrt(d_h)
+        if causal:
+            S = jnp.where(causal_mask(T), S, -jnp.inf)  # replaced: no gradient into s > t
+        P = jax.nn.softmax(S, axis=-1)  # (H, T, T)
+        o = jnp.einsum("hts,shc->thc", P, v)  # head_j = P_j V_j, (T, H, d_h)
+    return o.reshape(T, d) @ params["Wo"].T, P  # [head_1 .. head_H] Wo^T
+
+
+def MultiHeadAttention(n_heads: int, *, causal: bool = True, impl: str = "written") -> Layer:
+    """Multi-head (causal) self-attention over one sequence (module doc).
+
+    Shapes: ``(T, d) -> (T, d)``, ``d`` divisible by ``n_heads``; params ``{"Wq", "Wk",
+    "Wv", "Wo"}``, each ``(d, d)``, Glorot uniform, no biases."""
+    who = "MultiHeadAttention"
+    n_heads = _sequence.positive_int(n_heads, "n_heads", who)
+    if impl not in IMPLS:
+        raise ValueError(f"impl: {who} expected one of {IMPLS}, got {impl!r}")
+
+    def init(key, input_shape):
+        T, d = _sequence.sequence_shape(input_shape, who)
+        if d % n_heads:
+            raise ValueError(f"input_shape: {who} splits d = {d} into {n_heads} heads, which "
+                             f"needs d divisible by n_heads")
+        glorot = jax.nn.initializers.glorot_uniform(in_axis=-1, out_axis=-2)
+        keys = jax.random.split(key, 4)
+        return (T, d), {n: glorot(k, (d, d)) for n, k in zip(("Wq", "Wk", "Wv", "Wo"), keys)}, ()
+
+    def apply(params, state, x, *, train=False, key=None):
+        if jnp.ndim(x) != 2 or jnp.shape(x)[1] != params["Wq"].shape[1]:
+            raise ValueError(f"x: {who} expected one sequence of shape (T, "
+                             f"{params['Wq'].shape[1]}), got shape {jnp.shape(x)}")
+        return attention(params, x, n_heads=n_heads, causal=causal, impl=impl)[0], state
+
+    return Layer(init, apply)
+
+
+def mlp_block(d_mlp: int) -> Layer:
+    """``y_t = W_2 gelu(W_1 x_t + b_1) + b_2`` at every position: ``(T, d) -> (T, d)``."""
+
+    def init(key, input_shape):
+        _, d = _sequence.sequence_shape(input_shape, "mlp_block")
+        return _mlp(d).init(key, input_shape)
+
+    def _mlp(d):
+        return L.serial(per_position(L.Dense(d_mlp)), L.Activation(jax.nn.gelu),
+                        per_position(L.Dense(d)))
+
+    def apply(params, state, x, *, train=False, key=None):
+        return _mlp(jnp.shape(x)[1]).apply(params, state, x, train=train, key=key)
+
+    return Layer(init, apply)
+
+
+def block(n_heads: int, d_mlp: int, *, causal: bool = True, impl: str = "written") -> Layer:
+    """A pre-LN Transformer block (module doc): ``x + Attn(LN(x))``, then ``x +
+    MLP(LN(x))``. Shapes: ``(T, d) -> (T, d)``."""
+    d_mlp = _sequence.positive_int(d_mlp, "d_mlp", "transformer.block")
+    attn = MultiHeadAttention(n_heads, causal=causal, impl=impl)
+    return L.serial(L.residual(L.serial(L.LayerNorm(), attn)),
+                    L.residual(L.serial(L.LayerNorm(), mlp_block(d_mlp))))
+
+
+def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
+          d_in: int | None = None, d_model: int = 32, n_heads: int = 2, n_layers: int = 2,
+          d_mlp: int | None = None, readout: str = "all", causal: bool = True,
+          impl: str = "written") -> Model:
+    """A Transformer classifier of sequences, causal by default (module doc).
+
+    Args:
+      n_classes: outputs per position (or per sequence).
+      seq_len: ``T``, the length of one example.
+      vocab_size: token ids ``(T,)`` in ``[0, vocab_size)`` through an embedding of
+        ``d_model``; or
+      d_in: real features ``(T, d_in)`` through ``per_position(Dense(d_model))``.
+      d_model, n_heads, n_layers: width (divisible by ``n_heads``), heads, blocks.
+      d_mlp: hidden width of each block's MLP, default ``4 d_model``.
+      readout: ``"all"`` (``(T, n_classes)``), ``"last"`` or ``"mean"`` (``(n_classes,)``).
+      causal: mask attention to ``s <= t`` (the decoder); ``False`` for an encoder that
+        sees the whole sequence at every position.
+      impl: ``"written"`` or ``"jax"`` (``jax.nn.dot_product_attention``).
+    """
+    who = "transformer.model"
+    seq_len = _sequence.positive_int(seq_len, "seq_len", who)
+    n_classes = _sequence.positive_int(n_classes, "n_classes", who)
+    n_layers = _sequence.positive_int(n_layers, "n_layers", who)
+    d_model = _sequence.positive_int(d_model, "d_model", who)
+    d_mlp = 4 * d_model if d_mlp is None else d_mlp
+    first, tail = _sequence.embed_or_project(vocab_size, d_in, d_model, who)
+    layers = [first, PositionalEncoding(),
+              *[block(n_heads, d_mlp, causal=causal, impl=impl) for _ in range(n_layers)],
+              L.LayerNorm(), *_sequence.head(n_classes, readout)]
+    return Model(L.serial(*layers), input_shape=(seq_len, *tail))
+
+
+def attention_maps(params, x, *, n_heads: int) -> list:
+    """The attention weights ``P`` (H, T, T) of every block of a causal :func:`model` for ONE
+    input ``x``, in the order of the blocks (the written attention, whatever ``impl`` the
+    model uses): the attention maps of the sequence experiment. Replays the model's forward pass up to each block's
+    attention from ``params`` (``(input layer, (), block_1, ..., block_L, LN, head...)``)."""
+    first = params[0]
+    h = (jnp.take(first["E"], x, axis=0) if "E" in first
+         else jax.vmap(lambda xt: first["W"] @ xt + first["b"])(x))
+    h = h + sinusoidal_encoding(*h.shape).astype(h.dtype)
+    maps = []
+    for p in params[2:]:
+        if not (isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], tuple)
+                and len(p[0]) == 2 and isinstance(p[0][1], dict) and "Wq" in p[0][1]):
+            break  # past the last block
+        (ln1, att), (ln2, mlp) = p
+        y, P = attention(att, _layer_norm(ln1, h), n_heads=n_heads, causal=True)
+        maps.append(P)
+        h = h + y
+        h = h + mlp_block(1).apply(mlp, (), _layer_norm(ln2, h))[0]
+    return maps
+
+
+def _layer_norm(params, x):
+    return L.LayerNorm().apply(params, (), x)[0]
+
+
+__all__ = ["sinusoidal_encoding", "PositionalEncoding", "causal_mask", "attention",
+           "MultiHeadAttention", "mlp_block", "block", "model", "attention_maps",
+           "per_position", "IMPLS"]

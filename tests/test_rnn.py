@@ -1,0 +1,119 @@
+"""nets.rnn: shapes and parameters; the RNN and LSTM layers are their equations (a NumPy loop
+over time as the oracle); a scan continues from its carry; jit and no-jit agree; readouts;
+bad arguments. A handful of small programs are compiled."""
+
+import zlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nets import backprop_sequence, rnn
+from nets import layers as L
+from nets.model import Model
+from tests._random import random_params
+
+T, D, N = 5, 3, 4
+
+
+@pytest.fixture
+def rng(request):
+    """A NumPy generator seeded by the test's node id, so a failure replays."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def _params(rng, gates):
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    return {"W": f32(rng.normal(size=(gates * N, D))), "U": f32(rng.normal(size=(gates * N, N))),
+            "b": f32(rng.normal(size=gates * N))}
+
+
+def test_shapes_and_initial_parameters():
+    lstm = Model(rnn.LSTM(N), input_shape=(T, D))
+    assert lstm.output_shape == (T, N)
+    params, state = lstm.init(jax.random.key(0))
+    assert {k: v.shape for k, v in params.items()} == {"W": (4 * N, D), "U": (4 * N, N),
+                                                       "b": (4 * N,)}
+    np.testing.assert_array_equal(params["b"], np.r_[np.zeros(N), np.ones(N), np.zeros(2 * N)])
+    U_i = np.asarray(params["U"][:N])  # each gate's recurrent block is orthogonal
+    np.testing.assert_allclose(U_i.T @ U_i, np.eye(N), atol=1e-5)
+    assert state == ()
+    assert Model(rnn.LSTM(N, return_sequences=False), input_shape=(T, D)).output_shape == (N,)
+    assert Model(rnn.RNN(N), input_shape=(T, D)).output_shape == (T, N)
+    assert Model(rnn.RNN(N, return_sequences=False), input_shape=(T, D)).output_shape == (N,)
+
+
+def test_layers_are_their_equations_and_jit_agrees(rng):
+    """h_t = tanh(W x_t + U h_{t-1} + b) and the LSTM's gates, by a NumPy loop over time;
+    the layers' apply op by op and compiled give the same."""
+    xs = rng.normal(size=(T, D)).astype(np.float32)
+    p_rnn, p_lstm = _params(rng, 1), _params(rng, 4)
+    h, want_rnn = np.zeros(N), []
+    for t in range(T):
+        h = np.tanh(p_rnn["W"] @ xs[t] + p_rnn["U"] @ h + p_rnn["b"])
+        want_rnn.append(h)
+    want_lstm = backprop_sequence.lstm_forward(p_lstm, xs)["h"][1:]  # the module doc's loop
+
+    layers = (rnn.RNN(N), rnn.LSTM(N))
+
+    def both(p_rnn, p_lstm, xs):
+        return tuple(layer.apply(p, (), xs)[0] for layer, p in zip(layers, (p_rnn, p_lstm)))
+
+    eager, jitted = both(p_rnn, p_lstm, xs), jax.jit(both)(p_rnn, p_lstm, xs)
+    chex.assert_trees_all_close(eager, jitted, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(jitted[0], np.array(want_rnn), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jitted[1], want_lstm, rtol=1e-5, atol=1e-5)
+    last = rnn.LSTM(N, return_sequences=False).apply(p_lstm, (), xs)[0]
+    np.testing.assert_allclose(last, jitted[1][-1], rtol=1e-6, atol=1e-6)
+
+
+def test_the_scan_carries_the_initial_state(rng):
+    """lstm(params, xs, carry0) continues from carry0: two halves equal the whole."""
+    p, xs = _params(rng, 4), rng.normal(size=(T, D)).astype(np.float32)
+    whole, end = rnn.lstm(p, xs)
+    first, mid = rnn.lstm(p, xs[:2])
+    second, end2 = rnn.lstm(p, xs[2:], mid)
+    np.testing.assert_allclose(np.concatenate([first, second]), whole, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(end, end2, rtol=1e-6, atol=1e-6)
+
+
+def test_token_model_and_readouts(rng):
+    """An embedding, an LSTM and a per-position classifier over token ids: batch shapes;
+    "last" and "mean" read the same scores as "all" (the readout has no parameters)."""
+    kw = dict(vocab_size=6, n_classes=3, seq_len=T, d_model=4, d_hidden=N)
+    nets = {r: rnn.model(readout=r, **kw) for r in ("all", "last", "mean")}
+    params, state = random_params(nets["all"], rng)
+    X = rng.integers(0, 6, size=(2, T))
+
+    @jax.jit
+    def outputs(params, X):  # one program for the three readouts
+        return {r: jax.vmap(lambda x: net.layer.apply(params, state, x)[0])(X)
+                for r, net in nets.items()}
+
+    out = jax.tree.map(np.asarray, outputs(params, X))
+    assert {r: o.shape[1:] for r, o in out.items()} == {r: n.output_shape for r, n in nets.items()}
+    assert out["all"].shape == (2, T, 3) and out["last"].shape == (2, 3)
+    np.testing.assert_allclose(out["last"], out["all"][:, -1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out["mean"], out["all"].mean(1), rtol=1e-5, atol=1e-6)
+    assert rnn.model(cell="rnn", **kw).output_shape == (T, 3)
+    assert rnn.model(d_in=2, n_classes=3, seq_len=T).input_shape == (T, 2)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match=r"d_hidden: LSTM: expected an int >= 1, got 0"):
+        rnn.LSTM(0)
+    with pytest.raises(ValueError, match=r"input_shape: LSTM expected one sequence \(T, d\)"):
+        Model(rnn.LSTM(3), input_shape=(5,)).output_shape
+    with pytest.raises(ValueError, match=r"x: RNN expected one sequence of shape \(T, 3\)"):
+        rnn.RNN(2).apply({"W": jnp.zeros((2, 3)), "U": jnp.zeros((2, 2)), "b": jnp.zeros(2)},
+                         (), jnp.zeros((4, 2)))
+    with pytest.raises(ValueError, match=r"cell: rnn.model expected 'lstm' or 'rnn'"):
+        rnn.model(vocab_size=3, n_classes=2, seq_len=4, cell="gru")
+    with pytest.raises(ValueError, match=r"rnn.model: expected exactly one of vocab_size"):
+        rnn.model(vocab_size=3, d_in=2, n_classes=2, seq_len=4)
+    with pytest.raises(ValueError, match=r"readout: expected one of"):
+        rnn.model(vocab_size=3, n_classes=2, seq_len=4, readout="first")
+    with pytest.raises(ValueError, match=r"per_position expected a sequence"):
+        Model(L.serial(rnn.per_position(L.Dense(2))), input_shape=(4,)).output_shape

@@ -1,0 +1,133 @@
+"""nets.transformer: the positional encoding is Vaswani et al.'s formula; multi-head attention
+is eq. 1 per head (a NumPy oracle) and equals jax.nn.dot_product_attention; causality: the
+output at position t has exactly zero gradient w.r.t. every input after t (and not before);
+attention maps; jit and no-jit agree; shapes and bad arguments. A few small programs."""
+
+import zlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nets import transformer
+from nets.model import Model
+from tests._random import random_params
+
+T, D, H = 6, 8, 2  # positions, width, heads
+
+
+@pytest.fixture
+def rng(request):
+    """A NumPy generator seeded by the test's node id, so a failure replays."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def _softmax(S):
+    E = np.exp(S - S.max(-1, keepdims=True))
+    return E / E.sum(-1, keepdims=True)
+
+
+def _oracle(params, x, causal):
+    """Eq. 1 head by head in NumPy: head j owns rows j d_h .. (j+1) d_h - 1 of Wq, Wk, Wv."""
+    dh = D // H
+    heads = []
+    for j in range(H):
+        rows = slice(j * dh, (j + 1) * dh)
+        Q, K, V = (x @ params[w][rows].T for w in ("Wq", "Wk", "Wv"))
+        S = Q @ K.T / np.sqrt(dh)
+        if causal:
+            S = np.where(np.tril(np.ones((T, T), bool)), S, -np.inf)
+        heads.append(_softmax(S) @ V)
+    return np.concatenate(heads, axis=1) @ params["Wo"].T
+
+
+def test_sinusoidal_encoding_is_the_formula():
+    d = 6
+    pe = transformer.sinusoidal_encoding(50, d)
+    t = np.arange(50)[:, None]
+    for i in range(d // 2):
+        np.testing.assert_allclose(pe[:, 2 * i], np.sin(t[:, 0] / 10000 ** (2 * i / d)),
+                                   atol=1e-6)
+        np.testing.assert_allclose(pe[:, 2 * i + 1], np.cos(t[:, 0] / 10000 ** (2 * i / d)),
+                                   atol=1e-6)
+    assert transformer.sinusoidal_encoding(4, 5).shape == (4, 5)  # odd d: a last sine
+
+
+def test_attention_is_eq_1_per_head_and_equals_jax_and_jit_agrees(rng):
+    x = rng.normal(size=(T, D)).astype(np.float32)
+    layer = Model(transformer.MultiHeadAttention(H), input_shape=(T, D))
+    params, _ = random_params(layer, rng)
+
+    def outputs(params, x):
+        mine = {c: transformer.attention(params, x, n_heads=H, causal=c) for c in (True, False)}
+        xla = {c: transformer.attention(params, x, n_heads=H, causal=c, impl="jax")[0]
+               for c in (True, False)}
+        return mine, xla
+
+    (mine, xla) = jax.jit(outputs)(params, x)
+    for causal in (True, False):
+        y, P = mine[causal]
+        np.testing.assert_allclose(y, _oracle(params, x, causal), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(xla[causal], y, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(P).sum(-1), 1.0, rtol=1e-6)
+        assert P.shape == (H, T, T)
+    assert np.all(np.triu(np.asarray(mine[True][1]), 1) == 0.0)
+    eager = layer.layer.apply(params, (), x)[0]  # op by op
+    chex.assert_trees_all_close(eager, mine[True][0], rtol=1e-6, atol=1e-6)
+
+
+def test_output_at_t_does_not_depend_on_inputs_after_t(rng):
+    """d z_t / d x_s is exactly 0 for s > t through a block (positional encoding, layer
+    norm, attention, MLP) and the head, and nonzero for s <= t; the same model without the
+    mask (the control, same params) lets the later inputs reach z_t."""
+    kw = dict(d_in=3, n_classes=2, seq_len=T, d_model=D, n_heads=H, n_layers=1, d_mlp=8)
+    nets = {"causal": transformer.model(**kw), "unmasked": transformer.model(causal=False, **kw)}
+    params, state = random_params(nets["causal"], rng)
+
+    @jax.jit
+    def jacobians(params, x):
+        return {k: jax.jacrev(lambda x: n.layer.apply(params, state, x)[0])(x)
+                for k, n in nets.items()}  # each (T, 2, T, 3)
+
+    x = rng.normal(size=(T, 3)).astype(np.float32)
+    for name, J in jacobians(params, x).items():
+        per_pair = np.abs(np.asarray(J)).max(axis=(1, 3))  # [t, s]
+        later = per_pair[np.triu_indices(T, 1)]
+        assert np.all(later > 0.0) if name == "unmasked" else np.all(later == 0.0), name
+        assert np.all(per_pair[np.tril_indices(T)] > 0.0), name
+
+
+def test_token_model_shapes_and_attention_maps(rng):
+    net = transformer.model(vocab_size=7, n_classes=3, seq_len=T, d_model=D, n_heads=H,
+                            n_layers=2, readout="last")
+    assert net.input_shape == (T,) and net.output_shape == (3,)
+    params, state = random_params(net, rng)
+    X = rng.integers(0, 7, size=(3, T))
+
+    @jax.jit
+    def run(params, X):
+        Z = jax.vmap(lambda x: net.layer.apply(params, state, x)[0])(X)
+        return Z, transformer.attention_maps(params, X[0], n_heads=H)  # the 2 blocks
+
+    Z, maps = run(params, X)
+    assert Z.shape == (3, 3) and len(maps) == 2
+    for P in maps:
+        P = np.asarray(P)
+        assert P.shape == (H, T, T) and np.all(np.triu(P, 1) == 0.0)
+        np.testing.assert_allclose(P.sum(-1), 1.0, rtol=1e-5)
+    block = Model(transformer.block(H, 16), input_shape=(T, D))
+    assert block.output_shape == (T, D)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match=r"needs d divisible by n_heads"):
+        Model(transformer.MultiHeadAttention(3), input_shape=(T, D)).output_shape
+    with pytest.raises(ValueError, match=r"impl: MultiHeadAttention expected one of"):
+        transformer.MultiHeadAttention(2, impl="flash")
+    with pytest.raises(ValueError, match=r"x: MultiHeadAttention expected one sequence"):
+        transformer.MultiHeadAttention(1).apply(
+            {k: jnp.zeros((4, 4)) for k in ("Wq", "Wk", "Wv", "Wo")}, (), jnp.zeros((3, 5)))
+    with pytest.raises(ValueError, match=r"transformer.model: expected exactly one of"):
+        transformer.model(n_classes=2, seq_len=4)
