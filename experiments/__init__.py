@@ -30,6 +30,9 @@ EXPERIMENTS = (  # the registry, in the order `list` shows it
     "resnet",
     "autoencoder",
     "cnn",
+    "dropout",
+    "adversarial",
+    "densenet",
 )
 
 _LAZY = {  # re-exported from `experiments._framework` on first use (it imports jax)

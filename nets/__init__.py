@@ -7,14 +7,17 @@ objective), :mod:`nets.backprop` (the hand-derived chain rule) and :mod:`nets.gr
 Architectures compose from :mod:`nets.layers` (pure layers for one example: dense,
 convolution, pooling, normalisation, dropout; serial, residual, concat) into a
 :class:`nets.model.Model`; :mod:`nets.metrics` scores batched outputs. Architectures of the
-note, each a short module over the layers: :mod:`nets.cnn` (ESL's Net-1..5), :mod:`nets.resnet` (plain vs residual deep nets),
-:mod:`nets.autoencoder` (linear and deep autoencoders, PCA).
+note, each a short module over the layers: :mod:`nets.cnn` (ESL's Net-1..5),
+:mod:`nets.resnet` (plain vs residual deep nets), :mod:`nets.densenet` (dense blocks, and a
+plain CNN of equal size), :mod:`nets.autoencoder` (linear and deep autoencoders, PCA);
+:mod:`nets.adversarial` (FGSM and PGD adversarial examples).
 """
 
-from nets import (activations, autoencoder, backprop, cnn, gradcheck, layers, losses, metrics,
-                  mlp, model, objective, penalties, resnet)
+from nets import (activations, adversarial, autoencoder, backprop, cnn, densenet, gradcheck,
+                  layers, losses, metrics, mlp, model, objective, penalties, resnet)
 from nets.layers import count_params
 from nets.model import Model
 
-__all__ = ["activations", "autoencoder", "backprop", "cnn", "gradcheck", "layers", "losses", "metrics",
-           "mlp", "model", "objective", "penalties", "resnet", "count_params", "Model"]
+__all__ = ["activations", "adversarial", "autoencoder", "backprop", "cnn", "densenet",
+           "gradcheck", "layers", "losses", "metrics", "mlp", "model", "objective", "penalties",
+           "resnet", "count_params", "Model"]

@@ -73,6 +73,14 @@ def grad(params, x, y, *, activation="sigmoid", loss="cross_entropy", l2=0.0, pe
     Returns:
       A pytree shaped like ``params``.
     """
+    X, Y, terms = checked_inputs(params, x, y, loss=loss, l2=l2, penalties=penalties)
+    return grad_unchecked(params, X, Y, activation=activation, loss=loss, penalties=terms)
+
+
+def checked_inputs(params, x, y, *, loss="cross_entropy", l2=0.0, penalties=None):
+    """The checks of :func:`grad` (clear errors, on concrete values, before anything is
+    compiled): ``(X, Y, terms)`` ready for :func:`grad_unchecked`, ``terms`` the penalty
+    pairs with ``l2`` last."""
     sizes = _mlp.sizes_of(params)
     loss = _losses.get(loss)
     x = _checks.as_finite_array(x, "x", ndim=2)
@@ -89,7 +97,7 @@ def grad(params, x, y, *, activation="sigmoid", loss="cross_entropy", l2=0.0, pe
     dtype = params[0]["W"].dtype
     X = jnp.asarray(x, dtype)
     Y = jnp.asarray(y) if loss.labels == "class" and y.ndim == 1 else jnp.asarray(y, dtype)
-    return grad_unchecked(params, X, Y, activation=activation, loss=loss, penalties=terms)
+    return X, Y, terms
 
 
 def grad_unchecked(params, X, Y, *, activation="sigmoid", loss="cross_entropy", penalties=()):

@@ -1,4 +1,12 @@
-"""The test process's memory: `rss()`, `release()` (used by conftest.py), and an opt-in report.
+"""The test process's memory: a budget for JAX's caches (`Budget`, used by conftest.py) and
+an opt-in report.
+
+Every program JAX compiles (~1.5 MiB each on CPU: an eager op is a program per shape, and
+the suite compiles thousands) stays in its caches for the whole session, ~4 GiB by the end.
+`Budget` drops the caches and hands the freed memory back to the OS: at the end of a module
+once the process holds more than `module_mib` (cheap: the next module compiles other
+programs anyway), and after any test once it holds more than `test_mib` (dearer: the rest of
+the module recompiles what it shares; only tests/test_gradients.py gets there).
 
 As a plugin, `python -m pytest -p tests._memory`, it prints after the run the modules and
 tests that raised the process's resident set (RSS after the test minus before it) or its peak
@@ -43,6 +51,24 @@ def release(where=""):
     gc.collect()
     _malloc_trim()
     releases.append((where, before, rss()))
+
+
+class Budget:
+    """The plugin: `release()` after a test when the process is over budget (see above)."""
+
+    def __init__(self, module_mib, test_mib):
+        self.module, self.test = module_mib * 2**20, test_mib * 2**20
+        self.floor = 0  # RSS after the last release: memory that was not a cache
+
+    @pytest.hookimpl(hookwrapper=True, trylast=True)
+    def pytest_runtest_teardown(self, item, nextitem):
+        yield  # after the fixtures' teardown: a module's fixtures are gone at its end
+        last_of_module = nextitem is None or nextitem.path != item.path
+        limit = self.module if last_of_module else self.test
+        # so that what survives a release (not a cache) cannot make every test release
+        if rss() > max(limit, self.floor + 256 * 2**20):
+            release(item.nodeid)
+            self.floor = rss()
 
 
 def _peak(who=resource.RUSAGE_SELF):

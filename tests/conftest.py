@@ -25,34 +25,21 @@ def x64():
 
 def pytest_configure(config):
     """Experiment runs in the tests compile into a throwaway cache, not the user's; XLA
-    compiles without LLVM's optimizations (see `_XLA_TEST_FLAGS`)."""
+    compiles without LLVM's optimizations; JAX's caches are kept to a memory budget."""
     os.environ.setdefault("JAXNETS_CACHE_DIR", tempfile.mkdtemp(prefix="jaxnets-test-cache-"))
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_backend_optimization_level" not in flags:  # a caller's own choice wins
         os.environ["XLA_FLAGS"] = f"{flags} {_XLA_TEST_FLAGS}".strip()
+    # A plugin, not an autouse fixture: it also runs after the doctests in nets/, train/, ...
+    # The suite's budget is shared by the pytest-xdist workers (pyproject.toml's addopts).
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    share = float(os.environ.get("JAXNETS_TEST_MEMORY_MIB", "1600")) / workers
+    config.pluginmanager.register(_memory.Budget(module_mib=0.7 * share, test_mib=0.9 * share),
+                                  "jaxnets-memory-budget")
 
 
-# Compiling is most of the suite's time (thousands of small programs, run once each), and
-# LLVM's optimizations are ~40% of it. Set before JAX starts its backend, and inherited by
-# the subprocesses the tests start. The tests' tolerances do not depend on it, and the XLA
-# CPU miscompilation of tests/test_losses_xla.py reproduces without optimizations too.
+# Compiling is most of the suite's time (thousands of small programs, each run a few times),
+# and LLVM's optimizations were ~40% of it. Set before JAX starts its backend; inherited by
+# the subprocesses the tests start. No tolerance depends on it, and the XLA CPU
+# miscompilation of tests/test_losses_xla.py reproduces without optimizations too.
 _XLA_TEST_FLAGS = "--xla_backend_optimization_level=0"
-
-# Every compiled program (~1.5 MiB each on CPU, thousands in the suite) stays in JAX's caches
-# for the whole session: ~4 GiB by the end. After a test leaves the process above the limit,
-# the caches are dropped and freed memory is handed back to the OS; later tests recompile
-# only what they use. The limit then rises to what stayed plus a margin (memory that was not
-# a cache), so the clearing cannot repeat after every test.
-_RSS_LIMIT = int(float(os.environ.get("JAXNETS_TEST_RSS_LIMIT_MIB", "1024")) * 2**20)
-_RSS_MARGIN = 384 * 2**20
-_limit = _RSS_LIMIT
-
-
-@pytest.fixture(autouse=True)
-def _bounded_memory(request):
-    """Drop JAX's compilation caches after a test when the process holds more than the limit."""
-    yield
-    global _limit
-    if _memory.rss() > _limit:
-        _memory.release(request.node.nodeid)
-        _limit = max(_RSS_LIMIT, _memory.rss() + _RSS_MARGIN)
