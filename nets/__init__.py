@@ -10,14 +10,20 @@ convolution, pooling, normalisation, dropout; serial, residual, concat) into a
 note, each a short module over the layers: :mod:`nets.cnn` (ESL's Net-1..5),
 :mod:`nets.resnet` (plain vs residual deep nets), :mod:`nets.densenet` (dense blocks, and a
 plain CNN of equal size), :mod:`nets.autoencoder` (linear and deep autoencoders, PCA);
-:mod:`nets.adversarial` (FGSM and PGD adversarial examples).
+:mod:`nets.adversarial` (FGSM and PGD adversarial examples). Sequence models over ONE
+sequence ``(T, d)``: :mod:`nets.rnn` (RNN and LSTM by ``lax.scan``), :mod:`nets.transformer`
+(causal multi-head attention, positional encoding, pre-LN blocks), :mod:`nets.mamba` (S6,
+the selective scan, as a parallel ``associative_scan``); :mod:`nets.backprop_sequence`
+(LSTM through time and attention, by hand).
 """
 
 from nets import (activations, adversarial, autoencoder, backprop, cnn, densenet, gradcheck,
                   layers, losses, metrics, mlp, model, objective, penalties, resnet)
+from nets import backprop_sequence, mamba, rnn, transformer
 from nets.layers import count_params
 from nets.model import Model
 
 __all__ = ["activations", "adversarial", "autoencoder", "backprop", "cnn", "densenet",
            "gradcheck", "layers", "losses", "metrics", "mlp", "model", "objective", "penalties",
-           "resnet", "count_params", "Model"]
+           "resnet", "backprop_sequence", "mamba", "rnn", "transformer", "count_params",
+           "Model"]
