@@ -503,6 +503,12 @@ def serial(*layers: Layer) -> Layer:
         return shape, tuple(params), tuple(states)
 
     def apply(params, state, x, *, train=False, key=None):
+        for name, tree in (("params", params), ("state", state)):
+            if not isinstance(tree, (tuple, list)) or len(tree) != len(layers):
+                got = f"{type(tree).__name__} of length {len(tree)}" if isinstance(
+                    tree, (tuple, list)) else type(tree).__name__
+                raise ValueError(f"serial: expected {name} with one entry per layer ({len(layers)}, "
+                                 f"as init returns them), got {got}")
         new_states = []
         for layer, p, s, k in zip(layers, params, state, _split(key, len(layers))):
             x, s = layer.apply(p, s, x, train=train, key=k)

@@ -217,7 +217,7 @@ def attention_maps(params, x, *, n_heads: int) -> list:
         y, P = attention(att, _layer_norm(ln1, h), n_heads=n_heads, causal=True)
         maps.append(P)
         h = h + y
-        h = h + mlp_block(1).apply(mlp, (), _layer_norm(ln2, h))[0]
+        h = h + mlp_block(1).apply(mlp, ((),) * len(mlp), _layer_norm(ln2, h))[0]  # stateless
     return maps
 
 

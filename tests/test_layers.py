@@ -397,3 +397,14 @@ def test_cnn_gradient_against_central_differences(key, rng):
         report = gradcheck.check(jax.jit(objective), params, X, y)
     assert report.worst < 1e-6, report.table()
     assert sum(r.checked for r in report.rows) == count_params(params) == 47
+
+
+def test_serial_refuses_params_or_state_of_another_length():
+    """An empty state used to make serial skip every layer silently (zip stops early)."""
+    layer = L.serial(L.Dense(3), L.Relu())
+    _, params, state = layer.init(jax.random.key(0), (2,))
+    with pytest.raises(ValueError, match=r"serial: expected state with one entry per layer \(2, "
+                       r"as init returns them\), got tuple of length 0"):
+        layer.apply(params, (), jnp.ones(2))
+    with pytest.raises(ValueError, match=r"expected params .* got dict"):
+        layer.apply({}, state, jnp.ones(2))

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nets import layers as L
 from nets import transformer
 from nets.model import Model
 from tests._random import random_params
@@ -109,10 +110,18 @@ def test_token_model_shapes_and_attention_maps(rng):
     @jax.jit
     def run(params, X):
         Z = jax.vmap(lambda x: net.layer.apply(params, state, x)[0])(X)
-        return Z, transformer.attention_maps(params, X[0], n_heads=H)  # the 2 blocks
+        # the second block's attention, from the first block's real output
+        h0 = params[0]["E"][X[0]] + transformer.sinusoidal_encoding(T, D)
+        h1 = transformer.block(H, 16).apply(params[2], state[2], h0)[0]
+        (ln, att), _ = params[3]
+        ln_h1 = L.LayerNorm().apply(ln, (), h1)[0]
+        P2 = transformer.attention(att, ln_h1, n_heads=H, causal=True)[1]
+        return Z, transformer.attention_maps(params, X[0], n_heads=H), P2  # the 2 blocks
 
-    Z, maps = run(params, X)
+    Z, maps, P2 = run(params, X)
     assert Z.shape == (3, 3) and len(maps) == 2
+    # the replay runs each block's MLP (an empty state once skipped it silently)
+    np.testing.assert_allclose(maps[1], P2, rtol=1e-5, atol=1e-7)
     for P in maps:
         P = np.asarray(P)
         assert P.shape == (H, T, T) and np.all(np.triu(P, 1) == 0.0)
