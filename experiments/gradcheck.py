@@ -38,13 +38,14 @@ settings) and 14 other models:
 
 Errors are per element, ``|a - b| / max(|a|, |b|, floor)`` (``nets.gradcheck.relative_error``;
 the floor keeps finite-difference round-off on entries near zero from reading as large):
-worst 4.8e-08 (autoencoder-deep, directions); of the MLP grid 2.1e-08 (tanh, squared error,
-3 hidden layers, all penalties). The earlier measure, divided by the leaf's largest entry,
-reported 1.1e-07 there and would have passed a dropped term on a small entry. Autodiff and
-the hand-derived backprop agree to ~1e-15 everywhere. Wall time 198 s (98 s of CPU time)
-with a cold compilation cache on the shared 2-core CPU while other jobs kept its load
-average at 7-10; the 110 cases of the previous revision took 171 s (70 s CPU) there at the
-same time, and 28 s on a quieter machine. Two runs with the same seed wrote byte-identical
+worst 4.8e-08 (autoencoder-deep, directions); of the MLP grid 2.7e-08 (sigmoid, squared
+error, 3 hidden layers, no penalty; 2.1e-08 when the grid ran op by op: compiled whole, its
+programs round differently in the last bits). The earlier measure, divided by the leaf's
+largest entry, reported 1.1e-07 there and would have passed a dropped term on a small
+entry. Autodiff and the hand-derived backprop agree to ~1e-14 everywhere. Wall time 115 s
+(MLP grid compiled whole, warm persistent cache for the other models) on the shared 2-core
+CPU while other jobs ran; 198 s (98 s of CPU time) op by op with a cold cache while
+other jobs kept its load average at 7-10. Two runs with the same seed wrote byte-identical
 metrics.json and gradcheck.json (float64 on CPU is deterministic).
 """
 
