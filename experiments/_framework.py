@@ -12,7 +12,9 @@ A run folder (default `runs/<name>/<UTC time>-seed<N>`) holds:
 - whatever `run` wrote (PNG figures, `history.csv`).
 
 The run writes into a staging folder `<folder>.partial-<pid>` beside the target, renamed
-to the target only on success; on any failure it is removed and the error re-raised.
+to the target only on success; on any failure it is removed and the error re-raised. A run
+holds `<folder>.lock` while it runs: a second run into the same folder is refused at its
+start. Staging folders of killed runs are removed by the next run into the same parent.
 """
 
 import contextlib
@@ -302,6 +304,81 @@ def _progress(enabled: bool):
         _progress_on = saved
 
 
+# --- one run per folder, no litter -----------------------------------------------------------
+
+def _claim(target: Path):
+    """Claims `target` for this run; returns the function that gives it back.
+
+    The claim is an exclusive `fcntl.flock` on `<target>.lock` beside the folder, which the OS
+    drops when the process dies, so a killed run never blocks the next one (without flock, on
+    Windows: the lock file's exclusive creation). A second run into the same folder is refused
+    here, at its start, instead of losing its work at its end. Staging folders
+    `*.partial-<pid>` (and their lock files) that killed runs left in the same parent are
+    removed: the process that wrote one must be gone from this machine (runs on other machines
+    sharing the folder are not told apart by pid: give them different parents).
+    """
+    import re
+
+    from train.checkpoint import process_alive
+
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        fcntl = None
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def take(lock: Path):
+        """An open descriptor holding `lock`, or None where another process holds it."""
+        while True:
+            flags = os.O_RDWR | os.O_CREAT | (0 if fcntl else os.O_EXCL)
+            try:
+                fd = os.open(lock, flags, 0o666)
+            except FileExistsError:
+                return None
+            if fcntl is None:
+                return fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            try:  # the holder before us may have removed the file after we opened it
+                if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
+    def give_back(lock: Path, fd: int) -> None:
+        if fcntl is not None:  # removed while held: a process that opened it meanwhile retries
+            lock.unlink(missing_ok=True)
+            os.close(fd)
+        else:
+            os.close(fd)
+            lock.unlink(missing_ok=True)
+
+    lock = target.with_name(f"{target.name}.lock")
+    fd = take(lock)
+    if fd is None:
+        hint = "" if fcntl else f" (if no run is writing there, delete {lock})"
+        raise UsageError(f"output folder {target} is being written by another run right now"
+                         f"{hint}; wait for it to finish or give another folder")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        give_back(lock, fd)  # a run that finished after our first look
+        raise UsageError(f"output folder {target} exists and is not an empty folder; "
+                         "give a new one (an earlier run is never overwritten)")
+    for stale in target.parent.iterdir():
+        m = re.fullmatch(r"(.+)\.partial-(\d+)", stale.name)
+        if m and stale.is_dir() and not process_alive(int(m.group(2))):
+            shutil.rmtree(stale, ignore_errors=True)
+            other = stale.with_name(f"{m.group(1)}.lock")
+            if other != lock and fcntl is not None and other.exists():
+                held = take(other)
+                if held is not None:
+                    give_back(other, held)
+    return lambda: give_back(lock, fd)
+
+
 def execute(name_or_module, config=None, *, out=None, smoke=False, overrides=None, seed=None,
             progress=True) -> tuple[dict, Path]:
     """Run an experiment into a new folder; returns (metrics as in metrics.json, the folder).
@@ -324,10 +401,11 @@ def execute(name_or_module, config=None, *, out=None, smoke=False, overrides=Non
     target = _target(name, config.seed, out, now)
     enable_compilation_cache()
 
+    release = _claim(target)  # one run per folder; staging folders of killed runs removed
     staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)  # left by a killed process with our pid
-    staging.mkdir(parents=True)
     try:
+        shutil.rmtree(staging, ignore_errors=True)  # left by a killed process with our pid
+        staging.mkdir(parents=True)
         write_json(staging / "config.json", dataclasses.asdict(config))
         start = time.perf_counter()
         with _progress(progress):
@@ -344,6 +422,8 @@ def execute(name_or_module, config=None, *, out=None, smoke=False, overrides=Non
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        release()
     return metrics, target
 
 

@@ -156,7 +156,11 @@ def test_overwrite_replaces_the_checkpoint(tmp_path):
     checkpoint.save(path, {"step": 1})
     checkpoint.save(path, {"step": 2})
     assert checkpoint.restore(path) == {"step": 2}
-    assert sorted(os.listdir(tmp_path)) == ["c"]
+    assert sorted(os.listdir(tmp_path)) == ["c", "c.prev"]  # the one replaced is kept
+    assert checkpoint.restore(checkpoint.previous_path(path)) == {"step": 1}
+    checkpoint.save(path, {"step": 3}, keep_previous=False)
+    assert checkpoint.restore(path) == {"step": 3}
+    assert checkpoint.restore(tmp_path / "c.prev") == {"step": 1}  # untouched
 
 
 @pytest.mark.parametrize("fail_at", ["fsync", "replace", "interrupt"])
@@ -195,7 +199,11 @@ def test_corrupt_file(tmp_path):
     path = tmp_path / "c"
     checkpoint.save(path, {"W": np.ones((10, 10))})
     path.write_bytes(path.read_bytes()[:-7])  # truncated
-    with pytest.raises(ValueError, match="not a readable msgpack checkpoint"):
+    with pytest.raises(ValueError, match=r"checkpoint .*/c' is corrupt: the header promises "
+                                         r"\d+ bytes of data, the file holds \d+ \(truncated"):
+        checkpoint.restore(path)
+    path.write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match=r"is not a checkpoint written by train.checkpoint"):
         checkpoint.restore(path)
 
 

@@ -1,15 +1,32 @@
-"""Checkpoints without pickle: msgpack via `flax.serialization`, written atomically.
+"""Checkpoints without pickle: msgpack via `flax.serialization`, checksummed, written atomically.
 
 A checkpoint is one file holding one pytree: arrays, Python scalars and strings, `None`,
 dicts, lists, tuples, NamedTuples (optax optimizer states among them) and `flax.struct`
-dataclasses. The bytes are flax's msgpack format, so a file never executes code when read.
+dataclasses. The payload is flax's msgpack format, so a file never executes code when read.
+
+**Integrity.** The file is a 54-byte header (the magic `JAXNETS-CKPT\\n`, a format version,
+the payload's length and its SHA-256) followed by the payload. `restore` checks all four
+before decoding anything, so a flipped byte, a truncated or an extended file is an error
+naming the file (`CheckpointCorruptError`), never a state with wrong numbers.
+
+**The previous checkpoint is kept.** `save` writes the new file beside the destination,
+fsyncs it, reads it back and verifies its checksum; only then does the current checkpoint
+(if it verifies) become `<path>.prev` and the new file replace `<path>` (`os.replace`). A
+kill at any point leaves `<path>` whole, old or new. When `<path>` is missing or corrupt,
+`restore` falls back to `<path>.prev` with a `RuntimeWarning` naming both files; when both
+are unreadable it raises an error naming both.
+
+**Litter.** A writer killed mid-write leaves a temporary file `.<name>.<pid>-<hex>.tmp`;
+`restore` never reads one, and the next `save` into the folder removes those whose process is
+no longer alive.
+
+**Older files.** Checkpoints written before the header existed (plain msgpack) are still
+read, with a `RuntimeWarning` that their contents cannot be verified; the next `save` writes
+the new format (a resumed run does so after its first checkpoint interval).
 
 Typed PRNG keys (`jax.random.key(...)`) cannot be serialised as such: `save` stores their raw
 bits (`jax.random.key_data`) together with the implementation name, and `restore` wraps them
 back with `jax.random.wrap_key_data`, so a run resumes with exactly the same random stream.
-
-`save` writes the whole file next to the destination first and renames it into place with
-`os.replace`, so an interrupted or failed write leaves the previous checkpoint intact.
 
 Example:
     >>> import os, tempfile
@@ -24,13 +41,21 @@ Example:
     (7, (2, 3), 'threefry2x32')
     >>> bool((jax.random.key_data(back["key"]) == jax.random.key_data(state["key"])).all())
     True
+    >>> checkpoint.save(path, {**state, "step": 8})  # the step-7 file becomes ckpt.msgpack.prev
+    >>> sorted(os.listdir(os.path.dirname(path)))
+    ['ckpt.msgpack', 'ckpt.msgpack.prev']
     >>> tmp.cleanup()
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
+import shutil
+import struct
+import warnings
 from typing import Any
 
 import jax
@@ -38,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-__all__ = ["save", "restore"]
+__all__ = ["CheckpointCorruptError", "conform", "previous_path", "read", "restore", "save"]
 
 # The marker that replaces a typed PRNG key array in the stored state dict:
 # {_KEY_MARKER: impl name (e.g. "threefry2x32"), _KEY_DATA: uint32 array of key bits}.
@@ -96,13 +121,163 @@ def _decode(tree: Any) -> Any:
     return tree
 
 
-def save(path: str | os.PathLike, state: Any) -> None:
-    """Writes a pytree to `path` atomically (msgpack, no pickle).
+# The file format: a fixed header, then the msgpack payload.
+_MAGIC = b"JAXNETS-CKPT\n"
+_VERSION = 1
+_HEADER = struct.Struct(f"<{len(_MAGIC)}sBQ32s")  # magic, version, payload bytes, SHA-256
+_MSGPACK_MAPS = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])  # how an older (headerless) file starts
+
+# A temporary file of `save`: .<name>.<pid>-<hex>.tmp (the new checkpoint) or
+# .<name>.prev.<pid>-<hex>.tmp (the previous one, on its way to <name>.prev).
+_TMP = r"^\.{name}(?:\.prev)?\.(\d+)-[0-9a-f]+\.tmp$"
+
+
+class CheckpointCorruptError(ValueError):
+    """A checkpoint file failed its integrity check (or is not a checkpoint at all)."""
+
+
+def previous_path(path: str | os.PathLike) -> str:
+    """Where `save` keeps the checkpoint before the latest one: `<path>.prev`."""
+    return os.fspath(path) + ".prev"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (True where that cannot be told: Windows,
+    another user's process, this process itself). Used to tell litter from live work."""
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, someone else's
+        return True
+    return True
+
+
+def _pack(payload: bytes) -> bytes:
+    return _HEADER.pack(_MAGIC, _VERSION, len(payload), hashlib.sha256(payload).digest()) + payload
+
+
+def _payload(path: str, data: bytes) -> bytes | None:
+    """The verified payload of a checkpoint file's bytes; None for an older headerless file.
+
+    Raises:
+        CheckpointCorruptError: a wrong header, version, length or checksum (names `path`).
+    """
+
+    def corrupt(what: str) -> CheckpointCorruptError:
+        return CheckpointCorruptError(f"checkpoint {path!r} is corrupt: {what}")
+
+    n = len(_MAGIC)
+    if data[:n] != _MAGIC:
+        same = sum(a == b for a, b in zip(data[:n], _MAGIC))
+        if same <= n // 2 and data[:1] and data[0] in _MSGPACK_MAPS:
+            return None  # written before checksums: plain msgpack of a state dict
+        if same > n // 2:
+            raise corrupt("its header is damaged")
+        raise CheckpointCorruptError(
+            f"{path!r} is not a checkpoint written by train.checkpoint (it does not start with "
+            f"the header {_MAGIC!r})")
+    if len(data) < _HEADER.size:
+        raise corrupt(f"truncated inside its header ({len(data)} bytes)")
+    _, version, length, digest = _HEADER.unpack_from(data)
+    if version != _VERSION:
+        raise corrupt(f"format version {version}, expected {_VERSION} (the file is damaged, or "
+                      "a newer version of this library wrote it)")
+    payload = data[_HEADER.size:]
+    if len(payload) != length:
+        raise corrupt(f"the header promises {length} bytes of data, the file holds "
+                      f"{len(payload)} (truncated or extended)")
+    if hashlib.sha256(payload).digest() != digest:
+        raise corrupt("SHA-256 checksum mismatch (a damaged byte)")
+    return payload
+
+
+def _read_one(path: str) -> Any:
+    """One file's state dict, verified (an older headerless file with a warning)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint at {path!r}") from None
+    payload = _payload(path, data)
+    if payload is None:
+        warnings.warn(
+            f"checkpoint {path!r} has no checksum (written by an older version of "
+            "train.checkpoint), so its contents cannot be verified; the next save writes it "
+            "with one", RuntimeWarning, stacklevel=4)
+        payload = data
+    try:
+        return _decode(serialization.msgpack_restore(payload))
+    except Exception as e:  # msgpack raises several unrelated types on corrupt input
+        raise CheckpointCorruptError(
+            f"{path!r} is not a readable msgpack checkpoint ({type(e).__name__}: {e})"
+        ) from e
+
+
+def _remove_stale_temporaries(directory: str, name: str) -> None:
+    """Removes the temporary files of `save`s into `directory`/`name` killed mid-write."""
+    pattern = re.compile(_TMP.format(name=re.escape(name)))
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.match(entry)
+        if m and not process_alive(int(m.group(1))):
+            try:
+                os.remove(os.path.join(directory, entry))
+            except OSError:
+                pass
+
+
+def _write_synced(path: str, data: bytes) -> None:
+    # O_EXCL: never clobber another writer's temporary file; mode 0o666 lets umask decide.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _keep_as_previous(path: str, staged: str) -> None:
+    """Makes the current checkpoint at `path` the previous one, `<path>.prev`, if it verifies.
+
+    `path` stays in place (a hard link, or a copy where links are not supported, is renamed
+    over `<path>.prev`), so a kill at any moment leaves `path` whole."""
+    try:
+        with open(path, "rb") as f:
+            _payload(path, f.read())
+    except FileNotFoundError:
+        return
+    except CheckpointCorruptError as e:
+        warnings.warn(f"{e}; it is replaced and not kept as {previous_path(path)!r}",
+                      RuntimeWarning, stacklevel=3)
+        return
+    prev = previous_path(path)
+    if os.path.exists(prev) and os.path.samefile(path, prev):
+        return  # already kept (a save killed after keeping it, before replacing `path`)
+    try:
+        os.link(path, staged)
+    except OSError:
+        shutil.copyfile(path, staged)
+        with open(staged, "rb+") as f:
+            os.fsync(f.fileno())
+    os.replace(staged, prev)
+
+
+def save(path: str | os.PathLike, state: Any, *, keep_previous: bool = True) -> None:
+    """Writes a pytree to `path` atomically (checksummed msgpack, no pickle).
 
     The state is serialised to bytes in memory first, written to a temporary file in the
-    destination's directory, flushed and `fsync`-ed, then renamed over `path` with
-    `os.replace`. Any failure removes the temporary file and leaves an existing checkpoint at
-    `path` untouched. Parent directories are created.
+    destination's directory, flushed, `fsync`-ed, read back and verified; then the current
+    checkpoint, if it verifies, becomes `<path>.prev` and the new file is renamed over `path`
+    with `os.replace`. Any failure removes the temporary files and leaves an existing
+    checkpoint at `path` untouched. Parent directories are created; temporary files of
+    writers killed earlier (their process gone) are removed.
 
     Args:
         path: destination file, e.g. `"runs/digits/ckpt.msgpack"`.
@@ -110,28 +285,38 @@ def save(path: str | os.PathLike, state: Any) -> None:
             scalars, strings and `None`, in dicts (string or int keys), lists, tuples, NamedTuples
             and `flax.struct` dataclasses. Arrays must be fully addressable from this process
             (on several hosts, gather first and save from process 0).
+        keep_previous: keep the checkpoint being replaced as `<path>.prev` (`restore` falls
+            back to it when `path` is corrupt).
 
     Raises:
         TypeError: a leaf of a type msgpack cannot store; the message names its path.
+        OSError: the file could not be written, or did not read back intact.
     """
     path = os.fspath(path)
-    data = serialization.msgpack_serialize(_encode(serialization.to_state_dict(state)))
+    data = _pack(serialization.msgpack_serialize(_encode(serialization.to_state_dict(state))))
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # O_EXCL: never clobber another writer's temporary file; mode 0o666 lets umask decide.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    name = os.path.basename(path)
+    _remove_stale_temporaries(directory, name)
+    token = f"{os.getpid()}-{secrets.token_hex(6)}"
+    tmp = os.path.join(directory, f".{name}.{token}.tmp")
+    staged_prev = os.path.join(directory, f".{name}.prev.{token}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_synced(tmp, data)
+        with open(tmp, "rb") as f:
+            written = f.read()
+        if written != data:
+            raise OSError(f"checkpoint {path!r}: the file written did not read back intact "
+                          f"({tmp!r}); the disk or file system is failing")
+        if keep_previous:
+            _keep_as_previous(path, staged_prev)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
+        for leftover in (tmp, staged_prev):
+            try:
+                os.remove(leftover)
+            except OSError:
+                pass
         raise
     _fsync_directory(directory)
 
@@ -150,8 +335,43 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
+def read(path: str | os.PathLike) -> tuple[Any, str]:
+    """The verified state dict of a checkpoint, and the file it came from.
+
+    Reads `path`; when it is missing or corrupt and `<path>.prev` verifies, warns
+    (`RuntimeWarning`, naming both files and what was wrong) and reads that one instead.
+
+    Returns:
+        `(state, source)`: the raw nested state dict (as `restore` without a template) and
+        `path` or `<path>.prev`.
+
+    Raises:
+        FileNotFoundError: neither file exists.
+        CheckpointCorruptError (a ValueError): `path` is corrupt and there is no readable
+            `<path>.prev`; the message names both files.
+    """
+    path = os.fspath(path)
+    try:
+        return _read_one(path), path
+    except (FileNotFoundError, CheckpointCorruptError) as e:
+        latest = e
+    prev = previous_path(path)
+    if not os.path.exists(prev):
+        raise latest
+    try:
+        state = _read_one(prev)
+    except CheckpointCorruptError as e:
+        raise CheckpointCorruptError(
+            f"no readable checkpoint: {latest}; and the previous checkpoint: {e}. Nothing can "
+            "be restored from them: start afresh (or from another copy)") from e
+    warnings.warn(
+        f"{latest}; restored the previous checkpoint {prev!r} instead (one checkpoint "
+        "interval older)", RuntimeWarning, stacklevel=2)
+    return state, prev
+
+
 def restore(path: str | os.PathLike, like: Any = None) -> Any:
-    """Reads a checkpoint written by `save`.
+    """Reads a checkpoint written by `save`, verified (falling back to `<path>.prev`, see `read`).
 
     Args:
         path: the checkpoint file.
@@ -168,25 +388,22 @@ def restore(path: str | os.PathLike, like: Any = None) -> Any:
         typed PRNG keys re-wrapped as JAX key arrays).
 
     Raises:
-        FileNotFoundError: no file at `path`.
-        ValueError: the file is not a msgpack checkpoint, or its structure, a leaf's shape or a
-            leaf's dtype differs from `like`; the message names the leaf's path.
+        FileNotFoundError: no file at `path` (nor at `<path>.prev`).
+        CheckpointCorruptError (a ValueError): the file failed its checksum, or is not a
+            checkpoint, and there is no readable `<path>.prev`; the message names the files.
+        ValueError: the structure, a leaf's shape or a leaf's dtype differs from `like`; the
+            message names the leaf's path.
     """
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint at {path!r}") from None
-    try:
-        raw = serialization.msgpack_restore(data)
-    except Exception as e:  # msgpack raises several unrelated types on corrupt input
-        raise ValueError(
-            f"{path!r} is not a readable msgpack checkpoint ({type(e).__name__}: {e})"
-        ) from e
-    state = _decode(raw)
-    if like is None:
-        return state
+    state, source = read(path)
+    return state if like is None else conform(state, like, source)
+
+
+def conform(state: Any, like: Any, source: str = "<state>") -> Any:
+    """A raw state dict (from `read`) in the structure and leaf types of the template `like`.
+
+    `source` names the file in error messages. See `restore` for the template's rules.
+    """
+    path = source
     _check_structure(serialization.to_state_dict(like), state, "", path)
     try:
         restored = serialization.from_state_dict(like, state)

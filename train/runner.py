@@ -529,8 +529,11 @@ def run(
       order: ``"random"`` or ``"sequential"`` (array data).
       progress: a tqdm bar: ``True``, ``False`` or ``None`` (on in terminals).
       checkpoint: a file to save the whole run to (carry, history, configuration) every
-        ``checkpoint_every`` epochs (default 1) and at the end, atomically.
+        ``checkpoint_every`` epochs (default 1) and at the end, atomically, with a SHA-256
+        checksum; the one it replaces is kept as ``<checkpoint>.prev``.
       resume: a checkpoint of a run with the same configuration; the run continues from it.
+        Verified first: a corrupt (or missing) file falls back to ``<resume>.prev`` with a
+        warning; neither readable is an error (:mod:`train.checkpoint`).
       epochs_per_call: epochs per compiled call (one ``lax.scan`` over epochs; array data).
       models: train this many models at once: every leaf of ``state`` has a leading axis of
         this length, ``key`` has shape ``(models,)``; ONE ``vmap``-ed program.
@@ -942,7 +945,7 @@ def _save(path, carry, history, settings) -> None:
 
 def _restore(path, carry, settings, names, models):
     """Reads a run's checkpoint into the structure of ``carry``; refuses a changed config."""
-    raw = _checkpoint.restore(path)
+    raw, path = _checkpoint.read(path)  # verified; <path>.prev (with a warning) if corrupt
     if not isinstance(raw, dict) or set(raw) != {"carry", "history", "config"}:
         raise ValueError(f"resume: {os.fspath(path)!r} is not a checkpoint written by "
                          "train.fit/train.run (expected entries carry, history, config)")
@@ -966,7 +969,7 @@ def _restore(path, carry, settings, names, models):
             f"run records {sorted(names)} (the metrics, aux values or evaluation changed); "
             "resume with the same functions")
     like = {"carry": carry, "history": raw["history"], "config": saved}
-    restored = _checkpoint.restore(path, like=like)
+    restored = _checkpoint.conform(raw, like, path)
     history = {}
     for name, values in restored["history"].items():
         values = np.asarray(values)
