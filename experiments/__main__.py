@@ -19,7 +19,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     run.add_argument("--smoke", action="store_true", help="a seconds-long run (the module's SMOKE)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config field (repeatable); tuples comma-separated, "
-                          "e.g. --set sizes=64,32")
+                          "e.g. --set hidden=64,32")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser, run
 

@@ -24,7 +24,6 @@ import datetime
 import importlib.metadata
 import json
 import math
-import numbers
 import os
 import platform
 import shlex
@@ -32,7 +31,6 @@ import shutil
 import sys
 import time
 import types
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -43,99 +41,16 @@ from tqdm.auto import tqdm
 
 import experiments
 from experiments import UsageError
+from experiments._config import convert, describe_fields, make_config, validate  # noqa: F401
 
 _PACKAGES = ("jax", "jaxlib", "optax", "flax", "chex", "numpy", "scikit-learn", "matplotlib")
-_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 _progress_on = True  # set by `execute(progress=...)` for the length of a run
 
 
 # --- configs --------------------------------------------------------------------------------
 
-def _type_name(hint) -> str:
-    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-
-
-def convert(value: Any, hint) -> Any:
-    """`value` (a command-line string, or a Python value) as type `hint`; ValueError if not one.
-
-    Supports int, float, bool (true/false/yes/no/1/0), str, `tuple[T, ...]` of those
-    (comma-separated), `Literal[...]` and `T | None` (`none`).
-
-    >>> convert("8,16", tuple[int, ...]), convert("yes", bool), convert(3, float)
-    ((8, 16), True, 3.0)
-    """
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType) and type(None) in args:
-        if value is None or (isinstance(value, str) and value.lower() == "none"):
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return convert(value, inner)
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",")] if value.strip() else []
-        if isinstance(value, (list, tuple)):
-            return tuple(convert(v, args[0]) for v in value)
-    elif origin is typing.Literal:
-        for a in args:
-            if value == a or (isinstance(value, str) and value == str(a)):
-                return a
-    elif hint is bool:
-        if isinstance(value, (bool, np.bool_)):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _BOOLS:
-            return _BOOLS[value.strip().lower()]
-    elif hint is int:
-        if isinstance(value, str):
-            return int(value)
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            return int(value)
-    elif hint is float:
-        if isinstance(value, str):
-            return float(value)
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    else:
-        raise ValueError(f"fields of type {_type_name(hint)} cannot be set")
-    raise ValueError(f"cannot be read as {_type_name(hint)}")
-
-
-def describe_fields(cls) -> str:
-    """One line `name: type = default` per field of config class `cls`."""
-    hints = typing.get_type_hints(cls)
-    return "\n".join(f"  {f.name}: {_type_name(hints[f.name])} = {_default(f)!r}"
-                      for f in dataclasses.fields(cls))
-
-
-def _default(field: dataclasses.Field):
-    return field.default_factory() if field.default is dataclasses.MISSING else field.default
-
-
-def make_config(module, config=None, *, smoke=False, overrides=None, seed=None):
-    """`config` (default `module.Config()`) with `module.SMOKE` (if `smoke`), then `overrides`
-    (strings parsed by the field's type), then `seed`; UsageError on a bad key or value."""
-    cls = module.Config
-    if config is None:
-        config = cls()
-    elif type(config) is not cls:
-        raise TypeError(f"config is a {type(config).__name__}, expected {module.__name__}.Config")
-    changes = {**(module.SMOKE if smoke else {}), **(overrides or {})}
-    if seed is not None:
-        changes["seed"] = seed
-    hints = typing.get_type_hints(cls)
-    for key, value in changes.items():
-        if key not in {f.name for f in dataclasses.fields(cls)}:
-            raise UsageError(f"unknown config key {key!r}; valid keys (type = default):\n"
-                             f"{describe_fields(cls)}")
-        try:
-            changes[key] = convert(value, hints[key])
-        except (ValueError, TypeError) as e:
-            raise UsageError(f"bad value for {key} (type {_type_name(hints[key])}): "
-                             f"{value!r} ({e})") from None
-    return dataclasses.replace(config, **changes)
-
+# `--set` parsing, each field's constraints and `make_config` live in `experiments._config`
+# (imported above: it needs no JAX).
 
 def _resolve(name_or_module) -> tuple[types.ModuleType, str]:
     if isinstance(name_or_module, str):
@@ -280,9 +195,29 @@ def environment(started: datetime.datetime, wall_time_s: float) -> dict:
     }
 
 
+def _writable_out(out) -> Path:
+    """`out` as a path that a new run folder can take, checked before anything is written:
+    UsageError if it is the current folder or above it (`.`, `..`, `/`), or if its nearest
+    existing ancestor is not a folder or not writable."""
+    path = Path(out).expanduser()
+    absolute = Path(os.path.abspath(path))  # `.`, `..` resolved; symbolic links kept
+    if absolute == Path(absolute.anchor) or Path.cwd().is_relative_to(absolute):
+        raise UsageError(f"output folder {str(out)!r} is the current folder or one above it; "
+                         "give a new folder's path (the run folder is created there)")
+    parent = absolute.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"output folder {str(out)!r} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"output folder {str(out)!r} cannot be created: {parent} is not "
+                         "writable by this user")
+    return path
+
+
 def _target(name: str, seed: int, out, now: datetime.datetime) -> Path:
     if out is not None:
-        out = Path(out)
+        out = _writable_out(out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise UsageError(f"output folder {out} exists and is not an empty folder; "
                              "give a new one (an earlier run is never overwritten)")
@@ -392,8 +327,9 @@ def execute(name_or_module, config=None, *, out=None, smoke=False, overrides=Non
       seed: replaces `config.seed`.
       progress: False turns `progress` bars off for this run.
 
-    Raises UsageError, before anything runs, on an unknown name, key or value, or a non-empty
-    `out`. Anything the run raises propagates, and no run folder is left.
+    Raises UsageError, before anything runs or is written, on an unknown name, key or value
+    (every field is checked: `experiments._config`), or an `out` that is not empty, is the
+    current folder or above it, or cannot be created. Anything the run raises propagates, and no run folder is left.
     """
     module, name = _resolve(name_or_module)
     config = make_config(module, config, smoke=smoke, overrides=overrides, seed=seed)

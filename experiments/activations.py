@@ -57,6 +57,8 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 import train
+from experiments._config import (
+    Count, Fraction, Names, NonNegative, Positive, Replicates, Samples, Widths)
 from experiments._framework import progress, write_csv
 from experiments._plot import plt, savefig
 from nets import activations as _activations
@@ -66,18 +68,20 @@ from train import data as _data
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    hidden: tuple[int, ...] = (32,)  # hidden-layer widths (64 inputs and 10 outputs around them)
-    activations: tuple[str, ...] = ("sigmoid", "tanh", "relu", "elu", "softplus")  # g compared
-    saturating: tuple[str, ...] = ("sigmoid", "tanh")  # g also trained on raw pixels; saturation
-    init_scale: float = 0.7  # ESL's start: weights and biases uniform on [-init_scale, init_scale]
-    learning_rate: float = 0.1  # SGD step alpha, the same for every run
-    l2: float = 1e-4  # the note's quadratic penalty lambda (W <- W - alpha (dW + lambda W))
-    batch_size: int = 32  # examples per SGD step
-    epochs: int = 100  # epochs per run, the same for every run
+    hidden: Widths = (32,)  # hidden-layer widths (64 inputs and 10 outputs around them)
+    activations: Names(_activations.ACTIVATIONS) = ("sigmoid", "tanh", "relu", "elu", "softplus")  # g compared
+    # g also trained on raw pixels (a subset of activations, may be empty); saturation
+    saturating: Names(_activations.ACTIVATIONS, empty=True) = ("sigmoid", "tanh")
+    # ESL's start: weights and biases uniform on [-init_scale, init_scale]
+    init_scale: Positive = 0.7
+    learning_rate: Positive = 0.1  # SGD step alpha, the same for every run
+    l2: NonNegative = 1e-4  # the note's quadratic penalty lambda (W <- W - alpha (dW + lambda W))
+    batch_size: Samples = 32  # examples per SGD step
+    epochs: Count = 100  # epochs per run, the same for every run
     # Replicates: replicate i takes its initial weights and data order from seed + i (all
     # trained together by one train.sweep per activation); the split is always seed's.
-    seeds: int = 5
-    flat_fraction: float = 0.1  # flat part of g: g'(z) < flat_fraction * g'(0)
+    seeds: Replicates = 5
+    flat_fraction: Fraction = 0.1  # flat part of g: g'(z) < flat_fraction * g'(0)
     seed: int = 0  # split, initial weights and data order all derive from jax.random.key(seed)
 
 
@@ -324,10 +328,15 @@ def _plot_preactivations(z: dict, z_trained: dict, shares: dict, thresholds: dic
     savefig(fig, path)
 
 
-def run(config: Config, outdir) -> dict:
+def check(config: Config) -> None:
+    """The checks across fields (make_config's hook; each field's own are in its type)."""
     if not set(config.saturating) <= set(config.activations):
         raise ValueError(f"saturating: expected a subset of activations {config.activations}, "
                          f"got {config.saturating}")
+
+
+def run(config: Config, outdir) -> dict:
+    check(config)
     if config.seeds < 1:
         raise ValueError(f"seeds: expected at least 1, got {config.seeds}")
     thresholds = {name: _flat_threshold(_activations.get(name), config.flat_fraction)

@@ -103,6 +103,9 @@ import numpy as np
 import optax
 
 import train
+from experiments._config import (
+    Annotated, Count, Distinct, NonEmpty, NonNegative, Positive, Probability, Range, Replicates,
+    Samples, Widths)
 from experiments._framework import progress_enabled, write_csv, write_json
 from experiments._plot import plt, savefig, tile
 from nets import adversarial, cnn, count_params, losses, metrics, mlp
@@ -113,30 +116,33 @@ NETS = ("mlp", "cnn")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    nets: tuple[Literal["mlp", "cnn"], ...] = NETS  # the classifiers attacked
+    # the classifiers attacked
+    nets: Annotated[tuple[Literal["mlp", "cnn"], ...], NonEmpty(), Distinct()] = NETS
     # Attacks (test set), eps in grey levels 0..16
-    eps_grey: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # radii
-    pgd_steps: int = 20  # PGD steps of 2.5 eps / pgd_steps each, from a random start
-    check_steps: int = 100  # the stronger check PGD at eps_train_grey: steps ...
-    check_restarts: int = 5  # ... and random starts (correct only if no start fools the net)
+    eps_grey: Annotated[tuple[float, ...], NonEmpty(), Range(0, GREY)] = (  # radii
+        0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+    pgd_steps: Count = 20  # PGD steps of 2.5 eps / pgd_steps each, from a random start
+    check_steps: Count = 100  # the stronger check PGD at eps_train_grey: steps ...
+    check_restarts: Replicates = 5  # ... and random starts (correct only if no start fools the net)
     # Adversarial training (Madry et al.): PGD examples in every training step
     adversarial_training: bool = True  # also train each net on PGD examples
-    eps_train_grey: float = 2.0  # its radius, grey levels (also the examples' radius)
-    train_pgd_steps: int = 7  # its PGD steps (2.5 eps / steps each, random start)
+    # its radius, grey levels (also the examples' radius)
+    eps_train_grey: Annotated[float, Range(0, GREY, lo_open=True)] = 2.0
+    train_pgd_steps: Count = 7  # its PGD steps (2.5 eps / steps each, random start)
     # The digits MLP (experiments/digits.py's first phase)
-    mlp_hidden: tuple[int, ...] = (256,)  # hidden widths (ReLU, He init)
-    mlp_learning_rate: float = 0.1  # SGD step alpha
-    mlp_momentum: float = 0.9  # heavy-ball momentum
-    mlp_l2: float = 3e-4  # quadratic penalty lambda (weights only)
-    mlp_batch_size: int = 16  # examples per step
-    mlp_epochs: int = 300  # most epochs
-    mlp_patience: int = 20  # epochs without a lower validation loss before stopping
+    mlp_hidden: Widths = (256,)  # hidden widths (ReLU, He init)
+    mlp_learning_rate: Positive = 0.1  # SGD step alpha
+    mlp_momentum: Probability = 0.9  # heavy-ball momentum
+    mlp_l2: NonNegative = 3e-4  # quadratic penalty lambda (weights only)
+    mlp_batch_size: Samples = 16  # examples per step
+    mlp_epochs: Count = 300  # most epochs
+    mlp_patience: Count = 20  # epochs without a lower validation loss before stopping
     # The small CNN (experiments/cnn.py's modern CNN)
-    cnn_features: tuple[int, ...] = (16, 32)  # channels of the conv 3x3 - ReLU - max pool blocks
-    cnn_learning_rate: float = 3e-3  # Adam step
-    cnn_batch_size: int = 32  # examples per step
-    cnn_epochs: int = 100  # most epochs
-    cnn_patience: int = 10  # epochs without a lower validation loss before stopping
+    cnn_features: Widths = (16, 32)  # channels of the conv 3x3 - ReLU - max pool blocks
+    cnn_learning_rate: Positive = 3e-3  # Adam step
+    cnn_batch_size: Samples = 32  # examples per step
+    cnn_epochs: Count = 100  # most epochs
+    cnn_patience: Count = 10  # epochs without a lower validation loss before stopping
     seed: int = 0  # split, initial weights, data order and attack starts from jax.random.key(seed)
 
 
@@ -145,7 +151,7 @@ SMOKE = {"nets": ("mlp",), "eps_grey": (0.0, 2.0), "pgd_steps": 1, "check_steps"
          "mlp_patience": 1}
 
 
-def _check(config: Config) -> None:
+def check(config: Config) -> None:
     if not config.nets or len(set(config.nets)) != len(config.nets) or any(
             n not in NETS for n in config.nets):
         raise ValueError(f"nets: expected distinct names among {NETS}, got {config.nets}")
@@ -258,7 +264,7 @@ def _history_rows(name, h) -> list[dict]:
 
 
 def run(config: Config, outdir) -> dict:
-    _check(config)
+    check(config)
     k_split, k_init, k_order, k_adv_order, k_attack = jax.random.split(
         jax.random.key(config.seed), 5)
     split = train.data.load_digits(key=k_split)  # grey / 16 in [0, 1]

@@ -53,27 +53,30 @@ import optax
 import scipy.linalg
 
 import train
+from experiments._config import Annotated, Count, NonEmpty, OneOf, Positive, Range, Samples, Widths
 from experiments._framework import progress, progress_enabled, write_csv
 from experiments._plot import plt, savefig, tile
+from nets import activations as _activations
 from nets import autoencoder as _ae
 from train import data as _data
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    code_sizes: tuple[int, ...] = (2, 5, 10)  # k: PCA components = code units of both AEs
+    # k: PCA components = code units of both AEs
+    code_sizes: Annotated[tuple[int, ...], NonEmpty(), Range(1, 64)] = (2, 5, 10)
     # Linear AE: full-batch Adam, step cosine-decayed from linear_learning_rate to 1e-3 of it.
-    linear_learning_rate: float = 0.03
-    linear_epochs: int = 3000  # full-batch steps
-    epochs_per_call: int = 500  # epochs in one compiled call (full-batch steps are tiny)
-    hidden: tuple[int, ...] = (128, 64)  # deep AE: widths from the input to the code (mirrored)
-    activation: str = "elu"  # deep AE hidden g
-    deep_learning_rate: float = 1e-3  # deep AE: Adam step
-    deep_batch_size: int = 32  # deep AE: examples per step
-    deep_epochs: int = 200  # deep AE: most epochs
-    patience: int = 20  # deep AE: stop after this many epochs without a lower validation error
-    max_angle: float = 0.01  # claim: largest principal angle (rad) of the linear AE below this
-    max_gap: float = 0.005  # claim: linear AE training error within this fraction of PCA's
+    linear_learning_rate: Positive = 0.03
+    linear_epochs: Count = 3000  # full-batch steps
+    epochs_per_call: Count = 500  # epochs in one compiled call (full-batch steps are tiny)
+    hidden: Widths = (128, 64)  # deep AE: widths from the input to the code (mirrored)
+    activation: Annotated[str, OneOf(_activations.ACTIVATIONS)] = "elu"  # deep AE hidden g
+    deep_learning_rate: Positive = 1e-3  # deep AE: Adam step
+    deep_batch_size: Samples = 32  # deep AE: examples per step
+    deep_epochs: Count = 200  # deep AE: most epochs
+    patience: Count = 20  # deep AE: stop after this many epochs without a lower validation error
+    max_angle: Positive = 0.01  # claim: largest principal angle (rad) of the linear AE below this
+    max_gap: Positive = 0.005  # claim: linear AE training error within this fraction of PCA's
     seed: int = 0  # split, initial weights and data order derive from jax.random.key(seed)
 
 

@@ -84,6 +84,9 @@ import numpy as np
 import optax
 
 import train
+from experiments._config import (
+    Annotated, Count, Distinct, NonEmpty, NonNegative, OneOf, Positive, Probability, Range,
+    Replicates, Samples, Widths)
 from experiments._framework import progress_enabled, write_csv, write_json
 from matplotlib.ticker import MaxNLocator
 
@@ -97,30 +100,33 @@ ESL_ORDER = ("net1", "net2", "net3", "net4", "net5")  # ESL's accuracy order, lo
 @dataclasses.dataclass(frozen=True)
 class Config:
     # Part 1: ESL Table 11.1 on 8x8 digits
-    nets: tuple[str, ...] = ESL_ORDER  # ESL nets trained (nets.cnn.net1 .. net5)
-    n_train: int = 320  # training images (ESL's number), stratified; the rest is the test set
+    # ESL nets trained (nets.cnn.net1 .. net5)
+    nets: Annotated[tuple[str, ...], NonEmpty(), Distinct(), OneOf(ESL_ORDER)] = ESL_ORDER
+    # training images (ESL's number), stratified; the rest is the test set
+    n_train: Annotated[int, Range(10, N_DIGITS - 1)] = 320
     activation: Literal["sigmoid", "tanh", "relu", "elu", "softplus"] = "tanh"  # hidden g
-    first_stride: int | None = None  # None: ESL's 8x8 first hidden layer; 2 halves the layers
-    learning_rate: float = 0.01  # Adam step for every ESL net
-    batch_size: int = 32  # examples per step (10 steps an epoch on 320 images)
-    epochs: int = 200  # epochs for every ESL net (no validation set, no early stopping)
+    # None: ESL's 8x8 first hidden layer; 2 halves the layers
+    first_stride: Annotated[int, Range(1, 8)] | None = None
+    learning_rate: Positive = 0.01  # Adam step for every ESL net
+    batch_size: Samples = 32  # examples per step (10 steps an epoch on 320 images)
+    epochs: Count = 200  # epochs for every ESL net (no validation set, no early stopping)
     # Replicates: replicate i takes its initial weights and data order from seed + i (every
     # net's replicates train together in one train.sweep); the split is always seed's.
-    seeds: int = 5
+    seeds: Replicates = 5
     # Part 2: a modern CNN against the digits MLP on the full split (1079 / 359 / 359)
     compare: bool = True  # run part 2
-    cnn_features: tuple[int, ...] = (16, 32)  # channels of the conv-relu-pool blocks
-    cnn_learning_rate: float = 3e-3  # Adam step for the CNN
-    cnn_batch_size: int = 32  # CNN examples per step
-    cnn_epochs: int = 100  # most CNN epochs
-    cnn_patience: int = 10  # CNN: stop after this many epochs without a lower validation loss
-    mlp_hidden: tuple[int, ...] = (256,)  # the digits MLP's hidden widths
-    mlp_learning_rate: float = 0.1  # the digits MLP's SGD step alpha
-    mlp_momentum: float = 0.9  # its heavy-ball momentum
-    mlp_l2: float = 3e-4  # its quadratic penalty lambda (weights only)
-    mlp_batch_size: int = 16  # its examples per step
-    mlp_epochs: int = 300  # its most epochs
-    mlp_patience: int = 20  # its patience (epochs without a lower validation loss)
+    cnn_features: Widths = (16, 32)  # channels of the conv-relu-pool blocks
+    cnn_learning_rate: Positive = 3e-3  # Adam step for the CNN
+    cnn_batch_size: Samples = 32  # CNN examples per step
+    cnn_epochs: Count = 100  # most CNN epochs
+    cnn_patience: Count = 10  # CNN: stop after this many epochs without a lower validation loss
+    mlp_hidden: Widths = (256,)  # the digits MLP's hidden widths
+    mlp_learning_rate: Positive = 0.1  # the digits MLP's SGD step alpha
+    mlp_momentum: Probability = 0.9  # its heavy-ball momentum
+    mlp_l2: NonNegative = 3e-4  # its quadratic penalty lambda (weights only)
+    mlp_batch_size: Samples = 16  # its examples per step
+    mlp_epochs: Count = 300  # its most epochs
+    mlp_patience: Count = 20  # its patience (epochs without a lower validation loss)
     seed: int = 0  # split, initial weights and data order all derive from jax.random.key(seed)
 
 
@@ -156,7 +162,7 @@ def _images(X):
     return np.asarray(X).reshape(-1, 8, 8, 1)
 
 
-def _check(config: Config) -> None:
+def check(config: Config) -> None:
     unknown = [n for n in config.nets if n not in ESL_ORDER]
     if unknown or not config.nets or len(set(config.nets)) != len(config.nets):
         raise ValueError(f"nets: expected distinct names among {ESL_ORDER}, got {config.nets}")
@@ -187,7 +193,7 @@ def _order(acc: dict) -> dict:
 
 
 def run(config: Config, outdir) -> dict:
-    _check(config)
+    check(config)
     seeds = [config.seed + i for i in range(config.seeds)]
     keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s), 3))(jnp.asarray(seeds))
     key_split = jax.random.split(jax.random.key(config.seed), 3)[0]  # seed's split, always

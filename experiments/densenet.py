@@ -64,6 +64,8 @@ import optax
 from matplotlib.ticker import MaxNLocator
 
 import train
+from experiments._config import (
+    Annotated, Count, NonEmpty, Positive, Range, Replicates, Samples, Width)
 from experiments._framework import progress_enabled, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import cnn, densenet, metrics, objective
@@ -74,19 +76,22 @@ LABELS = {"densenet": "DenseNet", "plain": "plain CNN"}
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    growth: int = 8  # k: maps each dense layer adds
-    blocks: tuple[int, ...] = (4, 4)  # layers per dense block (a transition between blocks)
-    stem: int | None = None  # maps of the first 3x3 convolution; None: 2 * growth
-    compression: float = 0.5  # theta: a transition keeps floor(theta m) of its m maps
+    growth: Width = 8  # k: maps each dense layer adds
+    # layers per dense block (a transition between blocks)
+    blocks: Annotated[tuple[int, ...], NonEmpty(), Range(1, 100)] = (4, 4)
+    stem: Width | None = None  # maps of the first 3x3 convolution; None: 2 * growth
+    # theta: a transition keeps floor(theta m) of its m maps
+    compression: Annotated[float, Range(0, 1, lo_open=True)] = 0.5
     batch_norm: bool = True  # BN in every composite H_l, transition and head (both nets)
-    n_train: int | None = None  # training images used (the first of the split); None: all 1079
-    learning_rate: float = 3e-3  # Adam step, both nets
-    batch_size: int = 32  # examples per step
-    epochs: int = 40  # most epochs
-    patience: int = 8  # stop after this many epochs without a lower validation loss
+    # training images used (the first of the split); None: all 1079
+    n_train: Annotated[int, Range(10, 1079)] | None = None
+    learning_rate: Positive = 3e-3  # Adam step, both nets
+    batch_size: Samples = 32  # examples per step
+    epochs: Count = 40  # most epochs
+    patience: Count = 8  # stop after this many epochs without a lower validation loss
     # Replicate i: initial weights and data order from jax.random.key(seed + i), the same
     # for both nets; the split is always seed's.
-    seeds: int = 5
+    seeds: Replicates = 5
     seed: int = 0  # the split and the first replicate
 
 
@@ -105,7 +110,7 @@ def _images(pair):
     return np.asarray(X).reshape(-1, 8, 8, 1), np.asarray(y)
 
 
-def _check(config: Config) -> None:
+def check(config: Config) -> None:
     if config.seeds < 1:
         raise ValueError(f"seeds: expected at least 1, got {config.seeds}")
     if config.n_train is not None and not 10 <= config.n_train <= 1079:
@@ -125,7 +130,7 @@ def build(config: Config) -> dict:
 
 
 def run(config: Config, outdir) -> dict:
-    _check(config)
+    check(config)
     models, width = build(config)  # bad architecture arguments raise here, before compiling
     seeds = [config.seed + i for i in range(config.seeds)]
     split = train.data.load_digits(key=jax.random.split(jax.random.key(config.seed), 3)[0])

@@ -87,6 +87,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import train
+from experiments._config import (
+    Count, Fraction, NonNegative, Positive, Probability, Replicates, Samples, Widths)
 from experiments._framework import progress_enabled, write_csv, write_json
 from experiments._plot import image_grid, plt, savefig
 from nets import metrics, mlp, objective
@@ -96,21 +98,21 @@ Activation = Literal["sigmoid", "tanh", "relu", "elu", "softplus"]
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    hidden: tuple[int, ...] = (256,)  # widths of the hidden layers (the input is 64, output 10)
+    hidden: Widths = (256,)  # widths of the hidden layers (the input is 64, output 10)
     activation: Activation = "relu"  # hidden nonlinearity g
     init: Literal["esl", "glorot", "he"] = "he"  # weight initialisation (nets.mlp.init scheme)
-    learning_rate: float = 0.1  # SGD step size alpha
-    momentum: float = 0.9  # heavy-ball momentum (0 for the note's plain SGD step)
-    l2: float = 3e-4  # lambda of the quadratic penalty (lambda/2) sum ||W||^2 (weights only)
-    batch_size: int = 16  # examples per SGD step
-    epochs: int = 300  # most epochs to run
-    patience: int = 20  # stop after this many epochs without a lower validation loss
-    min_delta: float = 0.0  # a lower validation loss counts only when lower by more than this
+    learning_rate: Positive = 0.1  # SGD step size alpha
+    momentum: Probability = 0.9  # heavy-ball momentum (0 for the note's plain SGD step)
+    l2: NonNegative = 3e-4  # lambda of the quadratic penalty (lambda/2) sum ||W||^2 (weights only)
+    batch_size: Samples = 16  # examples per SGD step
+    epochs: Count = 300  # most epochs to run
+    patience: Count = 20  # stop after this many epochs without a lower validation loss
+    min_delta: NonNegative = 0.0  # a lower validation loss counts only when lower by more than this
     inputs: Literal["unit", "standardize"] = "unit"  # grey levels/16 in [0, 1], or pixel z-scores
-    val_fraction: float = 0.2  # share of the 1797 images in the validation set
-    test_fraction: float = 0.2  # share of the 1797 images in the test set
+    val_fraction: Fraction = 0.2  # share of the 1797 images in the validation set
+    test_fraction: Fraction = 0.2  # share of the 1797 images in the test set
     refit: bool = True  # retrain on training + validation for the early-stopped epoch count
-    ensemble: int = 5  # MLPs retrained together (one vmapped sweep); probabilities averaged
+    ensemble: Replicates = 5  # MLPs retrained together (one vmapped sweep); probabilities averaged
     seed: int = 0  # PRNG seed: data split, initial weights, minibatch order
 
 
@@ -126,6 +128,21 @@ def _apply_fn(config: Config):
 
 def _batch_logits(apply, params, X):
     return jax.vmap(apply, in_axes=(None, 0))(params, X)  # (n, 10)
+
+
+def check(config: Config) -> None:
+    """The checks across fields (make_config's hook; each field's own are in its type): at
+    least 10 of the 1797 images in each set, and a whole batch in the training set."""
+    n_val, n_test = (int(1797 * f + 0.5) for f in (config.val_fraction, config.test_fraction))
+    for name, n in (("val_fraction", n_val), ("test_fraction", n_test)):
+        if n < 10:
+            raise ValueError(f"{name}: expected at least 10 of the 1797 images (>= 0.0056), "
+                             f"got {getattr(config, name)} ({n} images)")
+    n_train = 1797 - n_val - n_test
+    if n_train < max(10, config.batch_size):
+        raise ValueError(f"val_fraction + test_fraction: expected a training set of at least "
+                         f"max(10, batch_size={config.batch_size}) of the 1797 images, got "
+                         f"{config.val_fraction} + {config.test_fraction} ({n_train} images)")
 
 
 def run(config: Config, outdir) -> dict:

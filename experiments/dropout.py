@@ -93,6 +93,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import train
+from experiments._config import (
+    Annotated, Count, Positive, Probability, Range, Rates, Replicates, Samples, Widths)
 from experiments._framework import progress_enabled, write_csv
 from experiments._plot import plt, savefig
 from nets import _checks, count_params, losses, objective
@@ -103,19 +105,20 @@ from nets.model import Model
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    n_train: int = 250  # training images (the first of the shuffled digits training split)
-    hidden: tuple[int, ...] = (512, 512)  # widths of the hidden layers (a Dropout after each)
+    # training images (the first of the shuffled digits training split)
+    n_train: Annotated[int, Range(1, 1079)] = 250
+    hidden: Widths = (512, 512)  # widths of the hidden layers (a Dropout after each)
     activation: Literal["sigmoid", "tanh", "relu", "elu", "softplus"] = "relu"  # hidden g
     init: Literal["glorot", "he", "lecun"] = "he"  # Dense weight initialisation
     inputs: Literal["unit", "standardize"] = "unit"  # grey levels / 16, or per-pixel z-scores
-    hidden_rates: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7)  # increasing, with 0
-    input_rates: tuple[float, ...] = (0.0, 0.2)  # drop rates of the 64 pixels; with 0
-    seeds: int = 3  # initialisations (and minibatch orders, dropout keys) per pair of rates
-    learning_rate: float = 0.02  # SGD step size alpha
-    momentum: float = 0.9  # heavy-ball momentum
-    batch_size: int = 25  # examples per step
-    epochs: int = 200  # epochs of every model (no early stopping)
-    eval_every: int = 10  # epochs between evaluations on the training and test sets
+    hidden_rates: Rates = (0.0, 0.1, 0.3, 0.5, 0.7)  # increasing, with 0
+    input_rates: Rates = (0.0, 0.2)  # drop rates of the 64 pixels; with 0
+    seeds: Replicates = 3  # initialisations (and minibatch orders, dropout keys) per pair of rates
+    learning_rate: Positive = 0.02  # SGD step size alpha
+    momentum: Probability = 0.9  # heavy-ball momentum
+    batch_size: Samples = 25  # examples per step
+    epochs: Count = 200  # epochs of every model (no early stopping)
+    eval_every: Count = 10  # epochs between evaluations on the training and test sets
     seed: int = 0  # PRNG seed: data split, initial weights, minibatch order, dropout masks
 
 
@@ -145,6 +148,9 @@ def check_config(config: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
     _checks.check_int(config.n_train, "n_train", 1)
     _checks.check_int(config.eval_every, "eval_every", 1)
     return _rates(config.input_rates, "input_rates"), _rates(config.hidden_rates, "hidden_rates")
+
+
+check = check_config  # make_config's hook: checked before anything runs
 
 
 def keys(config: Config) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -88,6 +88,9 @@ import matplotlib.ticker
 import numpy as np
 
 import train
+from experiments._config import (
+    Annotated, Count, Distinct, MAX_WIDTH, NonEmpty, NonNegatives, Positive, Probability, Range,
+    Replicates, Samples, Width)
 from experiments._framework import progress, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import mlp, objective, penalties
@@ -107,20 +110,21 @@ CLAIMS_NEED = {"starts": 10, "n_test": 10_000, "epochs": 20_000}
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    n_train: int = 100  # training examples, one training set per target (ESL: 100)
-    n_test: int = 10_000  # test examples per target (ESL: 10,000)
-    snr: float = 4.0  # signal-to-noise ratio Var f(X) / Var eps (ESL: 4)
-    hidden_units: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # 0: linear model
-    decays: tuple[float, ...] = (0.0, 0.0005, 0.1)  # ESL lambda (summed loss, J = sum W^2)
-    sweep_decays: tuple[float, ...] = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08,
-                                       0.09, 0.1, 0.11, 0.12, 0.13, 0.14, 0.15)  # Fig. 11.8
-    sweep_hidden: int = 10  # hidden units of the decay sweep (sum of sigmoids only)
-    starts: int = 10  # random starting weights per (size, decay)
-    init_scale: float = 0.7  # starting weights and biases uniform on [-init_scale, init_scale]
-    learning_rate: float = 0.3  # gradient-descent step size (full batch)
-    momentum: float = 0.9  # heavy-ball momentum
-    epochs: int = 20_000  # full-batch steps (one step per epoch: batch = n_train)
-    history_every: int = 100  # epochs between rows of history.csv (plus 60 log-spaced ones)
+    n_train: Samples = 100  # training examples, one training set per target (ESL: 100)
+    n_test: Samples = 10_000  # test examples per target (ESL: 10,000)
+    snr: Positive = 4.0  # signal-to-noise ratio Var f(X) / Var eps (ESL: 4)
+    hidden_units: Annotated[tuple[int, ...], NonEmpty(), Distinct(), Range(0, MAX_WIDTH)] = (
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # 0: linear model
+    decays: NonNegatives = (0.0, 0.0005, 0.1)  # ESL lambda (summed loss, J = sum W^2)
+    sweep_decays: NonNegatives = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08,
+                                  0.09, 0.1, 0.11, 0.12, 0.13, 0.14, 0.15)  # Fig. 11.8
+    sweep_hidden: Width = 10  # hidden units of the decay sweep (sum of sigmoids only)
+    starts: Replicates = 10  # random starting weights per (size, decay)
+    init_scale: Positive = 0.7  # starting weights and biases uniform on [-init_scale, init_scale]
+    learning_rate: Positive = 0.3  # gradient-descent step size (full batch)
+    momentum: Probability = 0.9  # heavy-ball momentum
+    epochs: Count = 20_000  # full-batch steps (one step per epoch: batch = n_train)
+    history_every: Count = 100  # epochs between rows of history.csv (plus 60 log-spaced ones)
     seed: int = 0  # PRNG seed: data, starting weights
     # the claims' thresholds are the module constants CLAIM_TOL and WELL_ABOVE_BAYES
 
@@ -427,7 +431,7 @@ def _convergence_figure(path, rows, hidden, decays):
 # --------------------------------------------------------------------------------------------
 
 
-def _check_config(config: Config) -> None:
+def check(config: Config) -> None:
     if not config.hidden_units or min(config.hidden_units) < 0:
         raise ValueError(f"hidden_units: expected sizes >= 0, got {config.hidden_units}")
     if len(set(config.hidden_units)) != len(config.hidden_units):
@@ -441,7 +445,7 @@ def _check_config(config: Config) -> None:
 
 
 def run(config: Config, outdir) -> dict:
-    _check_config(config)
+    check(config)
     outdir = Path(outdir)
     hidden = tuple(sorted(config.hidden_units))
     decays = tuple(config.decays)

@@ -61,6 +61,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments._config import (
+    Annotated, Distinct, Names, NonEmpty, NonNegative, Positive, Range, Replicates, Rule)
 from experiments._framework import progress, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import activations as _activations
@@ -73,28 +75,37 @@ from nets.model import Model
 from train import newton as _newton
 
 
+def _is_case(name: str) -> bool:
+    return name in CASES  # defined below, read when a config is checked
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    activations: tuple[str, ...] = tuple(_activations.ACTIVATIONS)  # hidden nonlinearities g
-    losses: tuple[str, ...] = tuple(_losses.LOSSES)  # losses L (each with its output g^(K))
-    depths: tuple[int, ...] = (0, 1, 3)  # numbers of hidden layers of the MLP
-    penalties: tuple[str, ...] = ("none", "all")  # "none", or "all": l2 + l1 + weight elimination
-    models: tuple[str, ...] = (  # keys of CASES to add
+    # hidden nonlinearities g
+    activations: Names(_activations.ACTIVATIONS) = tuple(_activations.ACTIVATIONS)
+    losses: Names(_losses.LOSSES) = tuple(_losses.LOSSES)  # losses L (each with its output g^(K))
+    # numbers of hidden layers of the MLP
+    depths: Annotated[tuple[int, ...], NonEmpty(), Range(0, 20)] = (0, 1, 3)
+    # "none", or "all": l2 + l1 + weight elimination
+    penalties: Names(("none", "all")) = ("none", "all")
+    # keys of CASES to add
+    models: Annotated[tuple[str, ...], Distinct(), Rule("a key of CASES", _is_case)] = (
         "mlp-dropout", "logistic-regression", "cnn-backprop", "cnn-batchnorm", "esl-net1",
         "esl-net2", "esl-net3", "esl-net4", "esl-net5", "modern-cnn", "resnet", "resnet-deep",
         "autoencoder-linear", "autoencoder-deep")
     # Batch and widths: the shapes of tests/test_gradients.py, so the two share compiled ops.
-    n_examples: int = 6  # rows of each random batch
-    n_inputs: int = 4  # input width n_0
-    width: int = 5  # width of every hidden layer
-    n_outputs: int = 3  # output width (1 for binary cross-entropy)
-    init_scale: float = 0.9  # weights and biases uniform on [-init_scale, init_scale]
-    l2: float = 0.1  # lambda of (1/2) sum W^2 in the "all" penalty setting
-    l1: float = 0.02  # lambda of sum |W| in the "all" penalty setting
-    weight_elimination: float = 0.1  # lambda of sum W^2 / (1 + W^2) in the "all" setting
-    eps: float = 1e-6  # central-difference step (float64)
-    directions: int = 4  # random unit directions per leaf for the models checked directionally
-    tol: float = 1e-6  # a case passes when its worst relative error is <= tol
+    n_examples: Annotated[int, Range(1, 10_000)] = 6  # rows of each random batch
+    n_inputs: Annotated[int, Range(1, 1_000)] = 4  # input width n_0
+    width: Annotated[int, Range(1, 1_000)] = 5  # width of every hidden layer
+    n_outputs: Annotated[int, Range(1, 1_000)] = 3  # output width (1 for binary cross-entropy)
+    init_scale: Positive = 0.9  # weights and biases uniform on [-init_scale, init_scale]
+    l2: NonNegative = 0.1  # lambda of (1/2) sum W^2 in the "all" penalty setting
+    l1: NonNegative = 0.02  # lambda of sum |W| in the "all" penalty setting
+    weight_elimination: NonNegative = 0.1  # lambda of sum W^2 / (1 + W^2) in the "all" setting
+    eps: Positive = 1e-6  # central-difference step (float64)
+    # random unit directions per leaf for the models checked directionally
+    directions: Replicates = 4
+    tol: Positive = 1e-6  # a case passes when its worst relative error is <= tol
     seed: int = 0  # every case's batch and parameters derive from jax.random.key(seed)
 
 

@@ -58,6 +58,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import train
+from experiments._config import (
+    Annotated, Count, MAX_COUNT, MAX_SAMPLES, NonEmpty, NonNegative, Positive, Positives, Range)
 from experiments._framework import progress, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import objective as _objective
@@ -68,17 +70,19 @@ from train import newton as _newton
 @dataclasses.dataclass(frozen=True)
 class Config:
     task: Literal["odd-even", "3-vs-8"] = "odd-even"  # label 1: odd digits / the digit 8
-    l2: float = 1e-3  # lambda of the penalty (lambda/2) ||w||^2 (the bias is not penalised)
+    l2: NonNegative = 1e-3  # lambda of the penalty (lambda/2) ||w||^2 (the bias is not penalised)
     # Grid of constant steps alpha; each first-order method runs with the one that gives it
     # the lowest final objective, ties (to 1e-9) broken by the lowest mean loss over the
     # epochs (train.sweep: the whole grid in one compiled program).
-    learning_rates: tuple[float, ...] = (8.0, 4.0, 2.0, 1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005)
-    batch_sizes: tuple[int, ...] = (0, 32, 1)  # SGD batch sizes; 0 means n (full-batch GD)
-    epochs: tuple[int, ...] = (5000, 100, 20)  # epochs for each of batch_sizes
-    min_steps_per_call: int = 200  # run enough epochs per compiled call to make this many steps
-    newton_max_iter: int = 30  # cap on Newton iterations
-    newton_tol: float = 1e-10  # Newton stops when ||grad f||_2 <= newton_tol
-    target_gap: float = 1e-4  # report the steps each method takes to reach this gap
+    learning_rates: Positives = (8.0, 4.0, 2.0, 1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005)
+    # SGD batch sizes; 0 means n (full-batch GD)
+    batch_sizes: Annotated[tuple[int, ...], NonEmpty(), Range(0, MAX_SAMPLES)] = (0, 32, 1)
+    # epochs for each of batch_sizes
+    epochs: Annotated[tuple[int, ...], NonEmpty(), Range(1, MAX_COUNT)] = (5000, 100, 20)
+    min_steps_per_call: Count = 200  # run enough epochs per compiled call to make this many steps
+    newton_max_iter: Count = 30  # cap on Newton iterations
+    newton_tol: Positive = 1e-10  # Newton stops when ||grad f||_2 <= newton_tol
+    target_gap: Positive = 1e-4  # report the steps each method takes to reach this gap
     seed: int = 0  # the split and the SGD data order derive from jax.random.key(seed)
 
 
@@ -258,10 +262,15 @@ def _plot(records, x_key, n, config, f_star, rates, path):
     savefig(fig, path)
 
 
-def run(config: Config, outdir) -> dict:
+def check(config: Config) -> None:
+    """The checks across fields (make_config's hook; each field's own are in its type)."""
     if len(config.batch_sizes) != len(config.epochs):
         raise ValueError(f"epochs: expected one entry per batch size {config.batch_sizes}, "
                          f"got {config.epochs}")
+
+
+def run(config: Config, outdir) -> dict:
+    check(config)
     key_split, key_order = jax.random.split(jax.random.key(config.seed))
     X, y = _task(config, key_split)
     n, d = X.shape

@@ -86,6 +86,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import train
+from experiments._config import (
+    Annotated, Count, Distinct, MAX_REPLICATES, NonEmpty, NonNegative, Positive, Probability,
+    Range, Replicates, Rule, Samples, Widths)
 from experiments._framework import progress_enabled, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import losses, mlp, objective
@@ -105,28 +108,41 @@ def _share_key(threshold: float) -> str:
     return f"share_abs_below_{mantissa}e{int(exponent)}"
 
 
+_TERMS = ("l2", "l1", "weight_elimination", "dropout")
+
+
+def _is_combination(combo: str) -> bool:
+    terms = [t.strip() for t in combo.split("+")]
+    return terms == ["none"] or (set(terms) <= set(_TERMS) and len(set(terms)) == len(terms))
+
+
+Combinations = Annotated[tuple[str, ...], NonEmpty(), Distinct(), Rule(
+    "'none' or '+'-joined names among " + ", ".join(_TERMS), _is_combination)]
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    n_train: int = 300  # training images (the first of the shuffled digits training split)
-    hidden: tuple[int, ...] = (128,)  # widths of the hidden layers
+    n_train: Annotated[int, Range(1, 1079)] = 300  # training images (first of the split's 1079)
+    hidden: Widths = (128,)  # widths of the hidden layers
     activation: Literal["sigmoid", "tanh", "relu", "elu", "softplus"] = "relu"  # hidden g
     init: Literal["esl", "glorot", "he"] = "he"  # weight initialisation scheme
-    learning_rate: float = 0.02  # SGD step size alpha
-    momentum: float = 0.9  # heavy-ball momentum (0: the note's plain SGD)
-    batch_size: int = 16  # examples per step
-    epochs: int = 200  # epochs of every model in (a) and (c) (no early stopping there)
-    n_lambdas: int = 20  # (a) log-spaced lambdas from lambda_min to lambda_max, plus 0
-    lambda_min: float = 1e-5  # (a) smallest nonzero lambda
-    lambda_max: float = 0.3  # (a) largest lambda
-    seeds: int = 3  # (a), (c) initialisations (and minibatch orders) per setting
-    es_epochs: int = 300  # (b) length of the run without early stopping
-    patience: int = 20  # (b) early-stopping patience, in epochs
-    es_l2: float = 0.0  # (b) lambda of the quadratic penalty in both runs
-    l2: float = 3e-3  # (c) lambda of (1/2) sum W^2 (in the loss)
-    l1: float = 3e-4  # (c) lambda of sum |W|
-    weight_elimination: float = 1e-3  # (c) lambda of sum W^2 / (1 + W^2)
-    drop_rate: float = 0.5  # (c) dropout probability of each hidden unit
-    combinations: tuple[str, ...] = (  # (c) "+"-joined terms among l2, l1, weight_elimination,
+    learning_rate: Positive = 0.02  # SGD step size alpha
+    momentum: Probability = 0.9  # heavy-ball momentum (0: the note's plain SGD)
+    batch_size: Samples = 16  # examples per step
+    epochs: Count = 200  # epochs of every model in (a) and (c) (no early stopping there)
+    # (a) log-spaced lambdas from lambda_min to lambda_max, plus 0
+    n_lambdas: Annotated[int, Range(1, MAX_REPLICATES)] = 20
+    lambda_min: Positive = 1e-5  # (a) smallest nonzero lambda
+    lambda_max: Positive = 0.3  # (a) largest lambda
+    seeds: Replicates = 3  # (a), (c) initialisations (and minibatch orders) per setting
+    es_epochs: Count = 300  # (b) length of the run without early stopping
+    patience: Count = 20  # (b) early-stopping patience, in epochs
+    es_l2: NonNegative = 0.0  # (b) lambda of the quadratic penalty in both runs
+    l2: NonNegative = 3e-3  # (c) lambda of (1/2) sum W^2 (in the loss)
+    l1: NonNegative = 3e-4  # (c) lambda of sum |W|
+    weight_elimination: NonNegative = 1e-3  # (c) lambda of sum W^2 / (1 + W^2)
+    drop_rate: Probability = 0.5  # (c) dropout probability of each hidden unit
+    combinations: Combinations = (  # (c) "+"-joined terms among l2, l1, weight_elimination,
         "none", "l2", "l1", "weight_elimination", "l2+l1",  # dropout; "none": no penalty
         "l2+weight_elimination", "dropout")
     seed: int = 0  # PRNG seed: data split, initial weights, minibatch order, dropout masks
@@ -340,14 +356,20 @@ def _gain_over_seeds(final: dict, best: int) -> dict:
     }
 
 
+def check(config: Config) -> None:
+    """The checks across fields (make_config's hook; each field's own are in its type)."""
+    if config.lambda_min > config.lambda_max:
+        raise ValueError(f"lambda_min: expected at most lambda_max={config.lambda_max:g}, got "
+                         f"{config.lambda_min:g}")
+
+
 def _combinations(config: Config) -> dict[str, tuple[dict, float]]:
     """Each of ``config.combinations`` -> (penalty spec for nets.objective.make, dropout rate)."""
     lambdas = {"l2": config.l2, "l1": config.l1, "weight_elimination": config.weight_elimination}
     combos = {}
     for combo in config.combinations:
         terms = [t.strip() for t in combo.split("+")]
-        unknown = set(terms) - {*lambdas, "dropout", "none"}
-        if unknown or ("none" in terms and len(terms) > 1):
+        if not _is_combination(combo):
             raise ValueError(f"combinations: expected '+'-joined names among "
                              f"{sorted(lambdas)} and 'dropout', or 'none'; got {combo!r}")
         penalties = {t: lambdas[t] for t in terms if t in lambdas}

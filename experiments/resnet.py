@@ -73,12 +73,16 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 import train
+from experiments._config import (
+    Annotated, Count, Names, NonEmpty, OneOf, Positive, Probability, Range, Samples, Width)
 from experiments._framework import progress, progress_enabled, write_csv
 from experiments._plot import plt, savefig
+from nets import activations as _activations
 from nets import count_params
 from nets import metrics as _metrics
 from nets import objective as _objective
 from nets import resnet as _resnet
+from nets.layers import DENSE_INITS
 from train import data as _data
 
 KINDS = ("plain", "residual")
@@ -86,14 +90,16 @@ KINDS = ("plain", "residual")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    depths: tuple[int, ...] = (5, 20, 50)  # weight (Dense) layers per net, stem and head included
-    width: int = 64  # units per hidden layer
-    activations: tuple[str, ...] = ("sigmoid", "tanh")  # g of every hidden layer
-    init: str = "lecun"  # Dense init (fan-in scaled: Var W = 1/fan_in), the same for every net
-    learning_rate: float = 0.005  # SGD step alpha, the same for every net
-    momentum: float = 0.9  # SGD momentum
-    batch_size: int = 32  # examples per SGD step
-    epochs: int = 30  # epochs per net
+    # weight (Dense) layers per net, stem and head included
+    depths: Annotated[tuple[int, ...], NonEmpty(), Range(3, 1_000)] = (5, 20, 50)
+    width: Width = 64  # units per hidden layer
+    activations: Names(_activations.ACTIVATIONS) = ("sigmoid", "tanh")  # g of every hidden layer
+    # Dense init (fan-in scaled: Var W = 1/fan_in), the same for every net
+    init: Annotated[str, OneOf(DENSE_INITS)] = "lecun"
+    learning_rate: Positive = 0.005  # SGD step alpha, the same for every net
+    momentum: Probability = 0.9  # SGD momentum
+    batch_size: Samples = 32  # examples per SGD step
+    epochs: Count = 30  # epochs per net
     seed: int = 0  # split, initial weights (shared by a plain net and its residual twin), order
 
 

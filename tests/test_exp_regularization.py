@@ -1,5 +1,6 @@
 """The regularization experiment at smoke size: files, one compilation for the sweep, metrics."""
 
+import dataclasses
 import json
 
 import jax
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
-from experiments import _framework
+from experiments import UsageError, _framework
 from experiments import regularization
 
 FIGURES = {"lambda_sweep.png", "early_stopping.png", "penalties.png"}
@@ -85,8 +86,10 @@ def test_penalty_table(run):
 
 
 def test_unknown_penalty_name_is_a_clear_error():
-    config = _framework.make_config(regularization, overrides={"combinations": "l2+l3"})
-    with pytest.raises(ValueError, match="'l2\\+l3'"):
+    with pytest.raises(UsageError, match="bad value for combinations: l2\\+l3 .*'none' or "):
+        _framework.make_config(regularization, overrides={"combinations": "l2+l3"})
+    config = dataclasses.replace(regularization.Config(), combinations=("l2+l3",))
+    with pytest.raises(ValueError, match="'l2\\+l3'"):  # run() checks too, without make_config
         regularization._combinations(config)
 
 
