@@ -30,6 +30,7 @@ import functools
 import itertools
 import math
 import numbers
+import sys
 import types
 import typing
 from typing import Annotated, Any, Literal
@@ -185,7 +186,12 @@ def _strip_optional(hint):
 @functools.cache
 def constraints(cls) -> dict[str, tuple]:
     """`{field: constraints}` of config class `cls`, from its `Annotated` hints."""
-    hints = typing.get_type_hints(cls, include_extras=True)
+    # The module's namespace as globals: a lambda in an annotation then sees the module's
+    # names when it runs (by default a class's annotations are evaluated with its own
+    # namespace as globals).
+    module = sys.modules.get(cls.__module__)
+    hints = typing.get_type_hints(cls, globalns=vars(module) if module else None,
+                                  include_extras=True)
     out = {}
     for f in dataclasses.fields(cls):
         hint = _strip_optional(hints[f.name])

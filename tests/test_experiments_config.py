@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -183,3 +184,22 @@ def test_cli_exits_2_before_jax_starts(tmp_path):
         "python -m experiments run: error: bad value for epochs: 0 (allowed: an integer in "
         "[1, 10_000_000])")]
     assert not any(tmp_path.iterdir())
+
+
+def test_a_rule_may_read_its_module_names(monkeypatch):
+    """A lambda in an annotation sees the module's globals (`from __future__ import
+    annotations` evaluates it in the class's namespace unless told otherwise)."""
+    module = types.ModuleType("experiments_fake")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec("from __future__ import annotations\n"  # noqa: S102 (a module written here)
+         "import dataclasses\n"
+         "from experiments._config import Annotated, Rule\n"
+         "LIMIT = 3\n"
+         "@dataclasses.dataclass(frozen=True)\n"
+         "class Config:\n"
+         "    n: Annotated[int, Rule('at most LIMIT', lambda v: v <= LIMIT)] = 2\n"
+         "    seed: int = 0\n"
+         "SMOKE = {}\n", vars(module))
+    assert _config.make_config(module, overrides={"n": "3"}).n == 3
+    with pytest.raises(UsageError, match=r"^bad value for n: 4 \(allowed: at most LIMIT\)$"):
+        _config.make_config(module, overrides={"n": "4"})
