@@ -337,7 +337,11 @@ def execute(name_or_module, config=None, *, out=None, smoke=False, overrides=Non
     target = _target(name, config.seed, out, now)
     enable_compilation_cache()
 
-    release = _claim(target)  # one run per folder; staging folders of killed runs removed
+    try:
+        release = _claim(target)  # one run per folder; staging folders of killed runs removed
+    except OSError as e:  # what `_target`'s look could not tell (a read-only mount, a quota)
+        raise UsageError(f"output folder {target} cannot be created: "
+                         f"{e.strerror or e}") from None
     staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
     try:
         shutil.rmtree(staging, ignore_errors=True)  # left by a killed process with our pid

@@ -143,6 +143,17 @@ def test_out_under_a_file_or_unwritable(nothing_runs, capsys, monkeypatch):
     assert [p.name for p in nothing_runs.iterdir()] == ["a-file"]
 
 
+def test_out_refused_by_the_system(nothing_runs, capsys, monkeypatch):
+    """A folder that looked writable but is not (a read-only mount): still a usage error."""
+    def refuse(target):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(_framework, "enable_compilation_cache", lambda: None)
+    monkeypatch.setattr(_framework, "_claim", refuse)
+    line = _usage_error(capsys, "digits", "--out", "run")
+    assert line.endswith("output folder run cannot be created: Permission denied"), line
+
+
 @pytest.mark.parametrize("name, overrides, words", [
     ("regularization", {"lambda_min": "1", "lambda_max": "0.5"}, "lambda_min: expected at most"),
     ("optimizers", {"epochs": "5,5"}, "epochs: expected one entry per batch size"),
