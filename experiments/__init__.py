@@ -3,6 +3,9 @@
 An experiment `NAME` lives in `experiments/NAME.py` (`-` in the name becomes `_`) and defines:
 
 - `Config`: a frozen, typed `dataclasses.dataclass`, a comment per field, and a `seed: int`;
+  each field's type states what it allows (`experiments._config`: `Count`, `Widths`,
+  `Probability`, `Annotated[T, Range(...)]`, ...), and an optional `check(config)` checks
+  across fields: a bad `--set` is a usage error before anything runs;
 - `SMOKE`: a dict of field overrides that shrink the run to seconds (`--smoke`, the tests);
 - `run(config, outdir) -> dict`: trains and evaluates, writes its figures (PNG) and optional
   `history.csv` into `outdir`, and returns the headline metrics (classifiers: `test_error`);
