@@ -15,9 +15,9 @@ Writes `gradcheck.json` (every case with its per-leaf errors), `gradcheck.csv` (
 and `gradcheck.png` (log10 worst error per activation x loss, one panel per depth and
 penalty, beside the other models).
 
-Full run: `python -m experiments run gradcheck` (defaults, seed 0): 122 cases, all pass.
+Full run: `python -m experiments run gradcheck` (defaults, seed 0): 123 cases, all pass.
 108 MLP cases (6 activations, identity included, x 3 losses x 3 depths x 2 penalty
-settings) and 14 other models:
+settings) and 15 other models:
 
 * the MLP with dropout; train.newton's logistic regression against its gradient written by
   hand (ad~ref 9.5e-16, ad~fd 8.7e-10);
@@ -33,8 +33,10 @@ settings) and 14 other models:
   autoencoder (`nets.autoencoder`, 8 -> 2 -> 8: 42 coordinates, 2.3e-08);
 * along 4 random directions per leaf: the modern CNN (`nets.cnn.modern_cnn`, 6,090
   parameters, 24 directions, 4.7e-08), the resnet experiment's depth-20 residual sigmoid net
-  (79,690 parameters, 160 directions, 4.2e-08) and the autoencoder experiment's deep
-  autoencoder (64-128-64-2-64-128-64, 33,474 parameters, 48 directions, 4.8e-08).
+  (79,690 parameters, 160 directions, 4.2e-08), the densenet experiment's DenseNet
+  (`nets.densenet`, batch norm in evaluation mode, 21,018 parameters, 128 directions,
+  1.7e-08) and the autoencoder experiment's deep autoencoder (64-128-64-2-64-128-64, 33,474
+  parameters, 48 directions, 4.8e-08).
 
 Errors are per element, ``|a - b| / max(|a|, |b|, floor)`` (``nets.gradcheck.relative_error``;
 the floor keeps finite-difference round-off on entries near zero from reading as large):
@@ -42,9 +44,9 @@ worst 4.8e-08 (autoencoder-deep, directions); of the MLP grid 2.7e-08 (sigmoid, 
 error, 3 hidden layers, no penalty; 2.1e-08 when the grid ran op by op: compiled whole, its
 programs round differently in the last bits). The earlier measure, divided by the leaf's
 largest entry, reported 1.1e-07 there and would have passed a dropped term on a small
-entry. Autodiff and the hand-derived backprop agree to ~1e-14 everywhere. Wall time 115 s
-(MLP grid compiled whole, warm persistent cache for the other models) on the shared 2-core
-CPU while other jobs ran; 198 s (98 s of CPU time) op by op with a cold cache while
+entry. Autodiff and the hand-derived backprop agree to ~1e-14 everywhere. Wall time 26 s
+with a warm persistent compilation cache, 115 s with the MLP grid's programs new, on the
+shared 2-core CPU while other jobs ran; 198 s (98 s of CPU time) op by op with a cold cache while
 other jobs kept its load average at 7-10. Two runs with the same seed wrote byte-identical
 metrics.json and gradcheck.json (float64 on CPU is deterministic).
 """
@@ -69,6 +71,7 @@ from nets import activations as _activations
 from nets import autoencoder as _autoencoder
 from nets import backprop, gradcheck, losses as _losses, mlp, objective
 from nets import cnn as _cnn
+from nets import densenet as _densenet
 from nets import layers as L
 from nets import resnet as _resnet
 from nets.model import Model
@@ -92,7 +95,7 @@ class Config:
     models: Annotated[tuple[str, ...], Distinct(), Rule("a key of CASES", _is_case)] = (
         "mlp-dropout", "logistic-regression", "cnn-backprop", "cnn-batchnorm", "esl-net1",
         "esl-net2", "esl-net3", "esl-net4", "esl-net5", "modern-cnn", "resnet", "resnet-deep",
-        "autoencoder-linear", "autoencoder-deep")
+        "densenet", "autoencoder-linear", "autoencoder-deep")
     # Batch and widths: the shapes of tests/test_gradients.py, so the two share compiled ops.
     n_examples: Annotated[int, Range(1, 10_000)] = 6  # rows of each random batch
     n_inputs: Annotated[int, Range(1, 1_000)] = 4  # input width n_0
@@ -380,6 +383,10 @@ CASES: dict[str, Case] = {
     "autoencoder-linear": _model_case("autoencoder-linear", "-", "squared_error", 1, "none",
                                       lambda config: _autoencoder.linear(8, 2).model,
                                       autoencode=True),
+    # the densenet experiment's DenseNet (nets.densenet: growth 8, blocks of 4 and 4, batch
+    # norm in evaluation mode; 21,018 parameters) along random directions
+    "densenet": _model_case("densenet", "relu", "cross_entropy", 10, "none",
+                            lambda config: _densenet.model(), directional=True),
     "autoencoder-deep": _model_case("autoencoder-deep", "elu", "squared_error", 5, "none",
                                     lambda config: _autoencoder.deep(64, 2).model,
                                     autoencode=True, directional=True),
