@@ -36,6 +36,8 @@ EXPERIMENTS = (  # the registry, in the order `list` shows it
     "dropout",
     "adversarial",
     "densenet",
+    "gan",
+    "diffusion",
 )
 
 _LAZY = {  # re-exported from `experiments._framework` on first use (it imports jax)

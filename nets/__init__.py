@@ -14,16 +14,18 @@ plain CNN of equal size), :mod:`nets.autoencoder` (linear and deep autoencoders,
 sequence ``(T, d)``: :mod:`nets.rnn` (RNN and LSTM by ``lax.scan``), :mod:`nets.transformer`
 (causal multi-head attention, positional encoding, pre-LN blocks), :mod:`nets.mamba` (S6,
 the selective scan, as a parallel ``associative_scan``); :mod:`nets.backprop_sequence`
-(LSTM through time and attention, by hand).
+(LSTM through time and attention, by hand). Generative models: :mod:`nets.gan` (two players
+in one training step, PacGAN, mode metrics), :mod:`nets.diffusion` (DDPM).
 """
 
 from nets import (activations, adversarial, autoencoder, backprop, cnn, densenet, gradcheck,
                   layers, losses, metrics, mlp, model, objective, penalties, resnet)
 from nets import backprop_sequence, mamba, rnn, transformer
+from nets import diffusion, gan
 from nets.layers import count_params
 from nets.model import Model
 
 __all__ = ["activations", "adversarial", "autoencoder", "backprop", "cnn", "densenet",
            "gradcheck", "layers", "losses", "metrics", "mlp", "model", "objective", "penalties",
-           "resnet", "backprop_sequence", "mamba", "rnn", "transformer", "count_params",
-           "Model"]
+           "resnet", "backprop_sequence", "mamba", "rnn", "transformer", "diffusion", "gan",
+           "count_params", "Model"]
