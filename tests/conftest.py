@@ -33,7 +33,7 @@ def pytest_configure(config):
     # A plugin, not an autouse fixture: it also runs after the doctests in nets/, train/, ...
     # The suite's budget is shared by the pytest-xdist workers (pyproject.toml's addopts).
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    share = float(os.environ.get("JAXNETS_TEST_MEMORY_MIB", "1600")) / workers
+    share = float(os.environ.get("JAXNETS_TEST_MEMORY_MIB", "1400")) / workers
     config.pluginmanager.register(_memory.Budget(module_mib=0.7 * share, test_mib=0.9 * share),
                                   "jaxnets-memory-budget")
 
@@ -43,3 +43,19 @@ def pytest_configure(config):
 # the subprocesses the tests start. No tolerance depends on it, and the XLA CPU
 # miscompilation of tests/test_losses_xla.py reproduces without optimizations too.
 _XLA_TEST_FLAGS = "--xla_backend_optimization_level=0"
+
+
+# The files that take longest (each >= ~10 s of CPU: an experiment's smoke run, the gradient
+# grid, the README's tour, the multi-device subprocesses) run first, so that the two workers
+# finish together instead of one of them running a long file at the end alone.
+_FIRST = ("tests/test_gradients.py", "tests/test_readme.py", "tests/test_exp_", "tests/test_sweep.py",
+          "tests/test_runner.py", "tests/test_fit.py", "tests/test_diffusion.py", "tests/test_cnn.py",
+          "tests/test_mamba.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest files first (`_FIRST`, in that order); the rest keep their order."""
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return next((i for i, prefix in enumerate(_FIRST) if path.startswith(prefix)), len(_FIRST))
+    items.sort(key=rank)  # stable: a file's tests stay together and in order
