@@ -276,7 +276,7 @@ def _default_floor(value, eps) -> float:
 
 def check(objective: Callable, params, X, Y, *, reference: Callable | None = None,
           eps: float = 1e-6, max_coords: int | None = None, seed: int = 0,
-          hyper=None, floor: float | None = None, jit: bool = False) -> Report:
+          hyper=None, floor: float | None = None, jit: bool = True) -> Report:
     """Compare ``jax.grad(objective)`` with central differences (and ``reference``).
 
     Args:
@@ -298,11 +298,11 @@ def check(objective: Callable, params, X, Y, *, reference: Callable | None = Non
         (1e-2 for an objective of order 1), so that the difference quotient's rounding
         noise (~1e-16 |R| / eps) reads as ~1e-8.
       jit: compile the objective's value and gradient as one program and its central
-        differences as another, instead of running them op by op (the default). Op by op,
-        the small operations are compiled once per shape and dtype and shared by later
-        checks of the same shapes; whole programs are cheaper as soon as a check has more
-        than a few dozen operations (a CNN: one or two compilations instead of a hundred;
-        :func:`check_mlp`'s grid of tests/test_gradients.py: 120 s of CPU instead of 253).
+        differences as another (the default), or run them op by op (``False``). Op by op,
+        each small operation is compiled once per shape and dtype: a few hundred
+        compilations for a small MLP, so whole programs are cheaper as soon as a check has
+        more than a few dozen operations (tests/test_gradients.py's MLP grid: 120 s of CPU
+        instead of 253). ``reference`` is called as it is, never jitted here.
         The numbers agree to rounding.
 
     Returns:

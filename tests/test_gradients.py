@@ -193,9 +193,9 @@ def test_objective_is_the_note_formula(x64, key):
     """(1/n) sum L + l2/2 ||W||^2 + sum lambda_j J_j, computed by hand."""
     params, X, Y = _problem(key, DEPTHS[1], "cross_entropy")
     params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), params)
-    Z = jax.vmap(mlp.apply, in_axes=(None, 0))(params, jnp.asarray(X))
-    mean_loss = np.mean([jax.nn.logsumexp(z) - z[y] for z, y in zip(Z, Y)])
-    W2 = sum(float(jnp.sum(layer["W"] ** 2)) for layer in params)
-    W1 = sum(float(jnp.sum(jnp.abs(layer["W"]))) for layer in params)
+    Z = np.asarray(jax.jit(jax.vmap(mlp.apply, in_axes=(None, 0)))(params, jnp.asarray(X)))
+    mean_loss = np.mean([np.log(np.sum(np.exp(z))) - z[y] for z, y in zip(Z, Y)])
+    W2 = sum(float(np.sum(np.asarray(layer["W"]) ** 2)) for layer in params)
+    W1 = sum(float(np.sum(np.abs(np.asarray(layer["W"])))) for layer in params)
     value = objective.mlp_objective(params, X, Y, l2=0.3, penalties={"l1": 0.1})
     assert float(value) == pytest.approx(mean_loss + 0.3 * 0.5 * W2 + 0.1 * W1, rel=1e-12)
