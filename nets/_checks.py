@@ -51,11 +51,11 @@ def check_real(value, name: str, *, minimum: float | None = None, strict: bool =
       ...
     ValueError: learning_rate: expected a finite number > 0, got 0
     """
-    if isinstance(value, (bool, str, bytes)) or value is None:
+    if isinstance(value, (bool, str, bytes, complex)) or value is None:
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__} "
                         f"{value!r}") from None
     if np.ndim(value) != 0:
@@ -128,6 +128,28 @@ def as_numeric(a: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name}: expected real numbers (bool, integer or float dtype), got "
                         f"dtype {arr.dtype} from a {type(a).__name__}")
     return arr
+
+
+def check_input(x, name: str) -> None:
+    """A model input of real numbers (bool, integer or float), finite, or a ``TypeError``/
+    ``ValueError`` naming ``name``. A traced ``x`` (or one spread over several hosts) is
+    checked by its dtype only; a concrete one is read on the host (NumPy), so nothing is
+    compiled for the check.
+
+    >>> check_input([1.0, float("nan")], "x")
+    Traceback (most recent call last):
+      ...
+    ValueError: x: expected finite values, got 1 non-finite value(s) (NaN or inf), the first x[1] = nan
+    """
+    if isinstance(x, jax.core.Tracer) or (isinstance(x, jax.Array)
+                                          and not x.is_fully_addressable):  # another host's
+        dtype = x.dtype
+        if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+                or dtype == jnp.bool_):
+            raise TypeError(f"{name}: expected real numbers (bool, integer or float dtype), got "
+                            f"dtype {dtype}")
+        return
+    check_finite(as_numeric(x, name), name)
 
 
 def check_finite(arr: np.ndarray, name: str) -> None:

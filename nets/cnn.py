@@ -75,6 +75,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as _core
 
+from nets import _checks
 from nets import layers as L
 from nets.layers import Layer, _check_init, _check_out, _pair, _padding, _shape, count_params
 from nets.model import Model
@@ -361,6 +362,7 @@ def net2(input_shape=(8, 8, 1), *, hidden: int = 12, activation="sigmoid",
          init: str = "glorot") -> Net:
     """ESL's Net-2: one fully connected hidden layer of ``hidden`` (12) units."""
     input_shape = _image(input_shape, "net2")
+    _checks.check_int(hidden, "hidden: net2", 1)
     layer = L.serial(L.Flatten(), L.Dense(hidden, init=init), L.Activation(activation),
                      L.Dense(10, init=init))
     return _net("net2", layer, input_shape,
@@ -433,6 +435,7 @@ def modern_cnn(input_shape=(8, 8, 1), *, features=(16, 32), kernel_size: int = 3
     Hinton 2012 (ReLU and max pooling).
     """
     input_shape = _image(input_shape, "modern_cnn")
+    _checks.check_int(n_classes, "n_classes: modern_cnn", 1)
     if not features or any(isinstance(f, bool) or not isinstance(f, int) or f < 1
                            for f in features):
         raise ValueError(f"features: modern_cnn expected positive ints, got {features!r}")

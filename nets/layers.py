@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nets import _checks
 from nets import activations as _activations
 
 
@@ -145,8 +146,8 @@ def _dense_weight(key, shape, init: str, scale: float, in_axis: int, out_axis: i
 def _check_init(init, scale, who):
     if init not in DENSE_INITS:
         raise ValueError(f"init: {who} expected one of {DENSE_INITS}, got {init!r}")
-    if init == "esl" and not scale > 0:
-        raise ValueError(f"scale: {who} expected a positive half-width, got {scale!r}")
+    if init == "esl":
+        _checks.check_real(scale, f"scale: {who}", minimum=0, strict=True)
 
 
 def Dense(n_out: int, *, init: str = "glorot", bias: bool = True, scale: float = 0.7) -> Layer:
@@ -446,10 +447,9 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name: str = "bat
     Shapes: ``s -> s``; params ``{"gamma": (C,), "beta": (C,)}`` (vectors, not decayed by
     :mod:`nets.penalties`); state ``{"mean": (C,), "var": (C,)}`` starting at 0 and 1.
     """
-    if not 0.0 <= momentum <= 1.0:
+    if not 0.0 <= _checks.check_real(momentum, "momentum: BatchNorm", finite=False) <= 1.0:
         raise ValueError(f"momentum: BatchNorm expected a number in [0, 1], got {momentum!r}")
-    if not eps > 0:
-        raise ValueError(f"eps: BatchNorm expected a positive number, got {eps!r}")
+    _checks.check_real(eps, "eps: BatchNorm", minimum=0, strict=True)
 
     def init(key, input_shape):
         input_shape = _shape(input_shape, "BatchNorm")

@@ -105,9 +105,14 @@ def _describe(y) -> str:
 
 
 def _as_target(y, loss: str) -> jax.Array:
-    try:
-        y = jnp.asarray(y)
-    except TypeError as err:
+    try:  # a concrete target stays on the host (NumPy): checking it compiles nothing
+        if not isinstance(y, jax.Array):
+            y = np.asarray(y)
+            if y.dtype == object:
+                raise TypeError(f"dtype {y.dtype}")
+            if y.dtype.kind in "biufc":  # the dtype jnp.asarray would give (x64 or not)
+                y = y.astype(jax.dtypes.canonicalize_dtype(y.dtype), copy=False)
+    except (TypeError, ValueError) as err:
         raise TypeError(f"{loss}: target y: expected a number or an array, got "
                         f"{type(y).__name__} ({err})") from None
     if not (jnp.issubdtype(y.dtype, jnp.number) or y.dtype == jnp.bool_):

@@ -25,7 +25,9 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from nets import _checks
 from nets import activations as _activations
 from nets import layers as _layers
 
@@ -84,15 +86,20 @@ def init(
     Returns:
       ``[{"W": (n_{k+1}, n_k), "b": (n_{k+1},)} for k in range(K)]``.
     """
+    _checks.check_key(key, "key")
     sizes = _check_sizes(sizes)
     if scheme not in INITS:
         raise ValueError(f"scheme: expected one of {INITS}, got {scheme!r}")
     if scale is not None and scheme != "esl":
         raise ValueError(f"scale: the half-width applies to scheme='esl' only, got scale={scale!r} "
                          f"with scheme={scheme!r} (pass scheme='esl' for ESL's uniform init)")
-    scale = 0.7 if scale is None else scale
-    if scheme == "esl" and not scale > 0:
-        raise ValueError(f"scale: expected a positive half-width, got {scale!r}")
+    scale = 0.7 if scale is None else _checks.check_real(scale, "scale", minimum=0, strict=True)
+    try:
+        floating = jnp.issubdtype(dtype, jnp.floating)
+    except TypeError:
+        floating = False
+    if not floating:
+        raise TypeError(f"dtype: expected a floating-point dtype (e.g. jnp.float32), got {dtype!r}")
     keys = jax.random.split(key, len(sizes) - 1)
     params = []
     for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -190,9 +197,16 @@ def apply(
       ``z^(K)``, shape ``(n_K,)``.
     """
     sizes = sizes_of(params)
+    _checks.check_float_tree(params, "params")
     check_example(x, sizes[0])
+    _checks.check_input(x, "x")
     gs = hidden_activations(activation, len(params) - 1)
-    if isinstance(drop_rate, (int, float)):
+    if isinstance(drop_rate, bool) or not (isinstance(drop_rate, (int, float, np.integer, np.floating))
+                                           or hasattr(drop_rate, "dtype")):
+        raise TypeError(f"drop_rate: expected a probability in [0, 1) (a number or a float array), "
+                        f"got {type(drop_rate).__name__} {drop_rate!r}")
+    if isinstance(drop_rate, (int, float, np.integer, np.floating)):
+        drop_rate = float(drop_rate)
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate: expected a probability in [0, 1), got {drop_rate!r}")
         if drop_rate > 0 and key is None:
@@ -201,6 +215,10 @@ def apply(
     else:
         if jnp.shape(drop_rate) != ():
             raise ValueError(f"drop_rate: expected a scalar, got shape {jnp.shape(drop_rate)}")
+        if not jnp.issubdtype(drop_rate.dtype, jnp.floating):
+            raise TypeError(f"drop_rate: expected a float array, got dtype {drop_rate.dtype}")
+        if not isinstance(drop_rate, jax.core.Tracer) and not 0.0 <= float(drop_rate) < 1.0:
+            raise ValueError(f"drop_rate: expected a probability in [0, 1), got {drop_rate!r}")
         if key is None:
             raise ValueError("key: dropout with an array (possibly traced) drop_rate needs a "
                              "PRNG key, got None")

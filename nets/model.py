@@ -26,7 +26,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from nets import _checks
 from nets import layers as _layers
 from nets.mlp import OUTPUTS
 
@@ -91,6 +93,7 @@ class Model:
         if key is None:
             raise ValueError("key: Model.init expected a PRNG key from jax.random.key(seed), "
                              "got None")
+        _checks.check_key(key, "key")
         return _compiled_init(self)(key)
 
     def _state(self, state, name="state"):
@@ -111,6 +114,26 @@ class Model:
         if want != got:
             raise ValueError(f"params: expected the structure of model.init's params, {want}, "
                              f"got {got}")
+        for (path, like), leaf in zip(jax.tree_util.tree_leaves_with_path(self._abstract[1]),
+                                      jax.tree.leaves(params)):
+            dtype = getattr(leaf, "dtype", None)
+            if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+                raise TypeError(f"params{jax.tree_util.keystr(path)}: expected a floating-point "
+                                f"array, got {type(leaf).__name__}"
+                                + (f" of dtype {dtype}" if dtype is not None else ""))
+            shape = tuple(leaf.shape) if hasattr(leaf, "shape") else tuple(jnp.shape(leaf))
+            if shape != tuple(like.shape):
+                raise ValueError(f"params{jax.tree_util.keystr(path)}: expected shape "
+                                 f"{tuple(like.shape)} as model.init makes it, got shape "
+                                 f"{shape}")
+
+    @staticmethod
+    def _check_mode(train, key):
+        if not isinstance(train, (bool, np.bool_)):
+            raise TypeError(f"train: expected a Python bool (True in training, False in "
+                            f"evaluation), got {type(train).__name__} {train!r}")
+        if key is not None:
+            _checks.check_key(key, "key")
 
     def apply_with_state(self, params, x, *, state, train: bool, key=None):
         """``(z, new_state)`` for ONE example ``x`` of shape ``input_shape``; ``z`` is the
@@ -120,6 +143,8 @@ class Model:
                     if tuple(jnp.shape(x))[1:] == self.input_shape else "")
             raise ValueError(f"x: expected one example of shape {self.input_shape}, got shape "
                              f"{tuple(jnp.shape(x))}{hint}")
+        _checks.check_input(x, "x")
+        self._check_mode(train, key)
         self._check_params(params)
         state = self._state(state)
         return self.layer.apply(params, state, x, train=bool(train), key=key)
@@ -140,6 +165,10 @@ class Model:
         if len(shape) != len(self.input_shape) + 1 or shape[1:] != self.input_shape:
             want = ", ".join(map(str, self.input_shape))
             raise ValueError(f"X: expected a batch of shape (n, {want}), got shape {shape}")
+        if shape[0] == 0:
+            raise ValueError(f"X: expected at least one example, got shape {shape}")
+        _checks.check_input(X, "X")
+        self._check_mode(train, key)
         self._check_params(params)
         state = self._state(state)
         keys = None if key is None else jax.random.split(key, shape[0])

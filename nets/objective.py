@@ -15,6 +15,7 @@ from typing import Any, Callable, ClassVar
 import jax
 import jax.numpy as jnp
 
+from nets import _checks
 from nets import losses as _losses
 from nets import mlp as _mlp
 from nets import penalties as _penalties
@@ -59,11 +60,44 @@ class Objective:
             raise ValueError(
                 "model_state: this model carries state (BatchNorm running statistics or "
                 "Dropout rates); pass model_state= (the state from model.init(key))")
+        self._check_targets(X, Y)
         Z, new_state = self.model.batch_apply(params, X, state=model_state, train=train,
                                               key=key)
         value = jnp.mean(jax.vmap(self.loss.fn)(Z, Y)) + _penalties.total(params,
                                                                           self.penalties)
         return value if model_state is None else (value, new_state)
+
+
+    def _check_targets(self, X, Y) -> None:
+        """Concrete targets against the model before anything runs: one row per example of
+        ``X``, finite, and for cross-entropy integer labels in ``[0, M)`` (``M`` the model's
+        last output axis) or probabilities of the output's shape. Traced ones pass (their
+        shapes are checked when the loss is traced)."""
+        if Y is None or isinstance(Y, (dict, list, tuple)) or any(
+                isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((X, Y))):
+            return
+        Y = _checks.as_numeric(Y, "Y")
+        _checks.check_finite(Y, "Y")
+        n = jnp.shape(X)[0] if jnp.ndim(X) else None
+        if Y.ndim == 0 or Y.shape[0] != n:
+            raise ValueError(f"Y: expected one target per row of X ({n} rows), got shape "
+                             f"{Y.shape}")
+        if self.loss.labels != "class":
+            return
+        out = tuple(self.model.output_shape)
+        labels, probabilities = (n, *out[:-1]), (n, *out)
+        if Y.shape == labels and Y.dtype.kind in "iu":
+            _checks.check_labels(Y, out[-1], "Y")
+        elif Y.shape == labels:
+            raise TypeError(f"Y: expected integer class labels of shape {labels}, got dtype "
+                            f"{Y.dtype} (float labels? pass Y.astype(np.int32))")
+        elif Y.shape == probabilities and Y.dtype.kind != "f":
+            raise TypeError(f"Y: expected probabilities of shape {probabilities} as floats, got "
+                            f"dtype {Y.dtype} (one-hot integers? pass Y.argmax(axis=-1) for "
+                            f"labels, or Y.astype(np.float32))")
+        elif Y.shape != probabilities:
+            raise ValueError(f"Y: expected integer labels of shape {labels} or probabilities of "
+                             f"shape {probabilities}, got dtype {Y.dtype}, shape {Y.shape}")
 
 
 def make(model_or_apply, loss="cross_entropy", penalties=None) -> Callable:

@@ -147,7 +147,11 @@ def terms(penalties: Mapping[str, float] | Sequence | None) -> list[tuple[Penalt
             raise TypeError(
                 f"penalties: expected (name, lambda) pairs or a dict name -> lambda, got {item!r}")
         penalty, lam = get(item[0]), item[1]
-        if isinstance(lam, (int, float)) and not (lam >= 0 and lam < float("inf")):
+        if isinstance(lam, (bool, str, bytes, complex)) or not isinstance(
+                lam, (int, float, np.integer, np.floating, jax.Array, np.ndarray)):
+            raise TypeError(f"penalties[{penalty.name!r}]: expected a number lambda >= 0 (or an "
+                            f"array of them), got {type(lam).__name__} {lam!r}")
+        if not isinstance(lam, (jax.Array, np.ndarray)) and not (lam >= 0 and lam < float("inf")):
             raise ValueError(
                 f"penalties[{penalty.name!r}]: expected a finite lambda >= 0, got {lam!r}")
         out.append((penalty, lam))

@@ -158,6 +158,12 @@ def fit(
     _checks.check_float_tree(params)
     train_np, val_np = _loop._check_data(data, validation, num_classes)
     hp = _loop._check_hyperparams(optimizer, params, hyperparams)
+    _runner.check_settings(
+        epochs=epochs, eval_every=eval_every, epochs_per_call=epochs_per_call, models=None,
+        key=key, patience=patience, min_delta=min_delta, progress=progress,
+        checkpoint=checkpoint, checkpoint_every=checkpoint_every, order=order,
+        eval_batch_size=eval_batch_size, n=_rows(train_np), batch_size=batch_size)
+    _runner._check_state(params, None, what="state.params")
 
     state = _loop.init_state(params, optimizer, model_state=model_state)
     if hp:
@@ -257,6 +263,10 @@ def _check_labels(trace, loss_fn, params, train_np, val_np) -> None:
             for path, leaf in jax.tree_util.tree_leaves_with_path(Y):
                 if np.asarray(leaf).dtype.kind in "iu":
                     _checks.check_labels(leaf, M, name + jax.tree_util.keystr(path))
+
+
+def _rows(train_np) -> int:
+    return int(np.shape(jax.tree.leaves(train_np[0])[0])[0])
 
 
 def _target_hint(Y) -> str | None:

@@ -556,28 +556,10 @@ def run(
                      ("best_of", best_of)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name}: expected a function or None, got {type(fn).__name__}")
-    _checks.check_int(epochs, "epochs", 1)
-    _checks.check_int(eval_every, "eval_every", 1)
-    _checks.check_int(epochs_per_call, "epochs_per_call", 1)
-    if models is not None:
-        _checks.check_int(models, "models", 1)
-    _checks.check_key(key, "key", () if models is None else (models,))
-    if patience is not None:
-        _checks.check_int(patience, "patience", 1)
-    if not isinstance(min_delta, (int, float)) or isinstance(min_delta, bool) or not (
-            math.isfinite(min_delta) and min_delta >= 0):
-        raise ValueError(f"min_delta: expected a finite number >= 0, got {min_delta!r}")
-    if progress not in (None, True, False):
-        raise TypeError(f"progress: expected True, False or None, got {progress!r}")
-    if checkpoint_every is not None:
-        _checks.check_int(checkpoint_every, "checkpoint_every", 1)
-        if checkpoint is None:
-            raise ValueError("checkpoint_every: expected a checkpoint path to go with it, "
-                             "got checkpoint=None")
-    if checkpoint is not None:
-        _check_writable(checkpoint, "checkpoint")
-    if order not in _loop.ORDERS:
-        raise ValueError(f"order: expected one of {_loop.ORDERS}, got {order!r}")
+    check_settings(epochs=epochs, eval_every=eval_every, epochs_per_call=epochs_per_call,
+                   models=models, key=key, patience=patience, min_delta=min_delta,
+                   progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                   order=order, eval_batch_size=eval_batch_size)
     if validation is not None and evaluate is None and factory is None:
         raise ValueError("validation: a validation set needs an evaluate function")
     if monitor is not None and not isinstance(monitor, str):
@@ -651,8 +633,6 @@ def run(
 
     # --- the carry: fresh buffers (the compiled calls donate them) ---
     keep = jax.vmap(program.best_of) if models is not None else program.best_of
-    state = jax.tree.map(lambda a: jnp.array(a, copy=True), state)
-    best = jax.tree.map(lambda a: jnp.array(a, copy=True), keep(state))
 
     def tracker(best):
         return Tracker(epoch=jnp.zeros((), jnp.int32), steps=jnp.zeros((), jnp.int32),
@@ -661,40 +641,51 @@ def run(
                        bad_evals=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool),
                        reason=jnp.zeros((), jnp.int32))
 
-    tr = jax.vmap(tracker)(best) if models is not None else tracker(best)
-    carry = Carry(state=state, key=jnp.array(key, copy=True), tracker=tr)
-    if padded is not None:
-        carry = _pad(carry, padded - models)
-    if not stream:
-        train_data = _to_device(data)
-    val_data = None if validation is None or val_stream else _to_device(validation)
-
-    if mesh is not None:
-        carry = jax.device_put(carry, NamedSharding(mesh, P("models")))
-        rep = NamedSharding(mesh, P())
-        if not stream:
-            train_data = jax.device_put(train_data, rep)
+    def build(state, key, train_data, val_data):
+        """The carry and the data on the device(s); run abstractly first (by ``trace``)."""
+        state = jax.tree.map(lambda a: jnp.array(a, copy=True), state)
+        best = jax.tree.map(lambda a: jnp.array(a, copy=True), keep(state))
+        tr = jax.vmap(tracker)(best) if models is not None else tracker(best)
+        carry = Carry(state=state, key=jnp.array(key, copy=True), tracker=tr)
+        if padded is not None:
+            carry = _pad(carry, padded - models)
+        if train_data is not None:
+            train_data = _to_device(train_data)
         if val_data is not None:
-            val_data = jax.device_put(val_data, rep)
-    else:
-        carry = jax.device_put(carry, device)
-        if not stream:
-            train_data = jax.device_put(train_data, device)
-        if val_data is not None:
-            val_data = jax.device_put(val_data, device)
+            val_data = _to_device(val_data)
+        if mesh is not None:
+            carry = jax.device_put(carry, NamedSharding(mesh, P("models")))
+            rep = NamedSharding(mesh, P())
+            if train_data is not None:
+                train_data = jax.device_put(train_data, rep)
+            if val_data is not None:
+                val_data = jax.device_put(val_data, rep)
+        else:
+            carry = jax.device_put(carry, device)
+            if train_data is not None:
+                train_data = jax.device_put(train_data, device)
+            if val_data is not None:
+                val_data = jax.device_put(val_data, device)
+        return carry, train_data, val_data
 
+    arrays = (None if stream else data,
+              None if validation is None or val_stream else validation)
     names = []
 
-    def trace():  # once, no compilation: a broken step or evaluate fails here, clearly
+    def trace():  # once, abstractly: nothing is built or compiled before the checks pass
         if not stream:
             mask = np.ones(epochs_per_call, bool)
-            names.extend(jax.eval_shape(program.jitted, carry, train_data, val_data, 1,
-                                        mask)[1])
+
+            def program_of(state, key, train_data, val_data):
+                return program.jitted(*build(state, key, train_data, val_data), 1, mask)
+
+            names.extend(jax.eval_shape(program_of, state, key, *arrays)[1])
 
     if probe is None:
         trace()
     else:
         probe(trace)
+    carry, train_data, val_data = build(state, key, *arrays)
     names = names if not stream else None
 
     history: dict[str, list] = {}
@@ -761,6 +752,42 @@ def run(
 
     return _result(carry, history, models, mesh,
                    program.traces - traced_before)
+
+
+def check_settings(*, epochs, eval_every, epochs_per_call, models, key, patience, min_delta,
+                   progress, checkpoint, checkpoint_every, order, eval_batch_size,
+                   n: int | None = None, batch_size=None) -> None:
+    """The checks of :func:`run`'s settings that need neither the state nor the functions;
+    ``train.fit`` and ``train.sweep`` call it before they build a state (which may compile
+    small programs), with ``n`` and ``batch_size`` for array data."""
+    _checks.check_int(epochs, "epochs", 1)
+    _checks.check_int(eval_every, "eval_every", 1)
+    _checks.check_int(epochs_per_call, "epochs_per_call", 1)
+    if models is not None:
+        _checks.check_int(models, "models", 1)
+    _checks.check_key(key, "key", () if models is None else (models,))
+    if patience is not None:
+        _checks.check_int(patience, "patience", 1)
+    if not isinstance(min_delta, (int, float)) or isinstance(min_delta, bool) or not (
+            math.isfinite(min_delta) and min_delta >= 0):
+        raise ValueError(f"min_delta: expected a finite number >= 0, got {min_delta!r}")
+    if progress not in (None, True, False):
+        raise TypeError(f"progress: expected True, False or None, got {progress!r}")
+    if checkpoint_every is not None:
+        _checks.check_int(checkpoint_every, "checkpoint_every", 1)
+        if checkpoint is None:
+            raise ValueError("checkpoint_every: expected a checkpoint path to go with it, "
+                             "got checkpoint=None")
+    if checkpoint is not None:
+        _check_writable(checkpoint, "checkpoint")
+    if order not in _loop.ORDERS:
+        raise ValueError(f"order: expected one of {_loop.ORDERS}, got {order!r}")
+    if eval_batch_size is not None:
+        _checks.check_int(eval_batch_size, "eval_batch_size", 1)
+    if n is not None:
+        if batch_size is None:
+            raise TypeError("batch_size: expected an int for array data, got None")
+        _loop._check_batching(n, batch_size, order)
 
 
 def _evaluates(epoch_no: int, epochs: int, eval_every: int) -> bool:

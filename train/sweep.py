@@ -57,8 +57,8 @@ from jax.sharding import Mesh
 import warnings
 
 from nets import _checks
-from train.fit import (_check_labels, _check_loss_args, _factory, _resolve_takes_key,
-                       _target_hint)
+from train.fit import (_check_labels, _check_loss_args, _factory,
+                       _resolve_takes_key, _rows, _target_hint)
 from train import loop as _loop
 from train import optim as _optim
 from train import runner as _runner
@@ -183,6 +183,12 @@ def sweep(
     train_np, val_np = _loop._check_data(data, validation, num_classes)
     one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), params)
     hp = _loop._check_hyperparams(optimizer, one, hyperparams, models)
+    _runner.check_settings(
+        epochs=epochs, eval_every=eval_every, epochs_per_call=epochs_per_call, models=models,
+        key=keys, patience=patience, min_delta=min_delta, progress=progress, checkpoint=None,
+        checkpoint_every=None, order=order, eval_batch_size=eval_batch_size,
+        n=_rows(train_np), batch_size=batch_size)
+    _runner._check_state(params, models, what="state.params")
 
     state = jax.vmap(lambda p, ms: _loop.init_state(p, optimizer, model_state=ms))(
         params, model_state)
