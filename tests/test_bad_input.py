@@ -49,7 +49,11 @@ def _listen(event, duration, **kwargs):
 
 @pytest.fixture(scope="module", autouse=True)
 def _compile_listener():
-    """Listens to JAX's compilation events while this module runs."""
+    """Listens to JAX's compilation events while this module runs. Making a PRNG key
+    compiles two tiny programs once per process (`Model.output_shape` makes one for its
+    abstract init): made here first, so the result does not depend on which tests ran before
+    in the same worker."""
+    jax.random.key(0)
     jax.monitoring.register_event_duration_secs_listener(_listen)
     yield
     jax.monitoring.unregister_event_duration_listener(_listen)
