@@ -182,13 +182,15 @@ def as_finite_array(value, name: str, *, ndim: int | None = None) -> np.ndarray:
     return arr
 
 
-def check_labels(Y, num_classes: int, name: str = "Y") -> np.ndarray:
+def check_labels(Y, num_classes: int, name: str = "Y", *, ignore: int | None = None) -> np.ndarray:
     """Concrete integer class labels ``Y`` (any shape) against ``[0, num_classes)``.
 
     The value check that tracing cannot do: ``num_classes`` is the ``M`` a traced
     cross-entropy recorded (:func:`nets.losses.record_label_ranges`), or the network's
     output width. Returns ``Y`` as a NumPy array; non-integer ``Y`` is a ``TypeError``
-    (probability targets need no range check: pass only integer labels here).
+    (probability targets need no range check: pass only integer labels here). With
+    ``ignore`` (per-position labels: ``nets.losses.IGNORE``), that value is allowed too,
+    as long as some label is scored.
 
     >>> check_labels([1, 10, 3], 10, "Y")
     Traceback (most recent call last):
@@ -201,8 +203,17 @@ def check_labels(Y, num_classes: int, name: str = "Y") -> np.ndarray:
         raise TypeError(f"num_classes: expected an int >= 1, got {num_classes!r}")
     if not np.issubdtype(Y.dtype, np.integer):
         raise TypeError(f"{name}: expected integer class labels, got dtype {Y.dtype}")
-    lo, hi = Y.min(), Y.max()
+    scored = Y if ignore is None else Y[Y != ignore]
+    if scored.size == 0:
+        raise ValueError(f"{name}: expected some scored labels in [0, {num_classes}), got only "
+                         f"{ignore} (not scored) in shape {Y.shape}")
+    lo, hi = scored.min(), scored.max()
     if lo < 0 or hi >= num_classes:
+        if ignore is not None:
+            raise ValueError(
+                f"{name}: expected per-position class labels in [0, {num_classes}) or {ignore} "
+                f"(not scored), got values in [{lo}, {hi}] (besides {ignore}) for a network "
+                f"with {num_classes} outputs")
         hint = ""
         if lo >= 1 and hi == num_classes:
             hint = f"; labels 1..{num_classes}? subtract 1 ({name} - 1)"

@@ -14,6 +14,18 @@ name                     output g^(K)     L(y, z)                               
 Cross-entropy takes an integer label ``y`` in ``[0, M)`` or a probability vector of shape
 ``(M,)``; all three are computed from logits, so they stay finite for large ``|z|``.
 
+**Per position.** A sequence model emits logits ``z`` of shape ``(T, M)`` for ONE example, a
+class at each of its ``T`` positions; :func:`per_position_cross_entropy` takes integer labels
+``y`` of shape ``(T,)`` (or probabilities ``(T, M)``) and returns the MEAN over the scored
+positions of the per-position cross-entropies, ``(1/|S|) sum_{t in S} (logsumexp(z_t) -
+z_t[y_t])``, ``S = {t : y_t != IGNORE}``; a label ``IGNORE = -1`` marks a position that is not
+scored (the input part of a copying task, say), as PyTorch's ``ignore_index`` does. An
+example with no scored position has loss 0. :func:`nets.objective.make` uses it for
+``"cross_entropy"`` when the model's output has positions (``model.output_shape`` of two or
+more axes), so ``objective.make(seq_model, "cross_entropy")`` trains on labels ``(n, T)``. The
+per-example :func:`cross_entropy` keeps refusing labels ``(T,)`` for logits ``(T, M)``: given
+only those two arrays, a batch passed by mistake looks the same.
+
 Targets are checked on their static shape and dtype when a loss is traced (inside
 ``jax.eval_shape``, before anything is compiled): a float scalar or a ``(1,)`` vector for
 cross-entropy with ``M > 1`` outputs, a squared-error target of another shape than ``z``,
@@ -149,6 +161,42 @@ def _check_class_target(z, y) -> jax.Array:
     return y
 
 
+IGNORE = -1  # a per-position label that is not scored (per_position_cross_entropy)
+
+
+def _check_position_target(z, y) -> jax.Array:
+    """Per-position cross-entropy's target for ONE example with logits ``z`` (T..., M):
+    integer labels of shape ``(T...)`` (``IGNORE`` allowed) or probabilities of ``z``'s shape."""
+    who = "per_position_cross_entropy"
+    if z.ndim < 2:
+        raise ValueError(f"{who}: expected logits with positions, shape (T, M), got z of shape "
+                         f"{tuple(z.shape)} (one position? use cross_entropy)")
+    y = _as_target(y, who)
+    lead, M = tuple(z.shape[:-1]), z.shape[-1]
+    expected = (f"integer labels of shape {lead} (one per position, {IGNORE} where not "
+                f"scored) or floating probabilities of shape {tuple(z.shape)}")
+    if tuple(y.shape) == lead:
+        if not jnp.issubdtype(y.dtype, jnp.integer):
+            raise TypeError(f"{who}: target y: expected {expected}, got {_describe(y)} (float "
+                            f"labels? pass Y.astype(np.int32))")
+        _record(M)
+        return y
+    if tuple(y.shape) == tuple(z.shape):
+        if not jnp.issubdtype(y.dtype, jnp.floating):
+            raise TypeError(f"{who}: target y: expected {expected}, got {_describe(y)} "
+                            f"(one-hot integers? pass Y.argmax(axis=-1) for labels, or "
+                            f"Y.astype(np.float32))")
+        return y
+    hint = ""
+    if y.ndim == len(lead) and y.shape[1:] == lead[1:]:
+        hint = (f" (labels for sequences of length {y.shape[0]}, logits for length {lead[0]}? "
+                f"the model's seq_len must be the data's)")
+    elif y.ndim == len(lead) + 1 and tuple(y.shape[1:]) == lead:
+        hint = (" (a batch of labels? per_position_cross_entropy is for ONE example: use "
+                "jax.vmap)")
+    raise ValueError(f"{who}: target y: expected {expected}, got {_describe(y)}{hint}")
+
+
 def _fits_exactly(y_shape, z_shape) -> bool:
     """y has z's shape, or broadcasts to it without repeating anything (one number for one
     output, or z's shape without some leading axes of size 1)."""
@@ -211,6 +259,38 @@ def cross_entropy(z: jax.Array, y) -> jax.Array:
     return jax.nn.logsumexp(z) - jnp.sum(y.astype(z.dtype) * z)
 
 
+def per_position_cross_entropy(z: jax.Array, y) -> jax.Array:
+    """Cross-entropy at every position of ONE sequence, averaged over the scored positions.
+
+    ``z``: logits of shape ``(T, M)`` (or ``(T1, T2, ..., M)``: every axis but the last is a
+    position). ``y``: integer labels of shape ``(T,)`` in ``[0, M)``, or ``IGNORE`` (-1) at
+    a position that is not scored; or floating probabilities of shape ``(T, M)`` (every
+    position scored). Returns
+
+        (1/|S|) sum_{t in S} (logsumexp(z_t) - z_t[y_t]),    S = {t : y_t != IGNORE}
+
+    and 0 when ``S`` is empty. A label outside ``[0, M)`` other than ``IGNORE`` gives NaN
+    (never a plausible number); :func:`nets._checks.check_labels` refuses it on concrete
+    labels (``train.fit`` does, before compiling).
+
+    >>> import jax.numpy as jnp
+    >>> z = jnp.array([[0.0, 0.0], [2.0, 0.0], [5.0, -5.0]])
+    >>> float(per_position_cross_entropy(z, jnp.array([1, 0, IGNORE])))  # (log 2 + 0.127) / 2
+    0.41...
+    """
+    y = _check_position_target(z, y)
+    lse = jax.nn.logsumexp(z, axis=-1)  # (T,)
+    if jnp.issubdtype(y.dtype, jnp.floating):
+        return jnp.mean(lse - jnp.sum(y.astype(z.dtype) * z, axis=-1))
+    M = z.shape[-1]
+    scored = y != IGNORE
+    inside = (y >= 0) & (y < M)
+    picked = jnp.take_along_axis(z, jnp.clip(y, 0, M - 1)[..., None], axis=-1)[..., 0]  # z_t[y_t]
+    per_t = jnp.where(inside, lse - picked, jnp.nan)  # a label out of range: NaN
+    total = jnp.sum(jnp.where(scored, per_t, 0.0))
+    return total / jnp.maximum(jnp.sum(scored), 1).astype(z.dtype)
+
+
 def squared_error(z: jax.Array, y) -> jax.Array:
     """Squared error ``sum_k (y_k - z_k)^2`` for outputs ``z`` and targets ``y`` of shape ``(K,)``
     (or a shape that broadcasts to ``z``'s exactly: a number for one output)."""
@@ -226,6 +306,18 @@ def binary_cross_entropy(z: jax.Array, y) -> jax.Array:
 
 def _cross_entropy_grad(z, y):
     return jax.nn.softmax(z) - _one_hot_like(z, y)
+
+
+def _per_position_cross_entropy_grad(z, y):
+    """``(softmax(z_t) - onehot(y_t)) / |S|`` at scored positions, 0 elsewhere."""
+    y = _check_position_target(z, y)
+    p = jax.nn.softmax(z, axis=-1)
+    if jnp.issubdtype(y.dtype, jnp.floating):
+        count = math.prod(z.shape[:-1])
+        return (p - y.astype(z.dtype)) / count
+    scored = (y != IGNORE)[..., None]
+    count = jnp.maximum(jnp.sum(scored), 1).astype(z.dtype)
+    return jnp.where(scored, p - jax.nn.one_hot(y, z.shape[-1], dtype=z.dtype), 0.0) / count
 
 
 def _squared_error_grad(z, y):
@@ -255,10 +347,37 @@ LOSSES: dict[str, Loss] = {
 }
 
 
+# The per-position forms of the per-example losses, for models whose output has positions
+# (``(T, M)``): kept out of LOSSES, the per-example registry (the MLP, its hand-derived
+# backprop and its gradient grid).
+PER_POSITION: dict[str, Loss] = {
+    "cross_entropy": Loss("per_position_cross_entropy", per_position_cross_entropy,
+                          _per_position_cross_entropy_grad, "softmax", "class"),
+}
+
+
 def get(loss: str | Loss) -> Loss:
-    """Look up a loss by name; raise ``ValueError`` listing the valid names."""
+    """Look up a loss by name (a key of ``LOSSES``, or ``"per_position_cross_entropy"``);
+    raise ``ValueError`` listing the valid names."""
     if isinstance(loss, Loss):
         return loss
+    extra = {p.name: p for p in PER_POSITION.values()}
+    if isinstance(loss, str) and loss in extra:
+        return extra[loss]
     if not isinstance(loss, str) or loss not in LOSSES:
-        raise ValueError(f"loss: expected one of {sorted(LOSSES)}, got {loss!r}")
+        raise ValueError(f"loss: expected one of {sorted(LOSSES) + sorted(extra)}, got {loss!r}")
     return LOSSES[loss]
+
+
+def for_output(loss: str | Loss, output_shape: tuple) -> Loss:
+    """``loss`` for one example's output of ``output_shape``: its per-position form
+    (``PER_POSITION``) when the output has positions, ``(T, M)``, and one exists; else
+    ``loss`` itself.
+
+    >>> for_output("cross_entropy", (7, 3)).name, for_output("cross_entropy", (3,)).name
+    ('per_position_cross_entropy', 'cross_entropy')
+    """
+    loss = get(loss)
+    if len(tuple(output_shape)) >= 2 and loss.name in PER_POSITION:
+        return PER_POSITION[loss.name]
+    return loss

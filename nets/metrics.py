@@ -7,6 +7,12 @@ output, two classes), the prediction is ``Z > threshold``: ``threshold=0`` for l
 probability rows ``(n, M)`` (their argmax is the label). Each function is pure and jittable,
 so it serves as ``fn`` in :meth:`nets.model.Model.metric`.
 
+Per position (sequence models): ``Z`` of shape ``(n, T, M)`` and integer labels ``(n, T)``
+(or probabilities ``(n, T, M)``); :func:`error_rate` and :func:`accuracy` count every scored
+position of every sequence, those labelled ``nets.losses.IGNORE`` (-1) left out. Evaluated
+in batches by ``train.fit`` (weighted by examples), the result is exact when every example
+has the same number of scored positions.
+
 >>> import jax.numpy as jnp
 >>> Z = jnp.array([[2.0, 0.1], [0.3, 0.9], [1.0, -1.0]])
 >>> float(error_rate(Z, jnp.array([0, 1, 1])))
@@ -19,6 +25,25 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from nets.losses import IGNORE  # a per-position label that is not scored
+
+
+def _check_positions(Z, y, name_z="Z", name_y="y"):
+    """``Z`` (n, T..., M) and labels (n, T...) or probabilities of ``Z``'s shape."""
+    if jnp.shape(y) not in (tuple(jnp.shape(Z))[:-1], tuple(jnp.shape(Z))):
+        raise ValueError(f"{name_y}: expected per-position labels of shape "
+                         f"{tuple(jnp.shape(Z))[:-1]} (or probabilities of shape "
+                         f"{tuple(jnp.shape(Z))}) for outputs {name_z} of shape "
+                         f"{tuple(jnp.shape(Z))}, got shape {jnp.shape(y)}")
+
+
+def _position_labels(Z, y):
+    """Integer labels (n, T...) from labels or probabilities, and the mask of scored ones."""
+    y = jnp.asarray(y)
+    if y.ndim == jnp.ndim(Z):
+        y = jnp.argmax(y, axis=-1)
+    return y, y != IGNORE
 
 
 def _check_batch(Z, y, name_z="Z", name_y="y"):
@@ -50,14 +75,20 @@ def _labels(y, n_out):
 
 
 def error_rate(Z, y, *, threshold: float = 0.0) -> jax.Array:
-    """Fraction of misclassified examples, ``(1/n) sum_i [yhat_i != y_i]``."""
+    """Fraction of misclassified examples, ``(1/n) sum_i [yhat_i != y_i]``; for outputs
+    with positions ``(n, T, M)``, of misclassified scored positions (module doc)."""
+    if jnp.ndim(Z) >= 3:
+        _check_positions(Z, y)
+        labels, scored = _position_labels(Z, y)
+        wrong = (jnp.argmax(Z, axis=-1) != labels) & scored
+        return jnp.sum(wrong) / jnp.maximum(jnp.sum(scored), 1)
     _check_batch(Z, y)
     n_out = 1 if jnp.ndim(Z) == 1 else jnp.shape(Z)[-1]
     return jnp.mean(predicted_class(Z, threshold=threshold) != _labels(y, n_out))
 
 
 def accuracy(Z, y, *, threshold: float = 0.0) -> jax.Array:
-    """Fraction of correctly classified examples, ``1 - error_rate``."""
+    """Fraction of correctly classified examples (scored positions), ``1 - error_rate``."""
     return 1.0 - error_rate(Z, y, threshold=threshold)
 
 

@@ -87,7 +87,9 @@ class Objective:
         out = tuple(self.model.output_shape)
         labels, probabilities = (n, *out[:-1]), (n, *out)
         if Y.shape == labels and Y.dtype.kind in "iu":
-            _checks.check_labels(Y, out[-1], "Y")
+            per_position = self.loss.name in {p.name for p in _losses.PER_POSITION.values()}
+            _checks.check_labels(Y, out[-1], "Y",
+                                 ignore=_losses.IGNORE if per_position else None)
         elif Y.shape == labels:
             raise TypeError(f"Y: expected integer class labels of shape {labels}, got dtype "
                             f"{Y.dtype} (float labels? pass Y.astype(np.int32))")
@@ -108,7 +110,10 @@ def make(model_or_apply, loss="cross_entropy", penalties=None) -> Callable:
         ``objective(params, X, Y, *, key=None, train=False, model_state=None)``; or a
         function ``apply_fn(params, x) -> z`` of one example, giving
         ``objective(params, X, Y)`` (:func:`mean_loss`, no per-example keys).
-      loss: a name or :class:`nets.losses.Loss`.
+      loss: a name or :class:`nets.losses.Loss`. For a model whose output has positions
+        (``output_shape`` ``(T, M)``, the sequence models), ``"cross_entropy"`` is
+        :func:`nets.losses.per_position_cross_entropy`: labels ``(n, T)``, ``-1`` where a
+        position is not scored, each example's loss the mean over its scored positions.
       penalties: a spec for :func:`nets.penalties.terms` (e.g. ``{"l2": 1e-3}``). Only
         leaves with two or more axes are penalised: Dense ``W``, convolution kernels,
         embedding tables; biases and the LayerNorm/BatchNorm ``gamma``/``beta`` are not.
@@ -126,8 +131,9 @@ def make(model_or_apply, loss="cross_entropy", penalties=None) -> Callable:
     """
     loss = _losses.get(loss)
     terms = _penalties.terms(penalties)
-    if isinstance(model_or_apply, Model):
-        return Objective(model_or_apply, loss, tuple(terms))
+    if isinstance(model_or_apply, Model):  # a sequence model's (T, M): per position
+        return Objective(model_or_apply, _losses.for_output(loss, model_or_apply.output_shape),
+                         tuple(terms))
     if not callable(model_or_apply):
         raise TypeError(f"model_or_apply: expected a nets.model.Model or a function "
                         f"apply_fn(params, x) -> z, got {type(model_or_apply).__name__}")

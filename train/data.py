@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nets import _checks
+from nets import losses as _losses
 
 __all__ = [
     "validate",
@@ -93,7 +94,9 @@ def validate(
         y: optional targets with `n` rows: class labels of shape `(n,)`, or regression
             targets of shape `(n, ...)`; finite if floating.
         num_classes: if given, `y` must be integer class labels of shape `(n,)` in
-            `[0, num_classes)`.
+            `[0, num_classes)`; or per-position labels, one per position of `X` (shape
+            `X.shape[:k]`, `k >= 2`: `(n, T)` for token ids `(n, T)` or features
+            `(n, T, d)`), in `[0, num_classes)` or `-1` (`nets.losses.IGNORE`, not scored).
         name: how `X` is called in error messages (e.g. `"X_val"`).
         y_name: how `y` is called in error messages.
 
@@ -151,6 +154,9 @@ def validate(
             f"{y_name} must hold integer class labels in [0, {num_classes}) when num_classes "
             f"is given; got dtype {y.dtype}{hint}"
         )
+    if y.ndim >= 2 and y.shape == X.shape[:y.ndim]:  # a label per position of X
+        _checks.check_labels(y, num_classes, y_name, ignore=_losses.IGNORE)
+        return X, y
     if y.ndim != 1:
         hint = ""
         if y.ndim == 2 and y.shape[1] == num_classes:

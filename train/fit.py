@@ -245,7 +245,9 @@ def _check_labels(trace, loss_fn, params, train_np, val_np) -> None:
     """Class labels against the network's outputs, before compiling: runs the runner's one
     trace inside :func:`nets.losses.record_label_ranges`, which learns the number of classes
     ``M`` of every cross-entropy traced on integer labels, then checks every integer leaf of
-    ``Y`` (and ``Y_val``) against ``[0, M)`` with :func:`nets._checks.check_labels`."""
+    ``Y`` (and ``Y_val``) against ``[0, M)`` with :func:`nets._checks.check_labels`. A leaf
+    with two or more axes, ``(n, T)``, holds per-position labels (a per-example label vector
+    would have failed the trace): ``nets.losses.IGNORE`` (-1, not scored) is allowed there."""
     with _losses.record_label_ranges() as seen:
         trace()
     signature = str(jax.tree.map(lambda a: (np.shape(a), str(np.asarray(a).dtype)
@@ -262,7 +264,9 @@ def _check_labels(trace, loss_fn, params, train_np, val_np) -> None:
         for Y, name in ((train_np[1], "Y"), (None if val_np is None else val_np[1], "Y_val")):
             for path, leaf in jax.tree_util.tree_leaves_with_path(Y):
                 if np.asarray(leaf).dtype.kind in "iu":
-                    _checks.check_labels(leaf, M, name + jax.tree_util.keystr(path))
+                    ignore = _losses.IGNORE if np.ndim(leaf) >= 2 else None
+                    _checks.check_labels(leaf, M, name + jax.tree_util.keystr(path),
+                                         ignore=ignore)
 
 
 def _rows(train_np) -> int:
