@@ -124,7 +124,7 @@ def as_numeric(a: Any, name: str) -> np.ndarray:
     except (ValueError, TypeError) as err:  # ragged nested lists, key arrays, ...
         raise TypeError(f"{name}: expected a rectangular array of numbers, got a "
                         f"{type(a).__name__} that NumPy cannot convert ({err})") from None
-    if arr.dtype.kind not in "biuf":
+    if arr.dtype.kind not in "biuf" and not jnp.issubdtype(arr.dtype, jnp.floating):  # bfloat16
         raise TypeError(f"{name}: expected real numbers (bool, integer or float dtype), got "
                         f"dtype {arr.dtype} from a {type(a).__name__}")
     return arr
@@ -154,7 +154,7 @@ def check_input(x, name: str) -> None:
 
 def check_finite(arr: np.ndarray, name: str) -> None:
     """No NaN or infinity in a floating array; the message gives the count and the first."""
-    if arr.dtype.kind != "f" or np.isfinite(arr).all():
+    if not jnp.issubdtype(arr.dtype, jnp.floating) or np.isfinite(arr).all():
         return
     bad = ~np.isfinite(arr)
     first = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -169,7 +169,7 @@ def as_finite_array(value, name: str, *, ndim: int | None = None) -> np.ndarray:
         arr = np.asarray(value)
     except Exception as err:  # ragged lists and the like
         raise TypeError(f"{name}: expected an array, got {type(value).__name__} ({err})") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+    if arr.dtype == object or not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == bool):
         raise TypeError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")

@@ -188,6 +188,8 @@ def fit(
             f"monitored value or the new state); stopped and returned the last finite "
             f"parameters (those after epoch {e - 1}). "
             + (hint if hint else "Try a smaller learning rate."), RuntimeWarning, stacklevel=2)
+    else:
+        _warn_if_diverged(result.history, "fit")
     best_params, best_ms = result.best
     use_best = patience is not None
     return FitResult(
@@ -267,6 +269,35 @@ def _check_labels(trace, loss_fn, params, train_np, val_np) -> None:
                     ignore = _losses.IGNORE if np.ndim(leaf) >= 2 else None
                     _checks.check_labels(leaf, M, name + jax.tree_util.keystr(path),
                                          ignore=ignore)
+
+
+def _diverged(loss) -> str | None:
+    """Why a finite training-loss curve (one value per epoch) looks diverged, or None: it
+    ended above its first value and more than 1.5 times its lowest (an unstable step size
+    or momentum; noise and overfitting do not raise the TRAINING loss that much)."""
+    loss = np.asarray(loss, dtype=np.float64)
+    if loss.size < 2 or not np.isfinite(loss).all():
+        return None
+    low = int(np.argmin(loss))
+    if loss[-1] > loss[0] and loss[-1] > 1.5 * loss[low]:
+        return (f"the training loss rose from {loss[low]:.4g} (epoch {low + 1}) to "
+                f"{loss[-1]:.4g} (epoch {loss.size}), above its first value {loss[0]:.4g}")
+    return None
+
+
+def _warn_if_diverged(history, who: str, models: int | None = None) -> None:
+    """A RuntimeWarning for runs whose training loss diverged but stayed finite."""
+    if "loss" not in history:
+        return
+    curves = [history["loss"]] if models is None else list(np.asarray(history["loss"]))
+    why = [(i, w) for i, w in enumerate(map(_diverged, curves)) if w]
+    if not why:
+        return
+    head = (f"{who}: " if models is None else
+            f"{who}: {len(why)} of {models} models diverged (models "
+            f"{[i for i, _ in why][:10]}{' ...' if len(why) > 10 else ''}); model {why[0][0]}: ")
+    warnings.warn(head + why[0][1] + ". The run diverged without becoming non-finite; try a "
+                  "smaller learning rate (or less momentum).", RuntimeWarning, stacklevel=3)
 
 
 def _rows(train_np) -> int:

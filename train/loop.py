@@ -221,16 +221,19 @@ def _mulmod(a: jax.Array, b: int, n: int) -> jax.Array:
     return r
 
 
-def _check_batching(n: int, batch_size, order) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+def _check_batching(n: int, batch_size, order) -> int:
+    """``batch_size`` as an ``int`` (NumPy integers accepted, like ``epochs``)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
         raise TypeError(f"batch_size: expected an int, got {type(batch_size).__name__} "
                         f"{batch_size!r}")
+    batch_size = int(batch_size)
     if not 1 <= batch_size <= n:
         raise ValueError(
             f"batch_size: expected 1 <= batch_size <= n = {n} (the number of training "
             f"examples), got {batch_size}")
     if order not in ORDERS:
         raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
+    return batch_size
 
 
 def minibatch_indices(key: jax.Array, step: jax.Array, *, n: int, batch_size: int,
@@ -245,7 +248,7 @@ def minibatch_indices(key: jax.Array, step: jax.Array, *, n: int, batch_size: in
     >>> minibatch_indices(jax.random.key(0), 2, n=5, batch_size=2, order="sequential").tolist()
     [[4, 0], [1, 2]]
     """
-    _check_batching(n, batch_size, order)
+    batch_size = _check_batching(n, batch_size, order)
     steps = n // batch_size
     if order == "random":
         idx = jax.random.permutation(key, n)[: steps * batch_size]

@@ -588,7 +588,7 @@ def run(
         n = _check_array_data(data, "data")
         if batch_size is None:
             raise TypeError("batch_size: expected an int for array data, got None")
-        _loop._check_batching(n, batch_size, order)
+        batch_size = _loop._check_batching(n, batch_size, order)
     val_stream = validation is not None and _is_stream(validation)
     m = None
     if validation is not None and not val_stream:
@@ -597,7 +597,7 @@ def run(
     if eval_batch_size is None:
         eval_batch_size = min(m or DEFAULT_EVAL_BATCH_SIZE, DEFAULT_EVAL_BATCH_SIZE)
     else:
-        _checks.check_int(eval_batch_size, "eval_batch_size", 1)
+        eval_batch_size = _checks.check_int(eval_batch_size, "eval_batch_size", 1)
 
     settings = {"batch_size": -1 if batch_size is None else batch_size, "n": n or -1,
                 "order": order, "patience": -1 if patience is None else patience,
@@ -917,7 +917,7 @@ def _check_array_data(data, name: str) -> int:
             except Exception:
                 raise TypeError(f"{where}: expected an array, got {type(leaf).__name__}") \
                     from None
-        if leaf.dtype == object or not (np.issubdtype(leaf.dtype, np.number)
+        if leaf.dtype == object or not (jnp.issubdtype(leaf.dtype, jnp.number)
                                         or leaf.dtype == bool):
             raise TypeError(f"{where}: expected a numeric array, got dtype {leaf.dtype}")
         if np.ndim(leaf) == 0:

@@ -57,7 +57,7 @@ from jax.sharding import Mesh
 import warnings
 
 from nets import _checks
-from train.fit import (_check_labels, _check_loss_args, _factory,
+from train.fit import (_check_labels, _check_loss_args, _factory, _warn_if_diverged,
                        _resolve_takes_key, _rows, _target_hint)
 from train import loop as _loop
 from train import optim as _optim
@@ -212,6 +212,7 @@ def sweep(
             f"{diverged[:10]}{' ...' if len(diverged) > 10 else ''}); each stopped with its last "
             f"finite parameters. " + (hint or "Try smaller learning rates."), RuntimeWarning,
             stacklevel=2)
+    _warn_if_diverged(result.history, "sweep", models)
     best_params, best_ms = result.best
     use_best = patience is not None
     final = result.state
