@@ -258,11 +258,16 @@ def normalize(z: jax.Array, eps: float = NORM_EPS) -> jax.Array:
 
 
 def logit_scale(log_scale, max_scale: float = 100.0) -> jax.Array:
-    """``exp(min(t, log max_scale))``, with the derivative with respect to ``t`` live up to
-    and at the boundary and 0 above it (module doc)."""
+    """``exp(min(t, log max_scale))``: ``exp(t)`` up to and at ``t = log max_scale`` (there
+    ``max_scale`` up to one rounding of ``exp``), ``max_scale`` exactly above it; the
+    derivative with respect to ``t`` is live up to and at the boundary, 0 above it (module
+    doc)."""
     log_max = math.log(max_scale)
     t = jnp.asarray(log_scale)
-    return jnp.exp(jnp.where(t <= log_max, t, log_max))
+    live = t <= log_max
+    # exp of the clipped t (finite, so the unused branch adds no NaN to the derivative); above
+    # the clip the constant itself, so the scale there is max_scale exactly
+    return jnp.where(live, jnp.exp(jnp.where(live, t, log_max)), max_scale)
 
 
 def contrastive_loss(logits: jax.Array) -> jax.Array:
