@@ -1,0 +1,593 @@
+"""Speed against PyTorch, scikit-learn, Flax and NumPy, side by side in one run (issue 10).
+
+Every system is timed in the same process tree, interleaved (each repetition runs every
+system once, in a rotated order), ``repeats`` times; the tables quote medians and the
+library's speed-up, ``peer time / library time`` (above 1: the library is faster), which
+is what a shared machine can measure: absolute times move with the load, ratios measured
+side by side much less.
+
+Workloads (the systems are in :mod:`experiments._benchmark_systems`):
+
+* **W1** digits MLP 64-100-10 ReLU, the note's SGD step (alpha 0.1, lambda 1e-4 on the
+  weights), batch 32, on the 1,079 training images of ``train.data.load_digits``: the
+  *steady* time per epoch, ``(t(2E) - t(E)) / E`` for ``E = w1_epochs``, which leaves out a
+  call's fixed cost (``train.fit``'s checks and its abstract trace, reported as
+  ``fixed_ms``); the *total* time of a fresh process that imports, builds and trains
+  ``w1_total_epochs`` epochs, with an empty persistent compilation cache (cold) and again
+  with the cache it filled (cached); and the test accuracy (359 images) after
+  ``w1_accuracy_epochs`` epochs. Every system starts from the same initial weights (He
+  normal, :func:`nets.mlp.init`); the orders of the minibatches differ, so accuracies differ
+  by a few test images.
+* **W2** 784-1024-1024-10 ReLU, batch 256, SGD on random data: steps per second and the
+  achieved FLOP/s of the exact matmul count (forward ``2 b n_in n_out`` per layer, backward
+  the weight gradient of every layer and the input gradient of all but the first), against
+  the float32 ``jnp.dot`` peak measured in the same run (the fastest of ``matmul_sizes``
+  square products) and against PyTorch eager.
+* **W3** ``w3_lambdas x w3_seeds`` digits models (W1's), ``w3_epochs`` epochs:
+  :func:`train.sweep` (one ``vmap``-ed program; lambda injected per model) against a Python
+  loop over :func:`train.fit` (one compiled program shared by the loop), on the one CPU
+  device JAX exposes by default (in this process) and, in a child process, with the cores
+  exposed as ``w3_devices`` devices (``jax_num_cpu_devices``; the sweep shards its model
+  axis over them).
+* **CNN** :func:`nets.cnn.modern_cnn` (Architectures I) on the digits, Adam 3e-3, batch 32:
+  examples per second of training, against the same net in PyTorch eager.
+* **Transformer** and **Mamba** (:func:`nets.transformer.model`, :func:`nets.mamba.model`;
+  ``seq_len`` tokens from ``seq_vocab``, width ``seq_width``, 2 layers, a per-position
+  classifier of a delayed copy, Adam 1e-3, batch ``seq_batch``): tokens per second of
+  training against PyTorch eager (the Transformer's attention by
+  ``F.scaled_dot_product_attention``; Mamba's scan step by step as ``mamba_ssm``'s reference
+  ``selective_scan_ref``, PyTorch's only scan on a CPU).
+* **Start-up**: ``python -m experiments run digits`` (its full default run) in a fresh
+  process, with an empty compilation cache and again with the filled one, split into import,
+  compilation (tracing, lowering, compiling or reading the cache: the union of JAX's
+  monitoring spans) and the rest (training, evaluation, figures).
+
+PyTorch runs with ``OMP_WAIT_POLICY=PASSIVE`` (``torch_passive_wait``) unless the variable
+is set: on a loaded 2-core machine its OpenMP threads' busy waiting made an epoch of W1
+40-80 times slower (2.4 s against 30-55 ms), a pathology of sharing, not of PyTorch.
+Peers that are not installed are skipped with a line saying so (``pip install -e
+".[bench]"`` installs PyTorch, the CPU build on this machine).
+
+Files: ``table.md`` (the tables, their caption naming the machine, its load, the command and
+the versions), ``results.json`` (every measurement and repetition), ``ratios.png`` (the
+library's speed-up over each peer on a log axis, target marks, and the shares of the
+matmul peak). ``metrics.json`` holds the headline ratios: unlike every other experiment's,
+these are measurements and differ from run to run.
+
+Full run (2-core CPU, shared with other jobs; see the README for the table)::
+
+    python -m experiments run benchmark
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Callable
+
+import numpy as np
+
+from experiments import _benchmark_systems as systems
+from experiments._config import Count, Distinct, OneOf, Range, Samples, Widths
+
+PEERS = ("torch", "sklearn", "linen", "nnx", "numpy")  # peers (all rows); W1 also has "scan"
+MODELS = ("cnn", "transformer", "mamba")
+ROOT = Path(__file__).resolve().parents[1]
+
+# The issue's targets: the library's speed-up over each peer (peer time / library time).
+W1_TARGETS = {"torch": 10.0, "sklearn": 6.0, "numpy": 3.0, "linen": 1.5, "nnx": 1.5,
+              "scan": 1.0}
+STARTUP_TARGET_S = 2.0
+W2_PEAK_TARGET, W2_TORCH_TARGET = 0.9, 2.0
+W3_SPEEDUP_TARGET, W3_PEAK_TARGET = 3.0, 0.5
+MODEL_TORCH_TARGET = {"cnn": 2.0, "transformer": 2.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    repeats: Annotated[int, Range(1, 100)] = 5  # repetitions of every timing (medians quoted)
+    # the peers to run (those not installed are skipped with a line); torch: every row's
+    peers: Annotated[tuple[str, ...], Distinct(), OneOf(PEERS)] = PEERS
+    w1_epochs: Annotated[int, Range(1, 10_000)] = 10  # E: steady = (t(2E) - t(E)) / E
+    w1_accuracy_epochs: Annotated[int, Range(1, 10_000)] = 30  # epochs before the test accuracy
+    w1_total_epochs: Annotated[int, Range(1, 10_000)] = 30  # epochs of a fresh process's total
+    # fresh processes per system (and per cache state for the JAX systems); 0 skips them
+    w1_total_repeats: Annotated[int, Range(0, 20)] = 2
+    w2_sizes: Widths = (784, 1024, 1024, 10)  # W2's layer widths, input to output
+    w2_batch: Samples = 256  # W2's examples per step
+    w2_steps: Annotated[int, Range(1, 10_000)] = 4  # W2's steps per timed epoch
+    matmul_sizes: Widths = (1024, 2048)  # square float32 products for the peak (the fastest)
+    w3_lambdas: Annotated[int, Range(1, 64)] = 8  # lambdas of W3, geometric in [1e-5, 1e-2]
+    w3_seeds: Annotated[int, Range(1, 64)] = 8  # initial weights and orders per lambda
+    w3_epochs: Annotated[int, Range(1, 10_000)] = 20  # epochs of every W3 model
+    # CPU devices of W3's child process (jax_num_cpu_devices); 0: one per core; 1: no child
+    w3_devices: Annotated[int, Range(0, 256)] = 0
+    # the convolution and sequence rows (each against PyTorch eager)
+    models: Annotated[tuple[str, ...], Distinct(), OneOf(MODELS)] = MODELS
+    models_epochs: Annotated[int, Range(1, 10_000)] = 2  # E of the CNN/sequence slopes
+    cnn_examples: Annotated[int, Range(32, 1079)] = 1079  # digits training images of the CNN
+    seq_len: Annotated[int, Range(2, 4096)] = 64  # tokens per sequence
+    seq_width: Annotated[int, Range(4, 4096)] = 64  # d_model of the Transformer and Mamba
+    seq_vocab: Annotated[int, Range(2, 100_000)] = 16  # token ids (and classes)
+    seq_batch: Samples = 32  # sequences per step
+    seq_steps: Annotated[int, Range(1, 10_000)] = 4  # steps per timed epoch
+    startup_repeats: Annotated[int, Range(0, 10)] = 2  # cold + cached digits runs; 0 skips
+    torch_passive_wait: bool = True  # OMP_WAIT_POLICY=PASSIVE for PyTorch (module doc)
+    seed: int = 0  # the data split, initial weights and orders
+
+
+SMOKE = {"repeats": 1, "w1_epochs": 1, "w1_accuracy_epochs": 1, "w1_total_repeats": 0,
+         "w2_sizes": (16, 32, 10), "w2_batch": 8, "w2_steps": 2, "matmul_sizes": (64,),
+         "w3_lambdas": 2, "w3_seeds": 2, "w3_epochs": 1, "w3_devices": 1, "models_epochs": 1,
+         "seq_len": 8, "seq_width": 8, "seq_vocab": 4, "seq_batch": 4, "seq_steps": 2,
+         "startup_repeats": 0, "peers": ("sklearn", "numpy"), "models": ("cnn",),
+         "cnn_examples": 64}
+
+
+def check(config: Config) -> None:
+    """Across fields: the Transformer's width splits into 4 heads."""
+    if config.seq_width % 4:
+        raise ValueError(f"seq_width: expected a multiple of 4 (the Transformer's 4 heads), "
+                         f"got {config.seq_width}")
+
+
+# --------------------------------------------------------------------------------------------
+# Timing helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _median(values) -> float:
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else float("nan")
+
+
+def _rotated(names, r: int) -> list:
+    names = list(names)
+    return names[r % len(names):] + names[:r % len(names)] if names else names
+
+
+def _slope(trainer, epochs: int) -> tuple[float, float]:
+    """``(steady seconds per epoch, fixed seconds per call)`` from ``t(E)`` and ``t(2E)``."""
+    t1 = _seconds(lambda: trainer.epochs(epochs))
+    t2 = _seconds(lambda: trainer.epochs(2 * epochs))
+    steady = (t2 - t1) / epochs
+    return steady, t1 - epochs * steady
+
+
+def mlp_step_flops(sizes, batch: int) -> int:
+    """Matmul FLOPs of one SGD step of an MLP: forward ``2 b n_in n_out`` per layer;
+    backward the weight gradient of every layer and the input gradient of every layer but
+    the first (nothing needs the gradient of the data)."""
+    pairs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    return 2 * batch * (2 * sum(pairs) + sum(pairs[1:]))
+
+
+class _Fit:
+    """A :func:`train.fit` that continues: ``epochs(count)`` fits ``count`` more epochs from
+    the current parameters (a fresh fit per call, as a user's loop would)."""
+
+    def __init__(self, loss, params, data, *, optimizer, batch_size: int, seed: int,
+                 hyperparams=None):
+        import jax
+        import train
+        self.jax, self.train = jax, train
+        self.loss, self.params, self.data = loss, params, data
+        self.optimizer, self.batch, self.hyperparams = optimizer, batch_size, hyperparams
+        self.key, self.calls = jax.random.key(seed), 0
+
+    def epochs(self, count: int) -> None:
+        self.calls += 1
+        result = self.train.fit(self.loss, self.params, self.data, optimizer=self.optimizer,
+                                epochs=count, batch_size=self.batch,
+                                key=self.jax.random.fold_in(self.key, self.calls),
+                                hyperparams=self.hyperparams, progress=False)
+        self.params = self.jax.block_until_ready(result.params)
+
+
+# --------------------------------------------------------------------------------------------
+# The workloads
+# --------------------------------------------------------------------------------------------
+
+
+def _digits(seed: int):
+    import jax
+
+    import train
+    split = train.data.load_digits(key=jax.random.key(seed))
+    (X, y), (X_te, y_te) = split.train, split.test
+    return (np.asarray(X, np.float32), np.asarray(y, np.int32),
+            np.asarray(X_te, np.float32), np.asarray(y_te, np.int32))
+
+
+def _w1_init(seed: int):
+    import jax
+
+    from nets import mlp
+    params = mlp.init(jax.random.fold_in(jax.random.key(seed), 1), (64, 100, 10), scheme="he")
+    return [(np.asarray(p["W"]), np.asarray(p["b"])) for p in params]
+
+
+def matmul_peak(sizes, repeats: int, log) -> dict:
+    """The float32 ``jnp.dot`` rate of square products, median of ``max(repeats, 5)`` calls
+    each; the peak is the fastest size."""
+    import jax
+    import jax.numpy as jnp
+    dot = jax.jit(jnp.dot)
+    rates = {}
+    for n in sizes:
+        a = jax.random.normal(jax.random.key(n), (n, n), jnp.float32)
+        dot(a, a).block_until_ready()
+        times = [_seconds(lambda: dot(a, a).block_until_ready()) for _ in range(max(repeats, 5))]
+        rates[n] = 2 * n ** 3 / _median(times)
+    peak = max(rates.values())
+    log(f"float32 matmul peak (jnp.dot): {peak / 1e9:.1f} GFLOP/s "
+        f"({', '.join(f'{n}: {r / 1e9:.1f}' for n, r in rates.items())})")
+    return {"rates": rates, "peak": peak}
+
+
+def w1(config: Config, available: list, data, init, log) -> dict:
+    X, y, X_te, y_te = data
+    settings = dict(learning_rate=0.1, l2=1e-4, batch_size=32, seed=config.seed)
+    names = ["library", "scan", *available]
+    out = {"systems": names, "steady_ms": {}, "fixed_ms": {}, "first_call_s": {},
+           "accuracy": {}, "raw_steady_ms": {n: [] for n in names},
+           "raw_fixed_ms": {n: [] for n in names}}
+    # accuracy: a fresh instance of each, trained w1_accuracy_epochs epochs
+    for name in names:
+        model = systems.make_w1(name, init, (X, y), **settings)
+        model.epochs(config.w1_accuracy_epochs)
+        out["accuracy"][name] = float(np.mean(model.predict(X_te) == y_te))
+    trainers = {}
+    for name in names:
+        trainers[name] = systems.make_w1(name, init, (X, y), **settings)
+        out["first_call_s"][name] = _seconds(lambda: trainers[name].epochs(1))
+        trainers[name].epochs(1)  # a second call compiles what the first one's outputs need
+    for r in range(config.repeats):
+        for name in _rotated(names, r):
+            steady, fixed = _slope(trainers[name], config.w1_epochs)
+            out["raw_steady_ms"][name].append(1e3 * steady)
+            out["raw_fixed_ms"][name].append(1e3 * fixed)
+    for name in names:
+        out["steady_ms"][name] = _median(out["raw_steady_ms"][name])
+        out["fixed_ms"][name] = _median(out["raw_fixed_ms"][name])
+    lib = out["steady_ms"]["library"]
+    out["speedup"] = {n: out["steady_ms"][n] / lib for n in names if n != "library"}
+    for name in names:
+        log(f"W1 {name:8s} steady {out['steady_ms'][name]:8.3f} ms/epoch, fixed "
+            f"{out['fixed_ms'][name]:7.2f} ms/call, accuracy {100 * out['accuracy'][name]:.2f}%"
+            + ("" if name == "library" else f", library {out['speedup'][name]:.2f}x"))
+    return out
+
+
+def _child(request: dict, env: dict | None = None, timeout: float = 900) -> dict:
+    """Runs ``_benchmark_systems.child`` in a fresh interpreter; its result and wall time."""
+    cmd = [sys.executable, "-c", "from experiments._benchmark_systems import child; child()",
+           json.dumps(request)]
+    env = {**os.environ, **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
+                          cwd=tempfile.gettempdir())
+    wall = time.perf_counter() - start
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCHMARK-RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmark child {request.get('kind')} failed (exit "
+                           f"{proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = json.loads(lines[-1].split(" ", 1)[1])
+    result["process_s"] = wall
+    return result
+
+
+def w1_totals(config: Config, available: list, data, init, workdir: Path, log) -> dict:
+    """Fresh processes: import + build + train ``w1_total_epochs`` epochs; JAX systems with
+    an empty persistent cache (cold) and again with the one that run filled (cached)."""
+    X, y, X_te, y_te = data
+    path = workdir / "w1-data.npz"
+    np.savez(path, X=X, y=y, X_test=X_te, y_test=y_te, W0=init[0][0], b0=init[0][1],
+             W1=init[1][0], b1=init[1][1])
+    settings = dict(learning_rate=0.1, l2=1e-4, batch_size=32, seed=config.seed)
+    names = ["library", "scan", *available]
+    raw = {n: {"cold": [], "cached": []} for n in names}
+    for r in range(config.w1_total_repeats):
+        for name in _rotated(names, r):
+            request = {"kind": "w1", "system": name, "epochs": config.w1_total_epochs,
+                       "data": str(path), "settings": settings}
+            if name in systems.JAX_SYSTEMS:
+                cache = tempfile.mkdtemp(prefix=f"bench-cache-{name}-", dir=workdir)
+                request["cache"] = cache
+                raw[name]["cold"].append(_child(request))
+                raw[name]["cached"].append(_child(request))
+            else:  # nothing to compile: one process stands for both
+                result = _child(request)
+                raw[name]["cold"].append(result)
+                raw[name]["cached"].append(result)
+    out = {"epochs": config.w1_total_epochs, "raw": raw, "median": {}}
+    for name in names:
+        out["median"][name] = {
+            state: {k: _median([run[k] for run in runs]) for k in
+                    ("process_s", "import_s", "setup_s", "train_s", "compile_s", "accuracy")}
+            for state, runs in raw[name].items()}
+    lib = out["median"]["library"]
+    out["speedup"] = {n: {s: out["median"][n][s]["process_s"] / lib[s]["process_s"]
+                          for s in ("cold", "cached")} for n in names if n != "library"}
+    for name in names:
+        m = out["median"][name]
+        log(f"W1 total {name:8s} cold {m['cold']['process_s']:6.2f} s (compile "
+            f"{m['cold']['compile_s']:5.2f}), cached {m['cached']['process_s']:6.2f} s (compile "
+            f"{m['cached']['compile_s']:5.2f}, train {m['cached']['train_s']:5.2f})")
+    return out
+
+
+def w2(config: Config, have_torch: bool, peak: float, log) -> dict:
+    import jax
+
+    import train
+    from nets import mlp
+    sizes, b, steps = tuple(config.w2_sizes), config.w2_batch, config.w2_steps
+    rng = np.random.default_rng(config.seed)
+    X = rng.normal(size=(b * steps, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], b * steps).astype(np.int32)
+    params = mlp.init(jax.random.key(config.seed), sizes, scheme="he")
+    # W1's loss and optimizer objects (one compiled program per shape), at step 0.01
+    trainers = {"library": _Fit(systems.mlp_loss(), params, (X, y),
+                                optimizer=train.sgd(0.1, l2=1e-4), batch_size=b,
+                                seed=config.seed,
+                                hyperparams={"learning_rate": 0.01, "l2": 0.0})}
+    if have_torch:
+        trainers["torch"] = systems.TorchLoop(systems.torch_mlp(sizes), X, y, batch_size=b,
+                                              optimizer="sgd", learning_rate=0.01,
+                                              seed=config.seed)
+    for t in trainers.values():
+        t.epochs(1)
+        t.epochs(1)
+    raw = {n: [] for n in trainers}
+    for r in range(config.repeats):
+        for name in _rotated(trainers, r):
+            raw[name].append(_slope(trainers[name], 1)[0] / steps)
+    flops = mlp_step_flops(sizes, b)
+    out = {"sizes": sizes, "batch": b, "flops_per_step": flops, "raw_step_s": raw,
+           "steps_per_s": {n: 1 / _median(v) for n, v in raw.items()}}
+    out["flops_per_s"] = {n: flops * s for n, s in out["steps_per_s"].items()}
+    out["share_of_peak"] = {n: f / peak for n, f in out["flops_per_s"].items()}
+    if have_torch:
+        out["speedup_torch"] = out["steps_per_s"]["library"] / out["steps_per_s"]["torch"]
+    for n in trainers:
+        log(f"W2 {n:8s} {out['steps_per_s'][n]:7.1f} steps/s, "
+            f"{out['flops_per_s'][n] / 1e9:6.1f} GFLOP/s = {100 * out['share_of_peak'][n]:.0f}% "
+            "of the matmul peak")
+    return out
+
+
+def w3_measure(request: dict) -> dict:
+    """W3 in this process: the sweep and the loop of fits, warm, ``repeats`` times each,
+    interleaved. ``request``: lambdas, seeds, epochs, repeats, seed."""
+    import jax
+
+    import train
+    from nets import mlp
+    X, y, _, _ = _digits(request["seed"])
+    L, S, epochs = request["lambdas"], request["seeds"], request["epochs"]
+    models = L * S
+    lambdas = np.repeat(np.geomspace(1e-5, 1e-2, L), S).astype(np.float32)  # (models,)
+    init_keys = jax.random.split(jax.random.key(request["seed"]), S)
+    one = jax.jit(lambda k: mlp.init(k, (64, 100, 10), scheme="he"))
+    per_model = [one(init_keys[i % S]) for i in range(models)]
+    stacked = jax.tree.map(lambda *a: jax.numpy.stack(a), *per_model)
+    keys = jax.random.split(jax.random.key(request["seed"] + 1), models)
+    loss = systems.mlp_loss()  # W1's loss and optimizer: the loop shares W1's program
+    opt = train.sgd(0.1, l2=1e-4)
+
+    def sweep():
+        r = train.sweep(loss, stacked, (X, y), optimizer=opt, keys=keys, epochs=epochs,
+                        batch_size=32, hyperparams={"l2": lambdas}, progress=False)
+        jax.block_until_ready(r.params)
+
+    def loop():
+        for i in range(models):
+            r = train.fit(loss, per_model[i], (X, y), optimizer=opt, epochs=epochs,
+                          batch_size=32, key=keys[i], hyperparams={"l2": float(lambdas[i])},
+                          progress=False)
+        jax.block_until_ready(r.params)
+
+    first = {"sweep": _seconds(sweep), "loop": _seconds(loop)}
+    raw = {"sweep": [], "loop": []}
+    for r in range(request["repeats"]):
+        for name in _rotated(("sweep", "loop"), r):
+            raw[name].append(_seconds(sweep if name == "sweep" else loop))
+    steps = (X.shape[0] // 32) * epochs * models
+    return {"devices": jax.device_count(), "models": models, "first_s": first, "raw_s": raw,
+            "sweep_s": _median(raw["sweep"]), "loop_s": _median(raw["loop"]),
+            "flops": steps * mlp_step_flops((64, 100, 10), 32)}
+
+
+def w3(config: Config, peak: float, log) -> dict:
+    request = {"lambdas": config.w3_lambdas, "seeds": config.w3_seeds,
+               "epochs": config.w3_epochs, "repeats": config.repeats, "seed": config.seed}
+    out = {"one_device": w3_measure(request)}
+    devices = config.w3_devices or os.cpu_count() or 1
+    if devices > 1:
+        out["all_devices"] = _child({"kind": "w3", "devices": devices, **request})
+    for key, m in out.items():
+        m["speedup"] = m["loop_s"] / m["sweep_s"]
+        m["share_of_peak"] = m["flops"] / m["sweep_s"] / peak
+        log(f"W3 {m['devices']} device(s): sweep {m['sweep_s']:.3f} s, loop {m['loop_s']:.3f} s: "
+            f"{m['speedup']:.2f}x, {100 * m['share_of_peak']:.1f}% of the matmul peak")
+    return out
+
+
+def _sequence_data(config: Config, rng):
+    n = config.seq_batch * config.seq_steps
+    X = rng.integers(0, config.seq_vocab, (n, config.seq_len)).astype(np.int32)
+    y = np.concatenate([np.zeros((n, 2), np.int32), X[:, :-2]], axis=1)  # y_t = x_{t-2}
+    return X, y
+
+
+def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
+    """The CNN (examples/s) and the Transformer and Mamba (tokens/s): library vs PyTorch."""
+    import jax
+    import optax
+
+    from nets import cnn, mamba, objective, transformer
+    rng = np.random.default_rng(config.seed)
+    X, y = data[0][:config.cnn_examples], data[1][:config.cnn_examples]
+    images = X.reshape(-1, 8, 8, 1)
+    Xs, ys = _sequence_data(config, rng)
+    T, d, V = config.seq_len, config.seq_width, config.seq_vocab
+    specs = {
+        "cnn": lambda: (cnn.modern_cnn().model, images, y, 32, 3e-3,
+                        systems.torch_cnn, images.transpose(0, 3, 1, 2)),
+        "transformer": lambda: (
+            transformer.model(vocab_size=V, n_classes=V, seq_len=T, d_model=d, n_heads=4,
+                              n_layers=2), Xs, ys, config.seq_batch, 1e-3,
+            lambda: systems.torch_transformer(V, V, T, d, 4, 2), Xs),
+        "mamba": lambda: (
+            mamba.model(vocab_size=V, n_classes=V, seq_len=T, d_model=d, n_layers=2), Xs, ys,
+            config.seq_batch, 1e-3, lambda: systems.torch_mamba(V, V, T, d, 2), Xs),
+    }
+    out = {}
+    for name in config.models:
+        model, Xm, ym, batch, lr, torch_model, X_torch = specs[name]()
+        params, _ = model.init(jax.random.key(config.seed))
+        trainers = {"library": _Fit(objective.make(model), params, (Xm, ym),
+                                    optimizer=optax.adam(lr), batch_size=batch,
+                                    seed=config.seed)}
+        if have_torch:
+            trainers["torch"] = systems.TorchLoop(torch_model(), X_torch, ym, batch_size=batch,
+                                                  optimizer="adam", learning_rate=lr,
+                                                  seed=config.seed)
+        first = {n: _seconds(lambda: t.epochs(1)) for n, t in trainers.items()}
+        for t in trainers.values():
+            t.epochs(1)
+        raw = {n: [] for n in trainers}
+        for r in range(config.repeats):
+            for n in _rotated(trainers, r):
+                raw[n].append(_slope(trainers[n], config.models_epochs)[0])
+        per_epoch = (Xm.shape[0] // batch) * batch * (1 if name == "cnn" else T)
+        unit = "examples/s" if name == "cnn" else "tokens/s"
+        m = {"unit": unit, "per_epoch": per_epoch, "first_call_s": first, "raw_epoch_s": raw,
+             "rate": {n: per_epoch / _median(v) for n, v in raw.items()}}
+        if have_torch:
+            m["speedup_torch"] = m["rate"]["library"] / m["rate"]["torch"]
+        out[name] = m
+        log(f"{name}: " + ", ".join(f"{n} {r:,.0f} {unit}" for n, r in m["rate"].items())
+            + (f": library {m['speedup_torch']:.2f}x" if have_torch else ""))
+    return out
+
+
+def startup(config: Config, workdir: Path, log) -> dict:
+    """The digits experiment's full run in fresh processes: cold cache, then cached."""
+    raw = {"cold": [], "cached": []}
+    for r in range(config.startup_repeats):
+        cache = tempfile.mkdtemp(prefix="bench-digits-cache-", dir=workdir)
+        for state in ("cold", "cached"):
+            out = workdir / f"digits-{r}-{state}"
+            raw[state].append(_child({"kind": "startup", "cache": cache, "out": str(out)}))
+    med = {s: {k: _median([run[k] for run in runs]) for k in
+               ("process_s", "import_s", "compile_s", "run_s")} for s, runs in raw.items()}
+    for s, m in med.items():
+        m["interpreter_s"] = m["process_s"] - m["import_s"] - m["run_s"]
+        m["rest_s"] = m["run_s"] - m["compile_s"]
+        log(f"start-up ({s}): {m['process_s']:.2f} s = import {m['import_s']:.2f} + compile "
+            f"{m['compile_s']:.2f} + the rest {m['rest_s']:.2f} + interpreter "
+            f"{m['interpreter_s']:.2f}")
+    return {"raw": raw, "median": med,
+            "test_error": [run["test_error"] for run in raw["cold"] + raw["cached"]]}
+
+
+# --------------------------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------------------------
+
+
+def _machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+    out = {}
+    for p in ("jax", "jaxlib", "optax", "flax", "torch", "scikit-learn", "numpy"):
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def peers(config: Config) -> tuple[list, dict]:
+    """``(the peers in config.peers that run here, {peer: why it is skipped})``."""
+    skipped = {p: why for p in config.peers if (why := systems.missing(p))}
+    return [p for p in config.peers if p not in skipped], skipped
+
+
+def run(config: Config, outdir) -> dict:
+    from experiments import _benchmark_report as report
+
+    outdir = Path(outdir)
+    lines: list[str] = []
+    started = time.perf_counter()
+
+    def log(text: str) -> None:
+        text = f"[{time.perf_counter() - started:6.1f} s] {text}"
+        lines.append(text)
+        print(text, flush=True)
+
+    if config.torch_passive_wait:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
+    available, skipped = peers(config)
+    for peer, why in skipped.items():
+        log(f"skipped: {peer} ({why})")
+    have_torch = "torch" in available
+    results = {"machine": _machine(), "versions": _versions(), "skipped": skipped,
+               "config": dataclasses.asdict(config), "torch_threads": systems.torch_threads(),
+               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
+        workdir = Path(tmp)
+        data, init = _digits(config.seed), _w1_init(config.seed)
+        peak = matmul_peak(config.matmul_sizes, config.repeats, log)
+        if have_torch:
+            peak["torch"] = {n: systems.torch_matmul_flops(n, max(config.repeats, 5))
+                             for n in config.matmul_sizes}
+        results["matmul"] = peak
+        results["w1"] = w1(config, available, data, init, log)
+        results["w2"] = w2(config, have_torch, peak["peak"], log)
+        results["w3"] = w3(config, peak["peak"], log)
+        results["models"] = models_vs_torch(config, have_torch, data, log)
+        if config.w1_total_repeats:
+            results["w1_total"] = w1_totals(config, available, data, init, workdir, log)
+        if config.startup_repeats:
+            results["startup"] = startup(config, workdir, log)
+    results["machine"]["load_average_end"] = (list(os.getloadavg())
+                                              if hasattr(os, "getloadavg") else None)
+    results["seconds"] = time.perf_counter() - started
+    results["targets"] = report.targets(results)
+    results["log"] = lines
+    (outdir / "results.json").write_text(json.dumps(report.jsonable(results), indent=1,
+                                                    sort_keys=True) + "\n")
+    (outdir / "table.md").write_text(report.markdown(results))
+    report.plot(results, outdir / "ratios.png")
+    met = [t for t in results["targets"] if t["met"] is True]
+    log(f"targets met: {len(met)} of {len(results['targets'])}")
+    return report.headline(results)

@@ -1,0 +1,57 @@
+"""The benchmark experiment at smoke size: it runs and writes its files (no timing is
+asserted: the numbers of a shared machine are measurements, not results); peers that are
+not installed are skipped with a line; the FLOP count of an MLP step."""
+
+import dataclasses
+import json
+
+import pytest
+
+from experiments import _benchmark_systems as systems
+from experiments import _framework
+from experiments import benchmark as exp
+
+FILES = {"config.json", "environment.json", "metrics.json", "results.json", "table.md",
+         "ratios.png"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("benchmark") / "run"
+    return _framework.execute("benchmark", out=out, smoke=True, progress=False)
+
+
+def test_smoke_writes_every_file(smoke):
+    metrics, outdir = smoke
+    assert {p.name for p in outdir.iterdir()} == FILES
+    assert (outdir / "ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((outdir / "results.json").read_text())
+    assert set(results["w1"]["steady_ms"]) == {"library", "scan", *exp.SMOKE["peers"]}
+    assert len(results["targets"]) == len(metrics["targets_missed"]) + len(
+        metrics["targets_not_measured"]) + metrics["targets_met"]
+    table = (outdir / "table.md").read_text()
+    for heading in ("## W1", "## W2", "## W3", "## Convolution and sequence models",
+                    "## Targets", "SHARED"):
+        assert heading in table
+    assert set(results["models"]) == set(exp.SMOKE["models"])
+
+
+def test_a_peer_that_is_not_installed_is_skipped_with_its_reason(monkeypatch):
+    real = systems.importlib.util.find_spec
+    monkeypatch.setattr(systems.importlib.util, "find_spec",
+                        lambda name: None if name in ("torch", "flax") else real(name))
+    available, skipped = exp.peers(exp.Config())
+    assert available == ["sklearn", "numpy"]  # the order of Config.peers
+    assert set(skipped) == {"torch", "linen", "nnx"}
+    assert "torch is not installed" in skipped["torch"] and ".[bench]" in skipped["torch"]
+
+
+def test_mlp_step_flops_counts_forward_and_both_backward_products():
+    # 2 b (n_in n_out) forward per layer, the same for every weight gradient, and the input
+    # gradient of the second layer only: 2 * 3 * (2 * (4*5 + 5*2) + 5*2) = 420
+    assert exp.mlp_step_flops((4, 5, 2), 3) == 420
+
+
+def test_a_transformer_width_that_4_heads_cannot_split_is_refused():
+    with pytest.raises(ValueError, match="seq_width"):
+        exp.check(dataclasses.replace(exp.Config(), seq_width=10))
