@@ -33,12 +33,42 @@ unseen template at the learned scale); nothing is selected on them.
 
 Writes ``similarity.png`` (cosine similarities of 20 held-out images, two per class,
 against the 10 class captions of the unseen template, images drawn above their columns,
-each column's largest marked), ``curves.png`` (training loss and in-batch accuracy, the
-logit scale, validation zero-shot accuracy per epoch), ``history.csv`` (per epoch) and
-``zero_shot.csv`` (per template: seen or not, accuracy on the test digits).
+each column's largest marked), ``curves.png`` (training loss against its floor, the logit
+scale, validation zero-shot accuracy and cross-entropy per epoch), ``history.csv`` (per
+epoch) and ``zero_shot.csv`` (per template: seen or not, accuracy on the test digits).
 
-Full run: ``python -m experiments run clip --no-progress`` (seed 0; not yet run: the
-numbers go here).
+Full run: ``python -m experiments run clip --no-progress`` (seed 0; embedding 32; image CNN
+16-32 channels and a dense layer of 64; text Transformer of 2 causal pre-LN blocks, width 32,
+2 heads; a vocabulary of 42 words, captions of at most 6 words and ``<end>``; 42,689
+parameters; Adam 1e-3, batches of 128 pairs, 20 epochs of 50 steps; settings fixed before
+the first full run). Zero-shot accuracy on the 359 held-out test digits (chance 10%):
+
+    template                                    in training        accuracy
+    "a drawing of the numeral {word}"  HEADLINE   no (2 new words)   97.5%
+    "the handwritten digit {digit}"               no (a new order)   97.5%
+    "a blurry sketch of a {word}"                 no (2 new words)   94.2%
+    the three unseen ones, prompt ensemble        no                 97.5%
+    each of the six training templates            yes                97.5-97.8%
+    on the same image embeddings, with the training labels:
+      nearest class mean 97.5%, linear probe (logistic regression) 97.5%
+
+**Zero-shot with a template never seen in training is as accurate as a linear probe** on the
+same embeddings (350 of 359 digits each): the text encoder places "a drawing of the numeral
+seven", two of whose words it never trained on (their embeddings are still the random
+initial ones), next to the images of sevens. The template with two unknown words in front
+of the class word ("a blurry sketch of a ...") costs 3 points. Per epoch, the validation
+zero-shot accuracy with the unseen template rises from 73.5% (epoch 1) to 96.7% (epoch 20),
+with a training template from 74.4% to 98.1% (``curves.png``). The contrastive loss ends at
+2.59 against 2.58 for its floor with same-class pairs in a batch (``E log n_class``, batch
+128): the model separates the classes, which is all the captions allow. The learned scale
+hardly moves (14.3 at the start, 14.2-14.4 throughout), so the clip at 100 is never active
+in this run (its behaviour is tested in tests/test_clip.py). ``similarity.png``: for each of the
+20 images shown, the caption of its own class is the most similar of the 10 (cosine 0.6-0.8,
+the others -0.6-0.5).
+
+Wall time 141-144 s (training 108-132 s, compilation included; 54-65 s of CPU) on the
+shared 2-core CPU under load (load average 9-10, other jobs running); one run with the
+compilation cache warm took 81 s. Three runs gave identical metrics.
 """
 
 from __future__ import annotations
@@ -235,8 +265,8 @@ def run(config: Config, outdir) -> dict:
     start = time.perf_counter()
     r = train.run(step, state, (pair_images, pair_ids), epochs=config.epochs,
                   batch_size=config.batch_size, key=key_run, evaluate=evaluate,
-                  validation=(X_val, table[0][y_val]), monitor="val_zero_shot_loss",
-                  best_of=lambda s: (), progress=progress_enabled(), desc="clip")
+                  validation=(X_val, table[0][y_val]), best_of=lambda s: (),  # final state
+                  progress=progress_enabled(), desc="clip")
     seconds = time.perf_counter() - start
     params = r.state.params
 
@@ -342,7 +372,7 @@ def _plot_curves(h, metrics, config, path) -> None:
     axes[1].axhline(1 / config.init_temperature, color="0.5", linewidth=0.8, linestyle=":",
                     label=f"initial 1 / {config.init_temperature:g}")
     axes[1].set(xlabel="epoch", ylabel="exp(t)", title="Logit scale (1 / temperature)",
-                yscale="log")
+                ylim=(0, 1.08 * config.max_scale))
     axes[2].plot(e, 100 * np.asarray(h["val_zero_shot"]), marker="o", ms=3,
                  label="unseen template")
     axes[2].plot(e, 100 * np.asarray(h["val_zero_shot_seen"]), marker="o", ms=3,

@@ -16,19 +16,20 @@ loss is the symmetric cross-entropy with the matching pairs on the diagonal,
 the mean of the image->text and the text->image cross-entropies (Figure 3's pseudocode;
 :func:`contrastive_loss`). It is symmetric in the two modalities: swapping ``I_e`` and
 ``T_e`` transposes the logits and swaps the two terms. With all logits equal (zero
-embeddings, or ``exp(t) = 0``) both terms are ``log n``.
+embeddings, or every similarity the same) both terms are ``log n``.
 
 **The temperature.** ``t`` is the log of the logit scale ``1 / tau``, initialised to
 ``log(1 / 0.07)`` and "clipped to prevent scaling the logits by more than 100" (section
 2.5). Here the clip is in two places: the forward pass reads ``scale = exp(min(t,
-log 100))`` (:func:`logit_scale`), so no parameter value scales the logits by more than 100
-(up to one rounding of ``exp``); and :func:`make_step` projects ``t`` back into
-``[0, log 100]`` after every update, as OpenAI's and open_clip's training code clamp the
-parameter. The derivative of the loss with respect to ``t`` is ``scale * dL/dscale`` for
-``t <= log 100`` (the boundary included: the clip is written ``where(t <= log 100, t,
-log 100)``, not ``minimum``, whose derivative at a tie is 1/2) and exactly 0 for
-``t > log 100``; the projection keeps ``t`` where the derivative is live, so the scale can
-come down again once it has reached 100.
+log 100))`` (:func:`logit_scale`: ``exp(t)`` up to the boundary, 100 exactly above it), so
+no parameter value scales the logits by more than 100 (at the boundary itself, up to one
+rounding of ``exp``); and :func:`make_step` projects ``t`` back into ``[0, log 100]`` after
+every update, as OpenAI's and open_clip's training code clamp the parameter. The derivative
+of the loss with respect to ``t`` is ``scale * dL/dscale`` for ``t <= log 100``, the
+boundary included (the clip is written with ``where(t <= log 100, ...)``, not ``minimum``,
+whose derivative at a tie is 1/2), and exactly 0 for ``t > log 100``; the projection keeps
+``t`` where the derivative is live, so the scale can come down again once it has reached
+100.
 
 **Zero-shot classification** (section 3.1.2): the class embeddings are the text embeddings
 of one caption per class (``"a photo of a {label}"``), or the renormalised mean over several

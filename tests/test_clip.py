@@ -1,9 +1,11 @@
 """nets.clip and nets.tokenizer: the symmetric contrastive loss against its formula (symmetric
-in the two modalities, log n at equal logits), the logit scale's clip at 100 and its
-derivative, the step's projection of t, shapes, padding after the end token ignored, jit and
-no-jit agreement, a float64 gradient check of the whole loss (and of the loss's gradient
-written by hand), the tokenizer's round trip and errors, and bad input refused before
-anything is compiled. One tiny CLIP, random parameters drawn in NumPy: a few small programs."""
+in the two modalities, log n at equal logits) and its gradient written by hand; the logit
+scale's clip at 100 and its derivative; the training step (on a linear CLIP, cheap to
+compile): its loss, its projection of t, and the gradient it applies against jax.grad and
+central differences; a float64 gradient check of the whole CLIP loss (CNN, causal
+Transformer read at <end>); shapes, padding after <end> ignored, EndPool's formula; jit and
+no-jit agreement of the loss head; the tokenizer's round trip and errors; bad input refused
+before anything is compiled. Parameters drawn in NumPy: a few small programs."""
 
 import functools
 import math
@@ -15,10 +17,9 @@ import optax
 import pytest
 
 from nets import clip as C
-from nets import gradcheck
+from nets import gradcheck, transformer
 from nets import layers as L
 from nets import tokenizer as tk
-from nets import transformer
 from nets.model import Model
 from tests._random import random_params
 
@@ -116,37 +117,73 @@ LR = 1e-3  # the float64 step's SGD rate: its gradient is (params - new params) 
 
 @pytest.fixture(scope="module")
 def step64(setup):
-    """The training step (SGD, LR) compiled once in float64, and the parameters in float64:
-    the step's own gradient is a reference for the gradient check, and the same program
-    shows the projection of t."""
-    _, clip, params, _, _ = setup
-    with jax.enable_x64(True):
-        p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
-        opt = optax.sgd(LR)
-        step = jax.jit(C.make_step(clip, opt))
+    """A linear CLIP (image: flatten, W_i; text: the <end> token's embedding, W_t; cheap to
+    compile), its parameters in float64 (t = log 10), and its training step (SGD, LR)
+    compiled once in float64: ``run(p, images, ids) -> (state, metrics)``."""
+    tok, _, _, images, _ = setup
+    image = Model(L.serial(L.Flatten(), L.Dense(3, bias=False)), input_shape=(8, 8, 1),
+                  output="identity")
+    text = Model(L.serial(C.EndPool(L.Embedding(tok.vocab_size, 5), tok.end_id),
+                          L.Dense(3, bias=False)), input_shape=(tok.length,), output="identity")
+    linear = C.CLIP(image, text, tok.vocab_size, tok.end_id)
+    rng = np.random.default_rng(6)
+    p64 = {"image": jax.tree.map(lambda a: np.asarray(a, np.float64), random_params(image, rng)[0]),
+           "text": jax.tree.map(lambda a: np.asarray(a, np.float64), random_params(text, rng)[0]),
+           "log_scale": np.float64(math.log(10.0))}
+    opt = optax.sgd(LR)
+    step = jax.jit(C.make_step(linear, opt))
 
-        def run(p, images, ids):
-            with jax.enable_x64(True):
-                return step(C.CLIPState(p, opt.init(p)), (np.asarray(images, np.float64), ids),
-                            jax.random.key(0))
-    return run, p64
+    def run(p, images, ids):
+        with jax.enable_x64(True):
+            return step(C.CLIPState(p, opt.init(p)), (np.asarray(images, np.float64), ids),
+                        jax.random.key(0))
+
+    return linear, run, p64
+
+
+def _linear_clip_loss(p, images, ids, end_id):
+    """The linear CLIP's loss in NumPy: ``I_e = normalize(W_i x)``, ``T_e = normalize(W_t
+    E[<end>])`` (its embedding only: no attention), then the symmetric cross-entropy."""
+    unit = lambda z: z / np.linalg.norm(z, axis=1, keepdims=True)  # noqa: E731
+    I = unit(images.reshape(len(images), -1) @ p["image"][1]["W"].T)
+    T = unit(p["text"][0]["E"][np.full(len(ids), end_id)] @ p["text"][1]["W"].T)
+    logits = min(math.exp(p["log_scale"]), 100.0) * I @ T.T
+    return -(np.mean(np.diag(_log_softmax(logits, 1))) + np.mean(np.diag(_log_softmax(logits, 0)))) / 2
 
 
 def test_step_projects_t_into_0_to_log_100_and_its_loss_is_the_loss(setup, step64):
-    _, clip, params, images, ids = setup
-    step, p64 = step64
-    i_e, t_e = C.embed_images(clip, params, images), C.embed_texts(clip, params, ids)
-    for t, want in ((8.0, math.log(100.0)), (-3.0, 0.0)):
+    tok, _, _, images, ids = setup
+    _, step, p64 = step64
+    for t, want in ((8.0, math.log(100.0)), (-3.0, 0.0), (math.log(10.0), None)):
         p = {**p64, "log_scale": np.float64(t)}
         state, metrics = step(p, images, ids)
-        assert float(state.params["log_scale"]) == pytest.approx(want, abs=1e-12)
         assert set(metrics) == {"loss", "logit_scale"}
-        np.testing.assert_allclose(metrics["logit_scale"], math.exp(want), rtol=1e-6)
-        # the loss of the step's program (before its update) is that of the embedding
-        # programs (float32) and the head
-        np.testing.assert_allclose(metrics["loss"], C.clip_loss(i_e, t_e, t), rtol=1e-5)
-        # the encoders moved
-        assert not np.allclose(state.params["image"][-1]["W"], p["image"][-1]["W"])
+        # the loss of the step (before its update) is the formula's
+        np.testing.assert_allclose(metrics["loss"], _linear_clip_loss(p, images, ids,
+                                                                      tok.end_id), rtol=1e-10)
+        if want is not None:  # outside [0, log 100]: projected onto the nearer end
+            assert float(state.params["log_scale"]) == pytest.approx(want, abs=1e-12)
+            np.testing.assert_allclose(metrics["logit_scale"], math.exp(want), rtol=1e-10)
+        else:  # inside: a plain SGD step
+            assert float(state.params["log_scale"]) != t and abs(
+                float(state.params["log_scale"]) - t) < 1e-2
+        assert np.any(np.asarray(state.params["image"][1]["W"]) != p["image"][1]["W"])
+
+
+def test_gradient_the_step_applies_triangulates_in_float64(setup, step64):
+    """The gradient the step applies ((params - new params) / LR, t inside the box) against
+    jax.grad of the loss and central differences, every coordinate, float64."""
+    _, _, _, images, ids = setup
+    linear, step, p64 = step64
+
+    def applied(p, X, Y):
+        new = step(p, X, Y)[0].params
+        return jax.tree.map(lambda a, b: (np.asarray(a) - np.asarray(b)) / LR, p, new)
+
+    report = gradcheck.check(functools.partial(C.loss, linear), p64, images, ids,
+                             reference=applied)
+    assert report.worst < TOL, report
+    assert len(report.rows) == 4 and all(r.checked == np.prod(r.shape) for r in report.rows)
 
 
 # --- the encoders ---------------------------------------------------------------------------
@@ -220,40 +257,32 @@ def _loss_reference(p, X, Y):
     return {"I": s * G @ T, "T": s * G.T @ I, "t": s * np.sum(G * S)}
 
 
+def _head(p, X, Y):
+    return C.clip_loss(p["I"], p["T"], p["t"])
+
+
 def test_gradient_of_the_loss_triangulates_in_float64():
     rng = np.random.default_rng(3)
     p = {"I": _unit(rng, 5, 3), "T": _unit(rng, 5, 3), "t": np.float64(math.log(6.0))}
-    report = gradcheck.check(lambda p, X, Y: C.clip_loss(p["I"], p["T"], p["t"]), p, None, None,
-                             reference=_loss_reference)
+    report = gradcheck.check(_head, p, None, None, reference=_loss_reference)
     assert report.worst < TOL, report
-    # the check has teeth: the reference without its text->image term fails
-    def half(p, X, Y):
-        g = _loss_reference(p, X, Y)
-        I, T, t = (np.asarray(p[k], np.float64) for k in ("I", "T", "t"))
-        s = np.exp(t)
-        G = (np.exp(_log_softmax(s * I @ T.T, 1)) - np.eye(len(I))) / (2 * len(I))
-        return {**g, "I": s * G @ T}
-    bad = gradcheck.check(lambda p, X, Y: C.clip_loss(p["I"], p["T"], p["t"]), p, None, None,
-                          reference=half)
-    assert bad.worst > 1e-2
+    # the check has teeth: the reference without its text->image term on I is off by O(1)
+    I, T, s = p["I"], p["T"], 6.0
+    G_rows = (np.exp(_log_softmax(s * I @ T.T, 1)) - np.eye(5)) / 10
+    dropped = gradcheck.relative_error(s * G_rows @ T, _loss_reference(p, None, None)["I"],
+                                       floor=report.floor)
+    assert dropped > 1e-2
 
 
-def test_gradient_of_the_whole_clip_loss_in_float64(setup, step64):
-    """jax.grad of the CLIP loss through both encoders, the projections, the normalisation
-    and the temperature against central differences (8 coordinates per leaf, every leaf), and
-    the gradient the training step applies ((params - new params) / LR, t inside the box)."""
-    _, clip, _, images, ids = setup
-    step, p64 = step64
-
-    def applied(p, X, Y):
-        new = step(p, X, Y)[0].params
-        return jax.tree.map(lambda a, b: (np.asarray(a) - np.asarray(b)) / LR, p, new)
-
-    report = gradcheck.check(functools.partial(C.loss, clip), p64, images, ids, max_coords=8,
-                             reference=applied)
+def test_gradient_of_the_whole_clip_loss_in_float64(setup):
+    """jax.grad of the CLIP loss through both encoders (the CNN; the causal Transformer read
+    at <end>), the projections, the normalisation and the temperature against central
+    differences, 8 coordinates of every leaf, float64."""
+    _, clip, params, images, ids = setup
+    report = gradcheck.check(functools.partial(C.loss, clip), params, images, ids, max_coords=8)
     assert report.worst < TOL, report
     assert {r.path for r in report.rows} >= {"['log_scale']"}
-    assert len(report.rows) == len(jax.tree.leaves(p64))
+    assert len(report.rows) == len(jax.tree.leaves(params))
 
 
 # --- the tokenizer --------------------------------------------------------------------------
