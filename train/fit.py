@@ -165,12 +165,15 @@ def fit(
         eval_batch_size=eval_batch_size, n=_rows(train_np), batch_size=batch_size)
     _runner._check_state(params, None, what="state.params")
 
-    state = _loop.init_state(params, optimizer, model_state=model_state)
-    if hp:
-        state = state.replace(opt_state=_optim.set_hyperparams(state.opt_state, **hp))
+    def make_state():  # optimizer.init runs eager ops: only after the labels are checked
+        state = _loop.init_state(params, optimizer, model_state=model_state)
+        if hp:
+            state = state.replace(opt_state=_optim.set_hyperparams(state.opt_state, **hp))
+        return state
+
     names = tuple((metrics or {}).keys())
     result = _runner.run(
-        None, state, tuple(train_np), epochs=epochs, key=key, batch_size=batch_size,
+        None, jax.eval_shape(make_state), tuple(train_np), make_state=make_state, epochs=epochs, key=key, batch_size=batch_size,
         validation=None if val_np is None else tuple(val_np), eval_batch_size=eval_batch_size,
         eval_every=eval_every, patience=patience, min_delta=min_delta, order=order,
         progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
@@ -188,7 +191,7 @@ def fit(
             f"monitored value or the new state); stopped and returned the last finite "
             f"parameters (those after epoch {e - 1}). "
             + (hint if hint else "Try a smaller learning rate."), RuntimeWarning, stacklevel=2)
-    else:
+    elif result.stop_reason == "epochs":  # early stopping returned the best epoch's instead
         _warn_if_diverged(result.history, "fit")
     best_params, best_ms = result.best
     use_best = patience is not None
@@ -285,12 +288,14 @@ def _diverged(loss) -> str | None:
     return None
 
 
-def _warn_if_diverged(history, who: str, models: int | None = None) -> None:
-    """A RuntimeWarning for runs whose training loss diverged but stayed finite."""
+def _warn_if_diverged(history, who: str, models: int | None = None, ran_out=None) -> None:
+    """A RuntimeWarning for runs whose training loss diverged but stayed finite (with
+    ``models``: those of ``ran_out``, the models that ran all their epochs)."""
     if "loss" not in history:
         return
     curves = [history["loss"]] if models is None else list(np.asarray(history["loss"]))
-    why = [(i, w) for i, w in enumerate(map(_diverged, curves)) if w]
+    why = [(i, w) for i, w in enumerate(map(_diverged, curves))
+           if w and (ran_out is None or i in ran_out)]
     if not why:
         return
     head = (f"{who}: " if models is None else

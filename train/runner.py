@@ -500,6 +500,7 @@ def run(
     desc: str = "run",
     factory: tuple | None = None,
     probe: Callable[[Callable[[], Any]], None] | None = None,
+    make_state: Callable[[], Any] | None = None,
 ) -> RunResult:
     """Runs ``step`` over ``data`` for ``epochs`` epochs (contracts: the module docstring).
 
@@ -685,6 +686,9 @@ def run(
         trace()
     else:
         probe(trace)
+    if make_state is not None:  # `state` was its abstract shape: built only after the checks
+        state = make_state()
+        _check_state(state, models)
     carry, train_data, val_data = build(state, key, *arrays)
     names = names if not stream else None
 
@@ -897,7 +901,7 @@ def _check_state(state, models, what: str = "state") -> None:
         if models is not None and (np.ndim(leaf) == 0 or np.shape(leaf)[0] != models):
             raise ValueError(f"{where}: expected a leading model axis of length {models}, got "
                              f"shape {np.shape(leaf)}")
-        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+        if jnp.issubdtype(leaf.dtype, jnp.inexact) and not isinstance(leaf, jax.ShapeDtypeStruct):
             # on the host: an eager jnp.isfinite compiles two programs per leaf shape
             if not np.isfinite(np.asarray(jax.device_get(leaf))).all():
                 raise ValueError(f"{where}: expected finite values, got NaN or infinity; "

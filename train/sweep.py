@@ -190,13 +190,16 @@ def sweep(
         n=_rows(train_np), batch_size=batch_size)
     _runner._check_state(params, models, what="state.params")
 
-    state = jax.vmap(lambda p, ms: _loop.init_state(p, optimizer, model_state=ms))(
-        params, model_state)
-    if hp:
-        state = state.replace(opt_state=_optim.set_hyperparams(state.opt_state, **hp))
+    def make_state():  # optimizer.init runs eager ops: only after the labels are checked
+        state = jax.vmap(lambda p, ms: _loop.init_state(p, optimizer, model_state=ms))(
+            params, model_state)
+        if hp:
+            state = state.replace(opt_state=_optim.set_hyperparams(state.opt_state, **hp))
+        return state
+
     names = tuple((metrics or {}).keys())
     result = _runner.run(
-        None, state, tuple(train_np), epochs=epochs, key=keys, batch_size=batch_size,
+        None, jax.eval_shape(make_state), tuple(train_np), make_state=make_state, epochs=epochs, key=keys, batch_size=batch_size,
         validation=None if val_np is None else tuple(val_np), eval_batch_size=eval_batch_size,
         eval_every=eval_every, patience=patience, min_delta=min_delta, order=order,
         progress=progress, epochs_per_call=epochs_per_call, models=models, devices=devices,
@@ -212,7 +215,8 @@ def sweep(
             f"{diverged[:10]}{' ...' if len(diverged) > 10 else ''}); each stopped with its last "
             f"finite parameters. " + (hint or "Try smaller learning rates."), RuntimeWarning,
             stacklevel=2)
-    _warn_if_diverged(result.history, "sweep", models)
+    _warn_if_diverged(result.history, "sweep", models,
+                      {i for i, r in enumerate(result.stop_reason) if r == "epochs"})
     best_params, best_ms = result.best
     use_best = patience is not None
     final = result.state
