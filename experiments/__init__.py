@@ -38,6 +38,7 @@ EXPERIMENTS = (  # the registry, in the order `list` shows it
     "densenet",
     "gan",
     "diffusion",
+    "clip",
 )
 
 _LAZY = {  # re-exported from `experiments._framework` on first use (it imports jax)

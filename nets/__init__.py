@@ -15,17 +15,21 @@ sequence ``(T, d)``: :mod:`nets.rnn` (RNN and LSTM by ``lax.scan``), :mod:`nets.
 (causal multi-head attention, positional encoding, pre-LN blocks), :mod:`nets.mamba` (S6,
 the selective scan, as a parallel ``associative_scan``); :mod:`nets.backprop_sequence`
 (LSTM through time and attention, by hand). Generative models: :mod:`nets.gan` (two players
-in one training step, PacGAN, mode metrics), :mod:`nets.diffusion` (DDPM).
+in one training step, PacGAN, mode metrics), :mod:`nets.diffusion` (DDPM). Contrastive
+image-text models: :mod:`nets.clip` (CLIP: two encoders, the symmetric cross-entropy, zero-shot
+classification) with :mod:`nets.tokenizer` (a word-level tokenizer for captions).
 """
 
 from nets import (activations, adversarial, autoencoder, backprop, cnn, densenet, gradcheck,
                   layers, losses, metrics, mlp, model, objective, penalties, resnet)
 from nets import backprop_sequence, mamba, rnn, transformer
 from nets import diffusion, gan
+from nets import clip, tokenizer
 from nets.layers import count_params
 from nets.model import Model
 
 __all__ = ["activations", "adversarial", "autoencoder", "backprop", "cnn", "densenet",
            "gradcheck", "layers", "losses", "metrics", "mlp", "model", "objective", "penalties",
            "resnet", "backprop_sequence", "mamba", "rnn", "transformer", "diffusion", "gan",
+           "clip", "tokenizer",
            "count_params", "Model"]
