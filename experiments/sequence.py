@@ -104,12 +104,12 @@ class Config:
     epochs: Count = 5  # passes over the training set (n_train / batch_size steps each)
     learning_rate: Positive = 3e-3  # Adam's step
     clip: Positive = 1.0  # gradients clipped to this global norm
-    cost_lengths: Lengths = (16, 32, 64, 128, 256)  # lengths where a step is timed
-    cost_steps: Annotated[int, Range(1, 1000)] = 10  # timed steps per model and length
+    cost_lengths: Lengths = (16, 32, 64, 256)  # lengths where a training step is timed
+    cost_steps: Annotated[int, Range(1, 1000)] = 20  # timed steps per model and length
     generalize_from: Annotated[int, Range(4, MAX_LENGTH)] = 32  # training length tested longer
     generalize_to: Lengths = (16, 32, 64, 128, 256, 512)  # evaluation lengths
     generalize_models: Names(("mamba", "lstm", "rnn", "transformer"), empty=True) = (
-        "mamba", "lstm")  # models tested at other lengths (among `models`)
+        "mamba", "lstm", "transformer")  # models tested at other lengths (among `models`)
     seed: int = 0  # data, initial weights and data order
 
 
@@ -278,7 +278,7 @@ def run(config: Config, outdir) -> dict:
     families = [f for f in ("adding", "token")
                 if f == "adding" and "adding" in config.tasks
                 or f == "token" and set(TOKEN_TASKS) & set(config.tasks)]
-    nets, objs, trained = {}, {}, {}
+    nets, objs, trained, inits = {}, {}, {}, {}
     results, history = [], []
     start = time.perf_counter()
     for L in config.lengths:
@@ -290,10 +290,12 @@ def run(config: Config, outdir) -> dict:
                 nets[kind, family, L] = net
                 objs[kind, family, L] = objective.make(
                     net, "squared_error" if family == "adding" else "cross_entropy")
+                if (kind, family) not in inits:  # no parameter depends on L: one init
+                    inits[kind, family] = net.init(_key(config, "init", kind, family))[0]
             for task in config.tasks:
                 family = "adding" if task == "adding" else "token"
                 net, obj = nets[kind, family, L], objs[kind, family, L]
-                params, _ = net.init(_key(config, "init", task, kind, L))
+                params = inits[kind, family]
                 (X, Y, _), (Xt, Yt, _) = data[task]
                 t0 = time.perf_counter()
                 fit = train.fit(obj, params, (X, Y), optimizer=optimizer,
@@ -313,7 +315,7 @@ def run(config: Config, outdir) -> dict:
                       f"({seconds:.1f} s)", flush=True)
     train_seconds = time.perf_counter() - start
 
-    cost = _cost(config, optimizer, nets, objs)
+    cost = _cost(config, optimizer, nets, objs, inits)
     out = {"lengths": list(config.lengths), "baseline_mse": BASELINE_MSE,
            "chance_accuracy": 1.0 / config.vocab, "steps": config.epochs * (
                config.n_train // config.batch_size),
@@ -340,9 +342,10 @@ def run(config: Config, outdir) -> dict:
     return out
 
 
-def _cost(config: Config, optimizer, nets, objs) -> dict:
+def _cost(config: Config, optimizer, nets, objs, inits) -> dict:
     """Median seconds per step of each model's token program (adding's when no token task
-    runs) at ``cost_lengths``, on a batch of selective-copying (or adding) data."""
+    runs) at ``cost_lengths``, on a batch of selective-copying (or adding) data, from the
+    initial weights."""
     family = "token" if set(TOKEN_TASKS) & set(config.tasks) else "adding"
     task = "adding" if family == "adding" else "selective_copy"
     cost = {}
@@ -354,7 +357,7 @@ def _cost(config: Config, optimizer, nets, objs) -> dict:
             net = nets.get((kind, family, L)) or build(kind, family, L, config)
             obj = objs.get((kind, family, L)) or objective.make(
                 net, "squared_error" if family == "adding" else "cross_entropy")
-            params, _ = net.init(_key(config, "cost", kind, L))
+            params = inits[kind, family]
             cost[kind, L] = _seconds_per_step(obj, optimizer, params, X, Y, config.cost_steps)
             print(f"  cost {LABELS[kind]:12s} L={L:<5d} {1e3 * cost[kind, L]:.1f} ms/step",
                   flush=True)
@@ -376,18 +379,20 @@ def _attention(config: Config, nets, trained, out, path) -> dict:
     X, Y, p = make_data("induction", config, L, config.n_test, 1)
     maps = [np.asarray(P) for P in _maps_all(params, X)]  # blocks x (n, H, L, L)
     rows = np.arange(len(X))
-    # the query (last position) attending to the token after the earlier trigger, last block
-    induction_mass = maps[-1][rows, :, L - 1, p + 1]  # (n, H)
-    head = int(np.argmax(induction_mass.mean(0)))
-    # every position attending to the one before it, first block
-    previous = np.stack([maps[0][:, :, t, t - 1] for t in range(1, L)], -1).mean((0, 2))  # (H,)
+    # the query (the second trigger, last position) attending to the token after the first
+    # trigger, last block: an induction head
+    induction_mass = maps[-1][rows, :, L - 1, p + 1].mean(0)  # (H,)
+    # the token after the trigger attending to the trigger, first block: what tells that
+    # position "the trigger came before me" (Olsson et al.'s previous-token head)
+    previous_mass = maps[0][rows, :, p + 1, p].mean(0)  # (H,)
     Z = _predict(nets["transformer", "token", L], params, X)  # the test run's program
     result = {"length": L, "accuracy": scores[str(L)],
-              "induction_attention": float(induction_mass[:, head].mean()),
-              "induction_head": head,
-              "previous_token_attention": float(previous.max()),
-              "previous_token_head": int(np.argmax(previous)),
-              "uniform_attention": float(np.mean(1.0 / np.arange(1, L + 1)))}
+              "induction_attention": float(induction_mass.max()),
+              "induction_head": int(np.argmax(induction_mass)),
+              "uniform_at_query": 1.0 / L,
+              "previous_token_attention": float(previous_mass.max()),
+              "previous_token_head": int(np.argmax(previous_mass)),
+              "uniform_at_target": float(np.mean(1.0 / (p + 2)))}
     _plot_attention(config, maps, X, p, Z, result, path)
     return result
 
@@ -480,20 +485,24 @@ def _plot_attention(config, maps, X, p, Z, result, path) -> None:
                               interpolation="nearest")
             ax.scatter([p[i] + 1], [L - 1], s=60, facecolors="none", edgecolors="cyan",
                        linewidths=1.5)
+            if b == 0:
+                ax.scatter([p[i]], [p[i] + 1], s=60, facecolors="none", edgecolors="lime",
+                           linewidths=1.5)
             ax.axvline(p[i], color="cyan", linewidth=0.6, linestyle=":")
             ax.set_title(f"block {b + 1}, head {h + 1}", fontsize=9)
             ax.set_xlabel("key position s", fontsize=8)
             ax.set_ylabel("query position t", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.7, label="attention weight P[t, s]")
     fig.suptitle(
-        f"Transformer on induction heads, L = {L} (test accuracy {result['accuracy']:.3f}). "
-        f"Trigger at s = {p[i]} (dotted), target token {target} after it (circle: the "
-        f"query's weight on it); predicted {pred}.\nOver {config.n_test} test sequences: the "
-        f"query's attention on the target position, last block, head "
-        f"{result['induction_head'] + 1}: {result['induction_attention']:.2f}; attention "
-        f"on the previous position, first block, head {result['previous_token_head'] + 1}: "
-        f"{result['previous_token_attention']:.2f} (uniform over the past: "
-        f"{result['uniform_attention']:.2f})", fontsize=9)
+        f"Transformer on induction heads, L = {L}, test accuracy {result['accuracy']:.3f}\n"
+        f"This sequence: trigger at s = {p[i]} (dotted), target token {target} at s = "
+        f"{p[i] + 1}, query at t = {L - 1}, predicted {pred}; circles: query -> target "
+        f"(cyan), target -> trigger (green)\nMeans over {config.n_test} test sequences: "
+        f"query -> target, block {blocks} head {result['induction_head'] + 1}: "
+        f"{result['induction_attention']:.2f} (uniform {result['uniform_at_query']:.2f}); "
+        f"target -> trigger, block 1 head {result['previous_token_head'] + 1}: "
+        f"{result['previous_token_attention']:.2f} (uniform "
+        f"{result['uniform_at_target']:.2f})", fontsize=9)
     savefig(fig, path)
 
 

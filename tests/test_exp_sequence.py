@@ -49,8 +49,9 @@ def test_smoke_metrics_have_the_expected_keys(smoke):
         assert 0.0 <= metrics[task][kind][str(L)] <= 1.0
     assert metrics["seconds_per_step"][kind][str(L)] > 0
     assert set(metrics["attention"]) == {"length", "accuracy", "induction_attention",
-                                         "induction_head", "previous_token_attention",
-                                         "previous_token_head", "uniform_attention"}
+                                         "induction_head", "uniform_at_query",
+                                         "previous_token_attention", "previous_token_head",
+                                         "uniform_at_target"}
     assert 0.0 <= metrics["attention"]["induction_attention"] <= 1.0
     gen = metrics["generalization"]
     assert gen["train_length"] == c.generalize_from
