@@ -15,9 +15,9 @@ Writes `gradcheck.json` (every case with its per-leaf errors), `gradcheck.csv` (
 and `gradcheck.png` (log10 worst error per activation x loss, one panel per depth and
 penalty, beside the other models).
 
-Full run: `python -m experiments run gradcheck` (defaults, seed 0): 123 cases, all pass.
+Full run: `python -m experiments run gradcheck` (defaults, seed 0): 132 cases, all pass.
 108 MLP cases (6 activations, identity included, x 3 losses x 3 depths x 2 penalty
-settings) and 15 other models:
+settings) and 24 other models:
 
 * the MLP with dropout; train.newton's logistic regression against its gradient written by
   hand (ad~ref 9.5e-16, ad~fd 8.7e-10);
@@ -36,7 +36,23 @@ settings) and 15 other models:
   (79,690 parameters, 160 directions, 4.2e-08), the densenet experiment's DenseNet
   (`nets.densenet`, batch norm in evaluation mode, 21,018 parameters, 128 directions,
   1.7e-08) and the autoencoder experiment's deep autoencoder (64-128-64-2-64-128-64, 33,474
-  parameters, 48 directions, 4.8e-08).
+  parameters, 48 directions, 4.8e-08);
+* the sequence models of issue 9 on the per-position cross-entropy (labels ``(n, T)``,
+  ``T = 5``, position 0 not scored, so the mask is checked too), every coordinate: an Elman
+  RNN (`nets.rnn`, 88 coordinates, 1.1e-08), an LSTM against backpropagation through time
+  written by hand (`nets.backprop_sequence.lstm_backward` after the per-position dense
+  layer's transpose: autodiff and the hand-derived chain rule agree to 2.1e-15, each against
+  differences 1.5e-08, 218 coordinates), a one-block Transformer (`nets.transformer`, 203,
+  1.4e-08) and a one-block Mamba (`nets.mamba`, its parallel scan, 295, 2.1e-08); along 4
+  random directions per leaf, the sequence experiment's Transformer (2 blocks, 4,648
+  parameters, 116 directions, 1.6e-08) and Mamba (2 blocks, 4,808 parameters, 108
+  directions, 1.7e-08);
+* the generative models of issue 9: each GAN player's loss (the gan experiment's ReLU
+  players at width 5, the other player's parameters held fixed): the discriminator's
+  ``-V(D, G)`` (21 coordinates, 7.7e-09) and the generator's non-saturating loss through
+  the discriminator (32, 4.0e-09); the DDPM noise-prediction loss ``L_simple`` of a
+  denoiser of two ReLU layers of 5 (the linear schedule, T = 1000; its steps and noise drawn
+  from a fixed key, so a function of the parameters; 77 coordinates, 7.8e-09).
 
 Errors are per element, ``|a - b| / max(|a|, |b|, floor)`` (``nets.gradcheck.relative_error``;
 the floor keeps finite-difference round-off on entries near zero from reading as large):
@@ -47,7 +63,9 @@ largest entry, reported 1.1e-07 there and would have passed a dropped term on a 
 entry. Autodiff and the hand-derived backprop agree to ~1e-14 everywhere. Wall time 26 s
 with a warm persistent compilation cache, 115 s with the MLP grid's programs new, on the
 shared 2-core CPU while other jobs ran; 198 s (98 s of CPU time) op by op with a cold cache while
-other jobs kept its load average at 7-10. Two runs with the same seed wrote byte-identical
+other jobs kept its load average at 7-10. With the 9 cases of issue 9: 42 s (26 s of CPU
+time) with a warm cache at a load average of 9; the 9 new cases alone took 140 s (43 s of
+CPU time) with their programs new. Two runs with the same seed wrote byte-identical
 metrics.json and gradcheck.json (float64 on CPU is deterministic).
 """
 
@@ -69,11 +87,16 @@ from experiments._framework import progress, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import activations as _activations
 from nets import autoencoder as _autoencoder
-from nets import backprop, gradcheck, losses as _losses, mlp, objective
+from nets import backprop, backprop_sequence, gradcheck, losses as _losses, mlp, objective
 from nets import cnn as _cnn
 from nets import densenet as _densenet
+from nets import diffusion as _diffusion
+from nets import gan as _gan
 from nets import layers as L
+from nets import mamba as _mamba
 from nets import resnet as _resnet
+from nets import rnn as _rnn
+from nets import transformer as _transformer
 from nets.model import Model
 from train import newton as _newton
 
@@ -95,7 +118,9 @@ class Config:
     models: Annotated[tuple[str, ...], Distinct(), Rule("a key of CASES", _is_case)] = (
         "mlp-dropout", "logistic-regression", "cnn-backprop", "cnn-batchnorm", "esl-net1",
         "esl-net2", "esl-net3", "esl-net4", "esl-net5", "modern-cnn", "resnet", "resnet-deep",
-        "densenet", "autoencoder-linear", "autoencoder-deep")
+        "densenet", "autoencoder-linear", "autoencoder-deep", "rnn", "lstm-backprop",
+        "transformer", "mamba", "transformer-sequence", "mamba-sequence", "gan-discriminator",
+        "gan-generator", "diffusion")
     # Batch and widths: the shapes of tests/test_gradients.py, so the two share compiled ops.
     n_examples: Annotated[int, Range(1, 10_000)] = 6  # rows of each random batch
     n_inputs: Annotated[int, Range(1, 1_000)] = 4  # input width n_0
@@ -113,7 +138,7 @@ class Config:
 
 
 SMOKE = {"activations": ("tanh", "relu"), "losses": ("cross_entropy",), "depths": (1,),
-         "models": ("mlp-dropout", "cnn-backprop")}
+         "models": ("mlp-dropout", "cnn-backprop", "rnn")}
 
 
 class Case(NamedTuple):
@@ -308,19 +333,41 @@ def _model_objective(build: Callable, config: Config, loss: str, penalties: tupl
     return model, lambda p, X, Y, state: obj(p, X, Y)
 
 
+def _sequence_batch(config: Config, rng: np.random.Generator, model: Model, vocab: int):
+    """``config.n_examples`` sequences for a model with outputs ``(T, M)``: token ids in
+    ``[0, vocab)`` (or standard normal features when ``vocab`` is 0) and per-position labels
+    ``(n, T)``, position 0 not scored (``IGNORE``: the mask is part of what is checked)."""
+    n, (T, M) = config.n_examples, model.output_shape
+    X = (rng.integers(0, vocab, (n, *model.input_shape)).astype(np.int32) if vocab
+         else rng.standard_normal((n, *model.input_shape)))
+    Y = (np.arange(n * T).reshape(n, T) % M).astype(np.int32)
+    Y[:, 0] = _losses.IGNORE
+    return X, Y
+
+
 def _model_check(build: Callable[[Config], Model], *, directional: bool = False,
-                 loss: str = "cross_entropy", penalties=(), autoencode: bool = False):
+                 loss: str = "cross_entropy", penalties=(), autoencode: bool = False,
+                 vocab: int | None = None, reference: Callable | None = None):
     """A check of ``build(config)`` (a Model) on a random batch: every coordinate, or, with
     ``directional``, ``config.directions`` random directions per leaf. Models with state
     (batch norm) are checked in evaluation mode on random running statistics (passed as
-    the check's ``hyper``). ``penalties``: names of penalties, with the config's lambdas."""
+    the check's ``hyper``). ``penalties``: names of penalties, with the config's lambdas.
+    ``vocab``: a sequence model (outputs ``(T, M)``, per-position labels), on token ids
+    below ``vocab`` (0: real features). ``reference(params, X, Y, state)``: a gradient
+    by hand."""
 
     def check(config: Config, key) -> gradcheck.Report:
         model, obj = _model_objective(build, config, loss, tuple(penalties))
         rng = _rng(key)
         params, state = _random_params(model, rng, config.init_scale)
-        X, y = _batch(config, rng, model.input_shape, model.output_shape[0])
+        if vocab is not None:
+            X, y = _sequence_batch(config, rng, model, vocab)
+        else:
+            X, y = _batch(config, rng, model.input_shape, model.output_shape[0])
         Y = X if autoencode else y
+        if reference is not None:
+            return gradcheck.check(obj, params, X, Y, hyper=state, eps=config.eps, jit=True,
+                                   reference=reference)
         if directional:
             kd = jax.random.fold_in(key, 1)
             return gradcheck.check_directional(obj, params, X, Y, key=kd, hyper=state,
@@ -342,12 +389,137 @@ def _esl(name: str):
 
 def _model_case(name: str, activation: str, loss: str, depth: int, penalty: str,
                 build: Callable[[Config], Model], *, directional: bool = False,
-                penalties: tuple = (), autoencode: bool = False) -> Case:
+                penalties: tuple = (), autoencode: bool = False, vocab: int | None = None,
+                reference: Callable | None = None) -> Case:
     """A :class:`Case` checking the Model ``build(config)`` (see :func:`_model_check`)."""
     check = _model_check(build, directional=directional, loss=loss, penalties=penalties,
-                         autoencode=autoencode)
+                         autoencode=autoencode, vocab=vocab, reference=reference)
     return Case(name, activation, loss, depth, penalty, check,
                 "directions" if directional else "coordinates")
+
+
+# --- sequence models (issue 9): outputs (T, M), the per-position cross-entropy -------------
+
+_SEQ_LEN, _VOCAB = 5, 6  # the small sequence models: every coordinate
+
+
+def _rnn_model(config: Config) -> Model:
+    """An Elman RNN on real features: Dense -> RNN -> per-position Dense."""
+    return _rnn.model(d_in=config.n_inputs, n_classes=config.n_outputs, seq_len=_SEQ_LEN,
+                      d_model=4, d_hidden=config.width, cell="rnn")
+
+
+def _lstm_model(config: Config) -> Model:
+    """LSTM -> per-position Dense on real features: the model whose gradient
+    :func:`_lstm_reference` writes out by hand."""
+    return Model(L.serial(_rnn.LSTM(config.width), _rnn.per_position(L.Dense(config.n_outputs))),
+                 input_shape=(_SEQ_LEN, config.n_inputs))
+
+
+def _lstm_reference(params, X, Y, state):
+    """The gradient of the mean per-position cross-entropy of :func:`_lstm_model`, by hand
+    (NumPy): ``dR/dz`` from :mod:`nets.losses`' hand-derived per-position gradient, the
+    per-position dense layer's transpose, then backpropagation through time by
+    :func:`nets.backprop_sequence.lstm_backward`."""
+    cell, dense = jax.tree.map(np.asarray, params)
+    grad = _losses.get("per_position_cross_entropy").grad
+    X, Y, n = np.asarray(X), np.asarray(Y), len(X)
+    W, b = dense["W"], dense["b"]
+    g_cell = {k: np.zeros_like(v) for k, v in cell.items()}
+    g_dense = {"W": np.zeros_like(W), "b": np.zeros_like(b)}
+    for x, y in zip(X, Y):
+        H = backprop_sequence.lstm_forward(cell, x)["h"][1:]  # h_1 .. h_T, (T, n)
+        dZ = np.asarray(grad(H @ W.T + b, y)) / n  # dR/dz_t, (T, M)
+        g_dense["W"] += dZ.T @ H
+        g_dense["b"] += dZ.sum(0)
+        g, _, _, _ = backprop_sequence.lstm_backward(cell, x, dZ @ W)  # dR/dh_t = W^T dR/dz_t
+        for k in g_cell:
+            g_cell[k] += g[k]
+    return g_cell, g_dense
+
+
+def _transformer_model(config: Config) -> Model:
+    return _transformer.model(vocab_size=_VOCAB, n_classes=config.n_outputs, seq_len=_SEQ_LEN,
+                              d_model=4, n_heads=2, n_layers=1, d_mlp=8)
+
+
+def _mamba_model(config: Config) -> Model:
+    return _mamba.model(vocab_size=_VOCAB, n_classes=config.n_outputs, seq_len=_SEQ_LEN,
+                        d_model=4, n_layers=1, d_state=3)  # the parallel scan
+
+
+def _sequence_experiment_model(kind: str):
+    """The sequence experiment's token model of ``kind`` at its first length (defaults)."""
+    def build(config: Config) -> Model:
+        from experiments import sequence as _sequence  # noqa: PLC0415 (figures, no cycle)
+        c = _sequence.Config()
+        return _sequence.build(kind, "token", c.lengths[0], c)
+
+    return build
+
+
+# --- generative models (issue 9): both GAN players, the diffusion model's loss -------------
+
+@functools.cache
+def _gan_parts(config: Config):
+    """The gan experiment's players (ReLU MLPs of :func:`nets.gan.mlp_player`) at small
+    width, and each player's loss as ``(own params, real X, noise Z, other's params)``."""
+    latent = 3
+    g = _gan.mlp_player((config.width,), n_in=latent, n_out=2)
+    d = _gan.mlp_player((config.width,), n_in=2, n_out=1)
+
+    def fake_logits(gp, dp, Z):
+        return d.batch_apply(dp, g.batch_apply(gp, Z)[0])[0]
+
+    def d_loss(dp, X, Z, gp):  # -V(D, G): real X against fakes G(Z)
+        return _gan.discriminator_loss(d.batch_apply(dp, X)[0], fake_logits(gp, dp, Z))
+
+    def g_loss(gp, X, Z, dp):  # the non-saturating generator loss, through D
+        return _gan.generator_loss(fake_logits(gp, dp, Z))
+
+    return g, d, latent, d_loss, g_loss
+
+
+def _gan_check(player: str):
+    """One player's loss against central differences (every coordinate), the other
+    player's parameters held fixed (traced, as ``hyper``)."""
+
+    def check(config: Config, key) -> gradcheck.Report:
+        g, d, latent, d_loss, g_loss = _gan_parts(config)
+        rng = _rng(key)
+        gp, _ = _random_params(g, rng, config.init_scale)
+        dp, _ = _random_params(d, rng, config.init_scale)
+        X = rng.standard_normal((config.n_examples, 2))
+        Z = rng.standard_normal((config.n_examples, latent))
+        if player == "discriminator":
+            return gradcheck.check(d_loss, dp, X, Z, hyper=gp, eps=config.eps, jit=True)
+        return gradcheck.check(g_loss, gp, X, Z, hyper=dp, eps=config.eps, jit=True)
+
+    return check
+
+
+@functools.cache
+def _diffusion_parts(config: Config):
+    """A small denoiser (:func:`nets.diffusion.denoiser`, ReLU) and Ho et al.'s ``L_simple``
+    with its noise and steps drawn from a fixed key (so a deterministic function of the
+    parameters), on the diffusion experiment's schedule."""
+    net = _diffusion.denoiser(2, (config.width, config.width), emb_dim=4)
+    schedule = _diffusion.linear_schedule()
+    noise_key = jax.random.key(config.seed)
+
+    def loss(params, X, Y):
+        return _diffusion.loss(net, params, X, noise_key, schedule)
+
+    return net, loss
+
+
+def _diffusion_check(config: Config, key) -> gradcheck.Report:
+    net, loss = _diffusion_parts(config)
+    rng = _rng(key)
+    params, _ = _random_params(net.model, rng, config.init_scale)
+    X = rng.standard_normal((config.n_examples, 2))
+    return gradcheck.check(loss, params, X, np.zeros(config.n_examples), eps=config.eps,
+                           jit=True)
 
 
 # Models checked besides the MLP grid: name -> Case. A new model (CNN, LSTM, ...) adds one
@@ -390,6 +562,29 @@ CASES: dict[str, Case] = {
     "autoencoder-deep": _model_case("autoencoder-deep", "elu", "squared_error", 5, "none",
                                     lambda config: _autoencoder.deep(64, 2).model,
                                     autoencode=True, directional=True),
+    # sequence models (issue 9) on the per-position cross-entropy, position 0 not scored:
+    # small ones on every coordinate (the LSTM also against backpropagation through time by
+    # hand), the sequence experiment's Transformer and Mamba along random directions
+    "rnn": _model_case("rnn", "tanh", "cross_entropy", 1, "none", _rnn_model, vocab=0),
+    "lstm-backprop": _model_case("lstm-backprop", "sigmoid/tanh", "cross_entropy", 1, "none",
+                                 _lstm_model, vocab=0, reference=_lstm_reference),
+    "transformer": _model_case("transformer", "gelu", "cross_entropy", 1, "none",
+                               _transformer_model, vocab=_VOCAB),
+    "mamba": _model_case("mamba", "silu", "cross_entropy", 1, "none", _mamba_model,
+                         vocab=_VOCAB),
+    "transformer-sequence": _model_case(
+        "transformer-sequence", "gelu", "cross_entropy", 2, "none",
+        _sequence_experiment_model("transformer"), vocab=_VOCAB, directional=True),
+    "mamba-sequence": _model_case(
+        "mamba-sequence", "silu", "cross_entropy", 2, "none",
+        _sequence_experiment_model("mamba"), vocab=_VOCAB, directional=True),
+    # generative models (issue 9): each GAN player's loss (the other's parameters fixed) and
+    # the diffusion model's noise-prediction loss L_simple (fixed noise and steps)
+    "gan-discriminator": Case("gan-discriminator", "relu", "gan_discriminator", 1, "none",
+                              _gan_check("discriminator")),
+    "gan-generator": Case("gan-generator", "relu", "gan_non_saturating", 1, "none",
+                          _gan_check("generator")),
+    "diffusion": Case("diffusion", "relu", "L_simple", 2, "none", _diffusion_check),
 }
 
 
@@ -433,7 +628,7 @@ def _checked(row: dict) -> str:
 
 
 def _table(rows: list[dict], tol: float) -> str:
-    head = (f"{'model':<20}{'activation':<11}{'loss':<21}{'depth':>5}  {'penalty':<8}"
+    head = (f"{'model':<22}{'activation':<13}{'loss':<21}{'depth':>5}  {'penalty':<8}"
             f"{'checked':>9}{'ad~ref':>10}{'ad~fd':>10}{'ref~fd':>10}  "
             f"{'<=' + format(tol, '.0e'):>6}")
     lines = [head, "-" * len(head)]
@@ -443,7 +638,7 @@ def _table(rows: list[dict], tol: float) -> str:
 
     for r in rows:
         lines.append(
-            f"{r['model']:<20}{r['activation']:<11}{r['loss']:<21}{r['depth']:>5}  "
+            f"{r['model']:<22}{r['activation']:<13}{r['loss']:<21}{r['depth']:>5}  "
             f"{r['penalty']:<8}{_checked(r):>9}"
             f"{fmt(r['ad_ref'])}{fmt(r['ad_fd'])}{fmt(r['ref_fd'])}  "
             f"{'pass' if r['passed'] else 'FAIL':>6}")

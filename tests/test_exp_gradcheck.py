@@ -44,6 +44,10 @@ def test_smoke_every_case_passes(smoke):
     # all 141 coordinates: autodiff and the chain rule by hand agree to rounding
     cnn = next(c for c in cases if c["name"] == "cnn-backprop")
     assert cnn["ad_ref"] <= 1e-12 and cnn["ref_fd"] <= config.tol and cnn["checked"] == 141
+    # a sequence model on the per-position cross-entropy (labels (n, T), position 0 not
+    # scored): all 88 coordinates of the Elman RNN
+    rnn = next(c for c in cases if c["name"] == "rnn")
+    assert rnn["checked"] == 88 and rnn["loss"] == "cross_entropy"
     header = (outdir / "gradcheck.csv").read_text().splitlines()[0]
     assert header.startswith("name,model,activation,loss,depth,penalty,ad_ref,ad_fd,ref_fd")
 
