@@ -311,7 +311,8 @@ def test_the_program_cache_does_not_keep_user_closures_alive(key):
 
 
 def test_sweep_mesh_uses_only_the_devices_it_needs():
-    """Defect: 2 models on 8 devices trained 8 (the model axis padded to all devices)."""
+    """Defect: 2 models on 8 devices trained 8 (the model axis padded to all devices). Now
+    2 models on 4 devices train 2 models on a 2 x 2 mesh, the spare devices along "data"."""
     assert runner._devices_for(2, 8) == 2
     assert runner._devices_for(8, 8) == 8
     assert runner._devices_for(9, 8) == 5  # two slots per device, one padded model
@@ -327,14 +328,14 @@ params = jax.vmap(lambda k: mlp.init(k, (4, 8, 2)))(keys)
 r = train.sweep(loss, params, (X, y), optimizer=train.sgd(0.1), keys=keys, epochs=2,
                 batch_size=8, progress=False)
 print(len(jax.devices()), r.mesh.devices.size, r.history["loss"].shape,
-      r.state.params[0]["W"].shape[0])
+      r.state.params[0]["W"].shape[0], r.mesh.shape["models"], r.mesh.shape["data"])
 """
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["4", "2", "(2,", "2)", "2"]
+    assert out.stdout.split() == ["4", "4", "(2,", "2)", "2", "2", "2"]
 
 
 def test_run_rejects_bad_arguments_before_tracing(key):

@@ -11,13 +11,16 @@
 * :mod:`train.fit`: :func:`fit` and :class:`FitResult`, the loss form over :func:`run`.
 * :mod:`train.sweep`: :func:`sweep` (many models in one ``vmap``-ed program, spread over
   devices), :func:`sweep_structural`, :func:`grid`.
+* :mod:`train.distributed`: several devices and processes (``jax.distributed``, meshes,
+  feeding each process's shards); :mod:`train.sharded_checkpoint`: Orbax checkpoints of
+  runs on a mesh. ``fit``, ``run`` and ``sweep`` take ``mesh=``.
 * :mod:`train.data`, :mod:`train.checkpoint`, :mod:`train.newton`.
 
 ``train.fit``, ``train.run`` and ``train.sweep`` are the functions; their modules stay
 importable by name (``from train.sweep import grid``).
 """
 
-from train import checkpoint, data, loop, newton, optim, runner
+from train import checkpoint, data, distributed, loop, newton, optim, runner
 from train.fit import FitResult, fit
 from train.loop import (
     TrainState,
@@ -33,7 +36,7 @@ from train.runner import RunResult, run
 from train.sweep import SweepResult, grid, sweep, sweep_structural
 
 __all__ = [
-    "checkpoint", "data", "loop", "newton", "optim", "runner",
+    "checkpoint", "data", "distributed", "loop", "newton", "optim", "runner",
     "sgd", "get_hyperparams", "set_hyperparams",
     "TrainState", "init_state", "make_step", "make_epoch", "make_evaluate",
     "minibatch_indices", "per_example_grads",

@@ -89,6 +89,7 @@ def fit(
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | None = None,
     epochs_per_call: int = 1,
+    mesh: Any = None,
 ) -> FitResult:
     """Trains ``params`` by minibatch steps of ``optimizer`` on ``loss_fn`` over ``data``.
 
@@ -140,6 +141,12 @@ def fit(
         returning to Python for the history, the progress bar and checkpoints. Raise it when
         an epoch is a few steps (full-batch gradient descent); results are those of ``1`` up
         to float rounding.
+      mesh: train data parallel: a number of devices (``mesh=4``, ``mesh=jax.device_count()``
+        across processes) or a ``jax.sharding.Mesh`` with an axis ``"data"``; each batch
+        is split over ``"data"``, the parameters and optimizer state are replicated, and
+        the fit ends where the one-device fit ends (same batches, same order) up to float
+        rounding. ``batch_size`` must be a multiple of the data axis. Default: one device.
+        See :mod:`train.distributed` (several processes) and :func:`train.run`.
 
     Returns:
       A :class:`FitResult`.
@@ -162,7 +169,7 @@ def fit(
         epochs=epochs, eval_every=eval_every, epochs_per_call=epochs_per_call, models=None,
         key=key, patience=patience, min_delta=min_delta, progress=progress,
         checkpoint=checkpoint, checkpoint_every=checkpoint_every, order=order,
-        eval_batch_size=eval_batch_size, n=_rows(train_np), batch_size=batch_size)
+        eval_batch_size=eval_batch_size, n=_rows(train_np), batch_size=batch_size, mesh=mesh)
     _runner._check_state(params, None, what="state.params")
 
     def make_state():  # optimizer.init runs eager ops: only after the labels are checked
@@ -177,7 +184,7 @@ def fit(
         validation=None if val_np is None else tuple(val_np), eval_batch_size=eval_batch_size,
         eval_every=eval_every, patience=patience, min_delta=min_delta, order=order,
         progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-        resume=resume, epochs_per_call=epochs_per_call, desc="fit",
+        resume=resume, epochs_per_call=epochs_per_call, desc="fit", mesh=mesh,
         probe=lambda trace: _check_labels(trace, loss_fn, params, train_np, val_np),
         factory=(_factory, (loss_fn, *(metrics or {}).values()),
                  (optimizer, has_aux, loss_takes_key, names)),

@@ -76,6 +76,7 @@ from tqdm.auto import tqdm
 
 from nets import _checks
 from train import checkpoint as _checkpoint
+from train import distributed as _dist
 from train import loop as _loop
 
 __all__ = ["run", "RunResult", "Tracker", "Carry", "STOP_REASONS"]
@@ -155,6 +156,18 @@ def _split_epoch_key(key):
     return tuple(jax.random.split(key, 5))
 
 
+def _eval_batch(evaluate, state, batch, key) -> dict:
+    """``evaluate`` on one batch, its output checked: a dict of float32 scalars."""
+    out = evaluate(state, batch, key)
+    if not isinstance(out, Mapping):
+        raise TypeError(f"evaluate: expected a dict of scalars, got {type(out).__name__}")
+    for name, v in out.items():
+        if jnp.shape(v) != ():
+            raise TypeError(f"evaluate: expected scalars (batch means), got {name!r} of "
+                            f"shape {jnp.shape(v)}")
+    return {k_: jnp.asarray(v, jnp.float32) for k_, v in out.items()}
+
+
 def _evaluate(evaluate, state, data, key, batch_size: int) -> dict:
     """``evaluate`` over a whole array data set in batches, combined weighted by size."""
     m = _loop._num_examples(data)
@@ -162,14 +175,7 @@ def _evaluate(evaluate, state, data, key, batch_size: int) -> dict:
     full, rest = divmod(m, b)
 
     def one(batch, k):
-        out = evaluate(state, batch, k)
-        if not isinstance(out, Mapping):
-            raise TypeError(f"evaluate: expected a dict of scalars, got {type(out).__name__}")
-        for name, v in out.items():
-            if jnp.shape(v) != ():
-                raise TypeError(f"evaluate: expected scalars (batch means), got {name!r} of "
-                                f"shape {jnp.shape(v)}")
-        return {k_: jnp.asarray(v, jnp.float32) for k_, v in out.items()}
+        return _eval_batch(evaluate, state, batch, k)
 
     def body(_, i):
         batch = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, i * b, b), data)
@@ -448,7 +454,177 @@ class _Streamed:
 
     @property
     def traces(self):
-        return self.one_step.traces
+        fed = getattr(self, "fed", None)  # a stream on a mesh: the sharded step's count
+        return fed.traces if fed is not None else self.one_step.traces
+
+
+# --------------------------------------------------------------------------------------------
+# Data parallel on a mesh: the steps of make_epoch, each batch fed from the host
+# --------------------------------------------------------------------------------------------
+
+
+class _Fed:
+    """The compiled pieces of a run on a mesh with a ``"data"`` axis (or several processes).
+
+    An epoch is the epoch of :func:`make_epoch` taken apart: ``plan`` splits the carried key
+    and draws the epoch's minibatch indices exactly as on one device (so the global batches
+    and their order are the same); the host gathers each global batch from the data set it
+    keeps in host memory and sends every device its shard (:func:`train.distributed
+    .feed_rows`); ``step`` is ONE compiled, sharded step (the state replicated, or split
+    over ``"models"`` in a sweep; the batch split over ``"data"``; the gradients all-reduced
+    by XLA) that donates its input state; evaluation runs the same batches as
+    :func:`_evaluate`; ``finish`` averages and tracks as the scan does. Device memory holds
+    the state (twice: the carry and the epoch's working copy), one batch's shard and a
+    step's activations, never the data set."""
+
+    def __init__(self, spec: Spec, vmapped: bool, mesh):
+        self.spec, self.vmapped, self.mesh = spec, vmapped, mesh
+        MODELS = _dist.MODELS
+        self.data_parts = int(dict(mesh.shape).get(_dist.DATA, 1))
+        DATA = _dist.DATA if _dist.DATA in mesh.axis_names else None
+        self.state_sh = NamedSharding(mesh, P(MODELS) if vmapped else P())
+        self.rep = NamedSharding(mesh, P())
+        self.batch_sh = NamedSharding(mesh, P(MODELS, DATA) if vmapped else P(DATA))
+        self.eval_sh = NamedSharding(mesh, P(DATA))  # a set's batch: shared by the models
+        over = (lambda f, axes: jax.vmap(f, in_axes=axes)) if vmapped else (lambda f, axes: f)
+
+        def plan(carry, n):
+            key, k_order, k_steps, k_train, k_val = _split_epoch_key(carry.key)
+            idx = _loop.minibatch_indices(k_order, carry.tracker.steps, n=n,
+                                          batch_size=spec.batch_size, order=spec.order)
+            # the epoch's working copy of the state (fresh buffers: `step` donates them)
+            state = jax.tree.map(lambda a: jnp.array(a, copy=True), carry.state)
+            return key, k_steps, k_train, k_val, idx, state
+
+        def step(state, batch, k_steps, i):
+            return _call_step(spec.step, state, batch, jax.random.fold_in(k_steps, i))
+
+        def evaluate(fn, state, batch, key, i):
+            return _eval_batch(fn, state, batch, jax.random.fold_in(key, i))
+
+        sh = self.state_sh
+        self.plan = jax.jit(over(plan, (0, None)), static_argnums=1,
+                            out_shardings=(sh, sh, sh, sh, self.rep, sh))
+        self.step = _Counted(over(step, (0, 0, 0, None)), donate_argnums=0,
+                             out_shardings=(sh, sh))
+        self.evaluate = {
+            name: jax.jit(over(functools.partial(evaluate, fn), (0, None, 0, None)),
+                          out_shardings=sh)
+            for name, fn in (("train", spec.train_evaluate), ("val", spec.evaluate))
+            if fn is not None}
+        self._over, self._finish, self._names = over, {}, {}
+        self.best_of = functools.partial(_best_of, spec)
+
+    @property
+    def traces(self):
+        return self.step.traces
+
+    def finish(self, sizes):
+        """``finish(carry, state, key, step_metrics, train_outs, val_outs, evaluated)``:
+        the epoch's means, the sets' evaluations (``_evaluate``'s arithmetic), tracking."""
+        if sizes not in self._finish:
+            spec = self.spec
+
+            def combine(outs, size):
+                full_outs, tail = outs
+                b, rest, m = size
+                total = {k: b * jnp.sum(jnp.stack([o[k] for o in full_outs]), axis=0)
+                         for k in full_outs[0]} if full_outs else \
+                    {k: jnp.zeros_like(v) for k, v in tail.items()}
+                if tail is not None:
+                    total = {k: total[k] + rest * tail[k] for k in total}
+                return {k: v / m for k, v in total.items()}
+
+            def finish(carry, state, key, metrics, train_outs, val_outs, evaluated):
+                means = {k: jnp.mean(jnp.stack([m[k] for m in metrics]), axis=0)
+                         for k in metrics[0]}
+                evals = {}
+                if train_outs is not None:
+                    evals.update(combine(train_outs, sizes[0]))
+                if val_outs is not None:
+                    evals.update({f"val_{k}": v for k, v in combine(val_outs, sizes[1]).items()})
+                return _track(spec, carry, state, key, carry.tracker.steps + len(metrics),
+                              means, evals, evaluated)
+
+            sh = self.state_sh
+            self._finish[sizes] = jax.jit(self._over(finish, (0, 0, 0, 0, 0, 0, None)),
+                                          donate_argnums=0, out_shardings=(sh, sh))
+        return self._finish[sizes]
+
+    def evaluate_set(self, name, state, data, key, batch_size, evaluated):
+        """``(full batch outputs, tail output)`` over a host data set, batch by batch (NaN
+        placeholders of the same structure when this epoch does not evaluate)."""
+        m = _loop._num_examples(data)
+        b = min(batch_size, m)
+        full, rest = divmod(m, b)
+        fn = self.evaluate[name]
+
+        def batch(lo, hi):
+            sh = self.eval_sh if (hi - lo) % self.data_parts == 0 else self.rep
+            return _dist.feed_rows(data, np.arange(lo, hi), sh)
+
+        if not evaluated:
+            if (name, b, rest) not in self._names:
+                like = lambda rows: jax.tree.map(  # noqa: E731
+                    lambda a: jax.ShapeDtypeStruct((rows,) + a.shape[1:], a.dtype), data)
+                self._names[(name, b, rest)] = jax.eval_shape(fn, state, like(b), key, 0)
+            shape = self._names[(name, b, rest)]
+            nan = lambda: jax.tree.map(  # noqa: E731
+                lambda s: np.full(s.shape, np.nan, np.float32), shape)
+            outs = ([nan() for _ in range(full)], nan() if rest else None)
+        else:
+            outs = ([fn(state, batch(i * b, (i + 1) * b), key, i) for i in range(full)],
+                    fn(state, batch(full * b, m), key, full) if rest else None)
+        return outs, (b, rest, m)
+
+
+def _fed_epoch(fed: _Fed, carry, train, val, eval_batch_size: int, evaluated: bool):
+    """One epoch on a mesh (array data on the host): see :class:`_Fed`."""
+    key, k_steps, k_train, k_val, idx, state = fed.plan(carry, _loop._num_examples(train))
+    idx = _dist.fetch(idx)  # (steps, B), or (models, steps, B): the same on every process
+    metrics = []
+    for i in range(idx.shape[-2]):
+        batch = _dist.feed_rows(train, idx[..., i, :], fed.batch_sh)
+        state, m = fed.step(state, batch, k_steps, i)
+        metrics.append(m)
+    train_outs = val_outs = None
+    sizes = [None, None]
+    if "train" in fed.evaluate:
+        train_outs, sizes[0] = fed.evaluate_set("train", state, train, k_train,
+                                                eval_batch_size, evaluated)
+    if "val" in fed.evaluate and val is not None:
+        val_outs, sizes[1] = fed.evaluate_set("val", state, val, k_val, eval_batch_size,
+                                              evaluated)
+    return fed.finish(tuple(sizes))(carry, state, key, metrics, train_outs, val_outs,
+                                    np.bool_(evaluated))
+
+
+def _build_fed(functions, settings):
+    """The :class:`_Fed` program (a :class:`_Streamed` for a stream) of a run on a mesh."""
+    (factory, factory_static, batch_size, order, eval_batch_size, eval_every, patience,
+     monitor, min_delta, vmapped, mesh) = settings
+    step, evaluate, train_evaluate, best_of = factory(*functions, *factory_static)
+    spec = Spec(step, evaluate, train_evaluate, best_of, batch_size, order, eval_batch_size,
+                eval_every, patience, monitor, min_delta)
+    fed = _Fed(spec, vmapped, mesh)
+    if batch_size is not None:
+        return fed
+    # A stream on a mesh: each process's batches (its own rows) become global arrays.
+    feed = functools.partial(_dist.feed_local, sharding=fed.batch_sh)
+
+    def one_step(state, batch, steps_key, i):
+        return fed.step(state, feed(batch, name="data"), steps_key, i)
+
+    def eval_batch(state, batch, key, i):
+        return fed.evaluate["val"](state, feed(batch, name="validation"), key, i)
+
+    def finish(carry, state, key, steps, means, evals, evaluated):
+        return _track(spec, carry, state, key, steps, means, evals, evaluated)
+
+    streamed = _Streamed(one_step, jax.jit(finish, out_shardings=(fed.state_sh, fed.rep)),
+                         eval_batch, jax.jit(_split_epoch_key, out_shardings=fed.rep))
+    streamed.best_of, streamed.fed = fed.best_of, fed
+    return streamed
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,6 +672,7 @@ def run(
     epochs_per_call: int = 1,
     models: int | None = None,
     devices: Sequence[jax.Device] | None = None,
+    mesh: Any = None,
     config: Mapping[str, Any] | None = None,
     desc: str = "run",
     factory: tuple | None = None,
@@ -531,14 +708,29 @@ def run(
       progress: a tqdm bar: ``True``, ``False`` or ``None`` (on in terminals).
       checkpoint: a file to save the whole run to (carry, history, configuration) every
         ``checkpoint_every`` epochs (default 1) and at the end, atomically, with a SHA-256
-        checksum; the one it replaces is kept as ``<checkpoint>.prev``.
+        checksum; the one it replaces is kept as ``<checkpoint>.prev``. A run on a mesh
+        (several devices along ``"data"``, or several processes) writes an Orbax checkpoint
+        folder there instead, every process its own shards (:mod:`train.sharded_checkpoint`);
+        so does any run given an existing Orbax checkpoint folder.
       resume: a checkpoint of a run with the same configuration; the run continues from it.
         Verified first: a corrupt (or missing) file falls back to ``<resume>.prev`` with a
-        warning; neither readable is an error (:mod:`train.checkpoint`).
+        warning; neither readable is an error (:mod:`train.checkpoint`). A file or an Orbax
+        folder, whatever the devices and processes that wrote it.
       epochs_per_call: epochs per compiled call (one ``lax.scan`` over epochs; array data).
       models: train this many models at once: every leaf of ``state`` has a leading axis of
         this length, ``key`` has shape ``(models,)``; ONE ``vmap``-ed program.
-      devices: with ``models``, the devices to spread the model axis over (default all).
+      devices: with ``models``, the devices to spread the models over (default all).
+      mesh: the devices to train on, data parallel (:mod:`train.distributed`): a number of
+        devices or a ``jax.sharding.Mesh`` with an axis ``"data"`` (with ``models``, the
+        axes ``"models"`` and ``"data"``). Default: one device; with ``models``, all
+        ``devices``: the model axis over as many as it needs and the spare ones over
+        ``"data"``. On a ``"data"`` axis of several devices (or several processes) each
+        batch is gathered on the host, split over ``"data"`` and stepped by one sharded
+        program; the parameters and optimizer state are replicated, the batches and their
+        order are those of one device, so the run ends where the one-device run ends up to
+        float rounding. ``batch_size`` must be a multiple of the ``"data"`` axis; an
+        evaluation batch that is not is computed whole on every device; ``epochs_per_call``
+        has no effect there.
       config: extra settings recorded in the checkpoint and compared on resume.
       desc: the progress bar's label.
       factory: for layers over :func:`run` (``train.fit``): ``(make, functions, static)``
@@ -560,7 +752,8 @@ def run(
     check_settings(epochs=epochs, eval_every=eval_every, epochs_per_call=epochs_per_call,
                    models=models, key=key, patience=patience, min_delta=min_delta,
                    progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                   order=order, eval_batch_size=eval_batch_size)
+                   order=order, eval_batch_size=eval_batch_size,
+                   mesh=mesh if models is None else (mesh or devices or "auto"))
     if validation is not None and evaluate is None and factory is None:
         raise ValueError("validation: a validation set needs an evaluate function")
     if monitor is not None and not isinstance(monitor, str):
@@ -608,29 +801,42 @@ def run(
                 "stream": stream, **dict(config or {})}
 
     # --- placement and the compiled program ---
-    mesh, padded = None, None
+    # On one device: the data set on the device, an epoch one lax.scan (below). On a mesh
+    # with a "data" axis of several devices, or on several processes: the `_Fed` program
+    # (each batch fed from the host, split over "data"); a sweep spreads its models over
+    # "models" and, with devices to spare, its batches over "data".
+    requested, mesh, padded, fed = mesh, None, None, None
     if models is not None:
-        devs = list(jax.devices() if devices is None else devices)
-        if not devs:
-            raise ValueError("devices: expected at least one device, got none")
-        used = _devices_for(models, len(devs))
-        padded = math.ceil(models / used) * used
-        if used > 1:
-            mesh = jax.make_mesh((used,), ("models",), devices=devs[:used],
-                                 axis_types=(jax.sharding.AxisType.Auto,))
-        device = devs[0]
+        mesh, padded = _dist.sweep_mesh(models, requested, devices,
+                                        None if stream else batch_size, _devices_for)
+        device = (list(devices)[0] if devices else None) or (
+            mesh.devices.flat[0] if mesh is not None else jax.devices()[0])
+        sharded = mesh is not None and (int(dict(mesh.shape).get(_dist.DATA, 1)) > 1
+                                        or jax.process_count() > 1)
     else:
-        device = _default_device()
+        mesh = _dist.resolve_mesh(requested, None if stream else batch_size)
+        if mesh is not None and mesh.size == 1 and jax.process_count() == 1:
+            device, mesh = mesh.devices.flat[0], None  # one device: the default path
+        else:
+            device = _default_device()
+        sharded = mesh is not None
+    checkpoint_kind = _checkpoint_kind(checkpoint, sharded)
     shardings = None
-    if mesh is not None:
+    if mesh is not None and not sharded:  # a sweep's models over devices, data on each
         shardings = (NamedSharding(mesh, P("models")), NamedSharding(mesh, P(None, "models")))
     if factory is None:
         factory = (_plain, (step, evaluate, train_evaluate, best_of), ())
-    program = cached(_build_programs, factory[1], (
-        factory[0], factory[2], None if stream else batch_size, order, eval_batch_size,
-        eval_every, patience, monitor, float(min_delta), epochs_per_call, models is not None,
-        shardings))
-    traced_before = program.traces
+    common = (factory[0], factory[2], None if stream else batch_size, order, eval_batch_size,
+              eval_every, patience, monitor, float(min_delta))
+    built = None
+    if sharded:
+        built = cached(_build_fed, factory[1], common + (models is not None, mesh))
+        fed = built.fed if stream else built
+    program = built if sharded and stream else cached(
+        _build_programs, factory[1], common + (epochs_per_call, models is not None,
+                                               shardings))
+    counted = built if built is not None else program
+    traced_before = counted.traces
 
     # --- the carry: fresh buffers (the compiled calls donate them) ---
     keep = jax.vmap(program.best_of) if models is not None else program.best_of
@@ -642,19 +848,25 @@ def run(
                        bad_evals=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool),
                        reason=jnp.zeros((), jnp.int32))
 
-    def build(state, key, train_data, val_data):
-        """The carry and the data on the device(s); run abstractly first (by ``trace``)."""
+    def build(state, key, train_data, val_data, abstract=False):
+        """The carry and the data on the device(s); run abstractly first (by ``trace``).
+        On a mesh (``fed``) the data stay in host memory and the carry is replicated (split
+        over ``"models"`` in a sweep) over every process's devices."""
         state = jax.tree.map(lambda a: jnp.array(a, copy=True), state)
         best = jax.tree.map(lambda a: jnp.array(a, copy=True), keep(state))
         tr = jax.vmap(tracker)(best) if models is not None else tracker(best)
         carry = Carry(state=state, key=jnp.array(key, copy=True), tracker=tr)
         if padded is not None:
             carry = _pad(carry, padded - models)
+        if fed is not None and not abstract:
+            host = lambda d: None if d is None else jax.tree.map(  # noqa: E731
+                lambda a: _dist.fetch(a) if isinstance(a, jax.Array) else np.asarray(a), d)
+            return _dist.place(carry, fed.state_sh), host(train_data), host(val_data)
         if train_data is not None:
             train_data = _to_device(train_data)
         if val_data is not None:
             val_data = _to_device(val_data)
-        if mesh is not None:
+        if mesh is not None and not sharded:
             carry = jax.device_put(carry, NamedSharding(mesh, P("models")))
             rep = NamedSharding(mesh, P())
             if train_data is not None:
@@ -678,7 +890,8 @@ def run(
             mask = np.ones(epochs_per_call, bool)
 
             def program_of(state, key, train_data, val_data):
-                return program.jitted(*build(state, key, train_data, val_data), 1, mask)
+                return program.jitted(*build(state, key, train_data, val_data, True), 1,
+                                      mask)
 
             names.extend(jax.eval_shape(program_of, state, key, *arrays)[1])
 
@@ -695,7 +908,9 @@ def run(
     history: dict[str, list] = {}
     if resume is not None:
         carry, history = _restore(resume, carry, settings, names, models)
-        if mesh is not None:
+        if fed is not None:
+            carry = _dist.place(carry, fed.state_sh)
+        elif mesh is not None:
             carry = jax.device_put(carry, NamedSharding(mesh, P("models")))
         else:
             carry = jax.device_put(carry, device)
@@ -703,17 +918,22 @@ def run(
                  what="the resumed state" if resume is not None else "state")
 
     def done_epochs():
-        e = np.asarray(jax.device_get(carry.tracker.epoch))
+        e = _dist.fetch(carry.tracker.epoch)
         return int(e.max()) if models is not None else int(e)
 
     def all_stopped():
-        s = np.asarray(jax.device_get(carry.tracker.stopped))
+        s = _dist.fetch(carry.tracker.stopped)
         return bool(s[:models].all()) if models is not None else bool(s)
 
     done = done_epochs() if models is None else (len(history.get("epoch", [])))
     every = checkpoint_every or 1
     bar = tqdm(total=epochs, initial=min(done, epochs), desc=desc, unit="epoch",
-               disable=None if progress is None else not progress, leave=False)
+               disable=(None if progress is None else not progress) if _dist.is_primary()
+               else True, leave=False)
+    writer = None
+    if checkpoint_kind == "orbax":
+        from train import sharded_checkpoint as _sharded
+        writer = _sharded.Writer(checkpoint)
     try:
         while done < epochs and not all_stopped():
             before = done
@@ -721,7 +941,12 @@ def run(
                 carry, record = _stream_epoch_run(
                     program, carry, data, validation, before,
                     _evaluates(before + 1, epochs, eval_every))
-                records = {k: np.asarray(v)[None] for k, v in jax.device_get(record).items()}
+                records = {k: _dist.fetch(v)[None] for k, v in record.items()}
+                active = 1
+            elif fed is not None:
+                carry, record = _fed_epoch(fed, carry, train_data, val_data, eval_batch_size,
+                                           _evaluates(before + 1, epochs, eval_every))
+                records = {k: _dist.fetch(v)[None] for k, v in record.items()}
                 active = 1
             else:
                 active = min(epochs_per_call, epochs - done)
@@ -746,21 +971,26 @@ def run(
                 bar.set_postfix({k: f"{history[k][-1]:.4g}" for k in ("loss", "val_loss")
                                  if k in history})
             else:
-                stopped = np.asarray(jax.device_get(carry.tracker.stopped))[:models]
+                stopped = _dist.fetch(carry.tracker.stopped)[:models]
                 bar.set_postfix(stopped=f"{int(stopped.sum())}/{models}")
             if checkpoint is not None and (done // every > before // every or done >= epochs
                                            or all_stopped()):
-                _save(checkpoint, carry, history, settings)
+                if writer is not None:
+                    writer.save(done, carry, history, settings)
+                else:
+                    _save(checkpoint, carry, history, settings)
     finally:
         bar.close()
+        if writer is not None:
+            writer.close()
 
     return _result(carry, history, models, mesh,
-                   program.traces - traced_before)
+                   counted.traces - traced_before)
 
 
 def check_settings(*, epochs, eval_every, epochs_per_call, models, key, patience, min_delta,
                    progress, checkpoint, checkpoint_every, order, eval_batch_size,
-                   n: int | None = None, batch_size=None) -> None:
+                   n: int | None = None, batch_size=None, mesh=None) -> None:
     """The checks of :func:`run`'s settings that need neither the state nor the functions;
     ``train.fit`` and ``train.sweep`` call it before they build a state (which may compile
     small programs), with ``n`` and ``batch_size`` for array data."""
@@ -783,7 +1013,8 @@ def check_settings(*, epochs, eval_every, epochs_per_call, models, key, patience
             raise ValueError("checkpoint_every: expected a checkpoint path to go with it, "
                              "got checkpoint=None")
     if checkpoint is not None:
-        _check_writable(checkpoint, "checkpoint")
+        _check_writable(checkpoint, "checkpoint",
+                        folder_ok=mesh is not None or jax.process_count() > 1)
     if order not in _loop.ORDERS:
         raise ValueError(f"order: expected one of {_loop.ORDERS}, got {order!r}")
     if eval_batch_size is not None:
@@ -837,7 +1068,8 @@ def _stream_evaluate(program: "_Streamed", state, validation, key, probe: bool =
 
 
 def _result(carry, history, models, mesh, compilations) -> RunResult:
-    tr = jax.device_get(carry.tracker)
+    tr = carry.tracker
+    tr = tr.replace(**{f: _dist.fetch(getattr(tr, f)) for f in ("epoch", "best_epoch", "reason")})
     if models is None:
         reason = STOP_REASONS[int(tr.reason)]
         return RunResult(
@@ -845,7 +1077,8 @@ def _result(carry, history, models, mesh, compilations) -> RunResult:
             best_epoch=int(tr.best_epoch), stop_reason=reason, epochs_run=int(tr.epoch),
             non_finite_epoch=int(tr.epoch) if reason == "non_finite" else None,
             compilations=compilations, mesh=None)
-    cut = lambda t: jax.tree.map(lambda a: a[:models], t)  # noqa: E731
+    cut = lambda t: jax.tree.map(  # noqa: E731  (no padding: kept as placed)
+        lambda a: a if np.shape(a)[0] == models else a[:models], t)
     ran = int(np.max(np.asarray(tr.epoch)[:models])) if models else 0
     hist = {k: np.stack(v[:ran], axis=1) for k, v in history.items() if k != "epoch"}
     reasons = np.asarray(tr.reason)[:models]
@@ -903,7 +1136,7 @@ def _check_state(state, models, what: str = "state") -> None:
                              f"shape {np.shape(leaf)}")
         if jnp.issubdtype(leaf.dtype, jnp.inexact) and not isinstance(leaf, jax.ShapeDtypeStruct):
             # on the host: an eager jnp.isfinite compiles two programs per leaf shape
-            if not np.isfinite(np.asarray(jax.device_get(leaf))).all():
+            if not np.isfinite(_dist.fetch(leaf)).all():
                 raise ValueError(f"{where}: expected finite values, got NaN or infinity; "
                                  "training would start from a broken state")
 
@@ -951,11 +1184,37 @@ def _check_like(data, validation, stream: bool) -> None:
                              f"{np.shape(x)[1:]} like data, got shape {np.shape(y)}")
 
 
-def _check_writable(path, name: str) -> None:
+def _is_orbax_folder(path) -> bool:
+    """A folder holding an Orbax checkpoint's step folders (``0``, ``1``, ...)."""
+    try:
+        return any(e.isdigit() and os.path.isdir(os.path.join(path, e))
+                   for e in os.listdir(path))
+    except OSError:
+        return False
+
+
+def _checkpoint_kind(path, sharded: bool) -> str | None:
+    """``"orbax"`` (a folder) for a run on a mesh or an existing Orbax folder, else
+    ``"file"`` (:mod:`train.checkpoint`); a single file is refused for a sharded run."""
+    if path is None:
+        return None
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if sharded and os.path.isfile(path):
+        raise ValueError(f"checkpoint: {path!r} is a single-file checkpoint; a run on a mesh "
+                         "writes an Orbax checkpoint folder (every process its shards): pass a "
+                         "new path (resume= may name the file)")
+    if sharded or _is_orbax_folder(path):
+        return "orbax"
+    _check_writable(path, "checkpoint")
+    return "file"
+
+
+def _check_writable(path, name: str, folder_ok: bool = False) -> None:
+    path = os.fspath(path)
+    if os.path.isdir(path) and not folder_ok and not _is_orbax_folder(path):
         raise ValueError(f"{name}: {path!r} is a folder; expected a file path such as "
-                         f"{os.path.join(path, 'ckpt.msgpack')!r}")
+                         f"{os.path.join(path, 'ckpt.msgpack')!r} (a folder holds the Orbax "
+                         "checkpoint of a run on a mesh)")
     parent = os.path.dirname(os.path.abspath(path))
     probe = parent
     while not os.path.exists(probe):
@@ -975,12 +1234,35 @@ def _save(path, carry, history, settings) -> None:
 
 
 def _restore(path, carry, settings, names, models):
-    """Reads a run's checkpoint into the structure of ``carry``; refuses a changed config."""
+    """Reads a run's checkpoint (a file, or an Orbax folder) into the structure and the
+    placement of ``carry``; refuses a changed config."""
+    if os.path.isdir(os.fspath(path)):
+        from train import sharded_checkpoint as _sharded
+        step, meta = _sharded.read_meta(path)
+        _check_resumable(path, meta["config"], settings, meta["history"], names)
+        return (_sharded.restore_carry(path, step, carry),
+                _sharded.history_from_meta(meta, models))
     raw, path = _checkpoint.read(path)  # verified; <path>.prev (with a warning) if corrupt
     if not isinstance(raw, dict) or set(raw) != {"carry", "history", "config"}:
         raise ValueError(f"resume: {os.fspath(path)!r} is not a checkpoint written by "
                          "train.fit/train.run (expected entries carry, history, config)")
-    saved = raw["config"]
+    _check_resumable(path, raw["config"], settings, raw["history"], names)
+    like = {"carry": carry, "history": raw["history"], "config": raw["config"]}
+    restored = _checkpoint.conform(raw, like, path)
+    history = {}
+    for name, values in restored["history"].items():
+        values = np.asarray(values)
+        if name == "epoch":
+            history[name] = [int(v) for v in values.tolist()]
+        elif models is None:
+            history[name] = values.tolist()
+        else:
+            history[name] = list(values)
+    return restored["carry"], history
+
+
+def _check_resumable(path, saved, settings, saved_history, names) -> None:
+    """The saved settings and recorded names against this run's."""
     for name in sorted(set(settings) | set(saved)):
         got, want = saved.get(name), settings.get(name)
         if isinstance(got, np.generic):
@@ -993,21 +1275,9 @@ def _restore(path, carry, settings, names, models):
             raise ValueError(
                 f"resume: the checkpoint {os.fspath(path)!r} was written with {name}={got!r}, "
                 f"this run has {name}={want!r}; resume with the same settings")
-    saved_names = set(raw["history"]) - {"epoch"}
+    saved_names = set(saved_history) - {"epoch"}
     if names is not None and saved_names and saved_names != set(names):
         raise ValueError(
             f"resume: the checkpoint {os.fspath(path)!r} recorded {sorted(saved_names)}, this "
             f"run records {sorted(names)} (the metrics, aux values or evaluation changed); "
             "resume with the same functions")
-    like = {"carry": carry, "history": raw["history"], "config": saved}
-    restored = _checkpoint.conform(raw, like, path)
-    history = {}
-    for name, values in restored["history"].items():
-        values = np.asarray(values)
-        if name == "epoch":
-            history[name] = [int(v) for v in values.tolist()]
-        elif models is None:
-            history[name] = values.tolist()
-        else:
-            history[name] = list(values)
-    return restored["carry"], history

@@ -133,6 +133,7 @@ def sweep(
     progress: bool | None = None,
     devices: Sequence[jax.Device] | None = None,
     epochs_per_call: int = 1,
+    mesh: Any = None,
 ) -> SweepResult:
     """Trains ``models`` models at once, all on the same data, with one compiled program.
 
@@ -158,7 +159,12 @@ def sweep(
         optimizer state (names among :func:`train.optim.get_hyperparams`), e.g.
         ``{"learning_rate": lrs, "l2": lams}`` or :func:`grid`'s output.
       model_state: stacked non-trained state (every leaf ``(models, ...)``) or ``None``.
-      devices: the devices to spread the models over; default all of ``jax.devices()``.
+      devices: the devices to spread the models over; default all of ``jax.devices()``:
+        the model axis over as many as give the fewest models per device with the least
+        padding, the devices to spare split each batch along ``"data"`` (2 models on 4
+        devices: a 2 x 2 mesh, 2 models trained, each on 2 devices).
+      mesh: instead of ``devices``: a number of devices (the first ones, placed as above) or
+        a ``jax.sharding.Mesh`` with the axes ``"models"`` and/or ``"data"``.
 
     Returns:
       A :class:`SweepResult`. The loop over epochs ends early once every model has stopped,
@@ -203,6 +209,7 @@ def sweep(
         validation=None if val_np is None else tuple(val_np), eval_batch_size=eval_batch_size,
         eval_every=eval_every, patience=patience, min_delta=min_delta, order=order,
         progress=progress, epochs_per_call=epochs_per_call, models=models, devices=devices,
+        mesh=mesh,
         desc=f"sweep ({models} models)",
         probe=lambda trace: _check_labels(trace, loss_fn, one, train_np, val_np),
         factory=(_factory, (loss_fn, *(metrics or {}).values()),

@@ -1,0 +1,166 @@
+"""Scale out (issue 11): data-parallel fit, run and sweep on a mesh, two processes with
+jax.distributed on loopback, and sharded checkpoints restored on another topology.
+
+Every run with several devices or processes is a subprocess (``tests/_distributed_run.py``),
+so the rest of the suite keeps one device; one subprocess with 4 CPU devices serves the
+mesh tests (module-scoped), three serve the two-process test.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+import train
+from tests import _distributed_run as runs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 300
+F32 = dict(rtol=1e-5, atol=2e-6)  # float32: the sharded sums add in another order
+
+
+def _env():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                                if "force_host_platform_device_count" not in f)
+    return env
+
+
+def _python(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "tests._distributed_run", *map(str, args)],
+                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _finish(proc):
+    try:
+        _, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, err
+
+
+@pytest.fixture(scope="module")
+def mesh_run(tmp_path_factory):
+    """The 4-device process's report (tests/_distributed_run.py, mode ``mesh``)."""
+    out = tmp_path_factory.mktemp("mesh") / "report.json"
+    rc, err = _finish(_python("mesh", out))
+    assert rc == 0, err[-4000:]
+    return json.loads(out.read_text())
+
+
+def test_data_parallel_fit_on_a_mesh_matches_one_device(mesh_run):
+    r = mesh_run["fit"]
+    assert r["devices"] == 4
+    assert r["diff"] < 2e-6  # parameters: float32 rounding of the all-reduced gradients
+    one, four = r["history"]
+    assert one["epoch"] == four["epoch"] == [1, 2, 3, 4]
+    for name in ("loss", "val_loss"):
+        np.testing.assert_allclose(four[name], one[name], **F32)
+    # observed inside the loss: training batches split over "data" (the 1-row tail of the
+    # 13-row validation set cannot be, and is replicated); params and optimizer replicated
+    assert r["batch_specs"] == ["P('data',)", "P()"]
+    assert r["params_specs"] == ["P()"] and r["opt_specs"] == ["P()"]
+    assert mesh_run["bad_batch"].startswith("batch_size: expected a multiple of the mesh's 'data' "
+                                     "axis (4 devices")
+
+
+def test_step_form_on_a_mesh_matches_one_device_and_never_holds_the_data_set(mesh_run):
+    r = mesh_run["step"]
+    assert r["diff"] < 1e-6 and r["stream_diff"] < 1e-6  # array data and a stream
+    np.testing.assert_allclose(r["loss"][1], r["loss"][0], **F32)
+    assert r["specs"] == ["P()"]
+    # the largest array alive on any device while evaluating: the 48-row data set on one
+    # device; on the mesh one 8-row batch at most (the data set stays in host memory)
+    assert r["live_rows_one"] == runs.N and r["live_rows_four"] == 8
+
+
+def test_sweep_of_two_models_on_a_4_device_mesh_trains_two(mesh_run):
+    r = mesh_run["sweep"]
+    assert r["mesh"] == {"models": 2, "data": 2} and r["devices"] == 4
+    assert r["shape"] == [2, 8, 4] and r["spec"] == "P('models',)"
+    assert r["shard_shape"] == [1, 8, 4]  # one model per device pair: none padded
+    assert "P('models', 'data')" in r["batch_specs"]
+    assert r["diff"] < 1e-6  # the same two models trained on one device
+
+
+def test_sharded_checkpoint_restores_on_another_device_count(mesh_run):
+    r = mesh_run["checkpoint"]
+    assert r["folder"] == ["1", "2"] and r["part_epochs"] == 2  # Orbax steps, two kept
+    assert r["to_one"] < 2e-6  # 4 devices (Orbax folder) -> resumed on 1 device
+    assert r["to_four"] < 2e-6 and r["to_four_specs"] == ["P()"]  # 1 (file) -> 4 devices
+    one, to_one, to_four = r["histories"]
+    np.testing.assert_allclose(to_one, one, **F32)
+    np.testing.assert_allclose(to_four, one, **F32)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_two_processes_train_as_one_and_resume_in_one(tmp_path):
+    """Two processes on loopback (jax.distributed, gloo collectives) train as one process
+    does; the same run, SIGKILLed after its epoch-2 checkpoint, resumes in one process."""
+    ckpt, port = tmp_path / "ckpt", _free_port()
+    outs = [tmp_path / f"worker{i}.json" for i in range(2)]
+    workers = [_python("worker", i, port, ckpt, outs[i]) for i in range(2)]
+    ended = [_finish(p) for p in workers]
+    for rc, err in ended:  # killed: not an exit, not a failed assertion
+        assert rc == -signal.SIGKILL or (rc != 0 and "should have been killed" not in err), \
+            err[-4000:]
+    assert ended[0][0] == -signal.SIGKILL, ended[0][1][-4000:]
+    assert sorted(os.listdir(ckpt)) == ["1", "2"]  # the kill came after epoch 2's commit
+    rc, err = _finish(_python("resume", ckpt, tmp_path / "resume.json"))
+    assert rc == 0, err[-4000:]
+    w0, w1 = (json.loads(o.read_text()) for o in outs)
+    one = json.loads((tmp_path / "resume.json").read_text())
+    assert w0["processes"] == 2 and w0["devices"] == 2 and one["devices"] == 1
+    for a, b in zip(w0["params"], one["alone"]):  # two processes = one process
+        np.testing.assert_allclose(a, b, **F32)
+    for a, b in zip(w0["params"], w1["params"]):  # every process ends with the same values
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(one["resumed"], one["alone"]):  # resumed in one process: the same end
+        np.testing.assert_allclose(a, b, **F32)
+    assert one["history"]["epoch"] == [1, 2, 3, 4]
+    np.testing.assert_allclose(one["history"]["val_loss"], one["alone_history"]["val_loss"],
+                               **F32)
+    np.testing.assert_allclose(w0["history"]["loss"], one["alone_history"]["loss"], **F32)
+
+
+def test_mesh_arguments_are_refused_before_compiling(tmp_path):
+    """In this (one-device) process: bad meshes and checkpoints, before anything compiles."""
+    X = np.zeros((8, 2), np.float32)
+
+    def step(state, batch, key):
+        raise AssertionError("traced before the arguments were checked")
+
+    kw = dict(epochs=1, batch_size=4, key=jax.random.key(0), progress=False)
+    state = {"w": np.zeros(2, np.float32)}
+    with pytest.raises(ValueError, match=r"mesh: expected 1 <= devices <= 1 .*got 2"):
+        train.run(step, state, X, mesh=2, **kw)
+    with pytest.raises(TypeError, match=r"mesh: expected a jax.sharding.Mesh .*got str"):
+        train.run(step, state, X, mesh="data", **kw)
+    batch_mesh = jax.make_mesh((1,), ("batch",))
+    assert isinstance(batch_mesh, Mesh)
+    with pytest.raises(ValueError, match=r"mesh: expected an axis named 'data', got axes "
+                                         r"\('batch',\)"):
+        train.run(step, state, X, mesh=batch_mesh, **kw)
+    with pytest.raises(ValueError, match=r"mesh: pass either mesh= or devices=, not both"):
+        train.run(step, {"w": np.zeros((2, 2), np.float32)}, X, models=2,
+                  key=jax.random.split(jax.random.key(0), 2), mesh=1, devices=jax.devices(),
+                  epochs=1, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match=r"coordinator_address: expected 'host:port'"):
+        train.distributed.initialize("localhost", num_processes=2, process_id=0)
+    with pytest.raises(ValueError, match=r"process_id: expected 0 <= process_id < "
+                                         r"num_processes = 2, got 2"):
+        train.distributed.initialize("localhost:1", num_processes=2, process_id=2)
