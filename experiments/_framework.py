@@ -11,7 +11,7 @@ A run folder (default `runs/<name>/<UTC time>-seed<N>`) holds:
   start time and wall time;
 - whatever `run` wrote (PNG figures, `history.csv`).
 
-The run writes into a staging folder `<folder>.partial-<pid>` beside the target, renamed
+The run writes into a staging folder `<folder>.partial-<host>-<pid>` beside the target, renamed
 to the target only on success; on any failure it is removed and the error re-raised. A run
 holds `<folder>.lock` while it runs: a second run into the same folder is refused at its
 start. Staging folders of killed runs are removed by the next run into the same parent.
@@ -248,13 +248,13 @@ def _claim(target: Path):
     drops when the process dies, so a killed run never blocks the next one (without flock, on
     Windows: the lock file's exclusive creation). A second run into the same folder is refused
     here, at its start, instead of losing its work at its end. Staging folders
-    `*.partial-<pid>` (and their lock files) that killed runs left in the same parent are
-    removed: the process that wrote one must be gone from this machine (runs on other machines
-    sharing the folder are not told apart by pid: give them different parents).
+    `*.partial-<host>-<pid>` (and their lock files) that killed runs left in the same parent
+    are removed: the process that wrote one must be gone from this machine (another host's
+    are left alone: a folder shared by the hosts of a multi-host run).
     """
     import re
 
-    from train.checkpoint import process_alive
+    from train.checkpoint import owner_gone
 
     try:
         import fcntl
@@ -303,8 +303,8 @@ def _claim(target: Path):
         raise UsageError(f"output folder {target} exists and is not an empty folder; "
                          "give a new one (an earlier run is never overwritten)")
     for stale in target.parent.iterdir():
-        m = re.fullmatch(r"(.+)\.partial-(\d+)", stale.name)
-        if m and stale.is_dir() and not process_alive(int(m.group(2))):
+        m = re.fullmatch(r"(.+)\.partial-((?:[A-Za-z0-9_]+-)?\d+)", stale.name)
+        if m and stale.is_dir() and owner_gone(m.group(2)):
             shutil.rmtree(stale, ignore_errors=True)
             other = stale.with_name(f"{m.group(1)}.lock")
             if other != lock and fcntl is not None and other.exists():
@@ -342,7 +342,9 @@ def execute(name_or_module, config=None, *, out=None, smoke=False, overrides=Non
     except OSError as e:  # what `_target`'s look could not tell (a read-only mount, a quota)
         raise UsageError(f"output folder {target} cannot be created: "
                          f"{e.strerror or e}") from None
-    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    from train.checkpoint import owner
+
+    staging = target.with_name(f"{target.name}.partial-{owner()}")
     try:
         shutil.rmtree(staging, ignore_errors=True)  # left by a killed process with our pid
         staging.mkdir(parents=True)

@@ -163,10 +163,16 @@ def test_an_orphan_temporary_file_is_ignored_then_removed(tmp_path):
     orphan.write_bytes(data[: len(data) // 2])  # killed half-way through the write
     live = tmp_path / f".ckpt.msgpack.{os.getppid()}-0123456789ab.tmp"  # a writer still at it
     live.write_bytes(b"")
+    host = checkpoint.owner().rpartition("-")[0]
+    mine = tmp_path / f".ckpt.msgpack.{host}-{_dead_pid()}-0123456789ab.tmp"  # this host's, dead
+    mine.write_bytes(b"")
+    # another host's writer (a folder shared by a multi-host run): its pid means nothing here
+    other = tmp_path / f".ckpt.msgpack.another_host-{_dead_pid()}-0123456789ab.tmp"
+    other.write_bytes(b"")
     assert _equal(checkpoint.restore(path, like=_state(0)), _state(1))
     checkpoint.save(path, _state(2))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "ckpt.msgpack",
-                                                          "ckpt.msgpack.prev"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live.name, other.name, "ckpt.msgpack", "ckpt.msgpack.prev"])
 
 
 def _experiment(run) -> types.ModuleType:
@@ -195,10 +201,17 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path, no_co
     (runs / "a.lock").write_text("")  # its lock file, no longer held
     live = runs / f"b.partial-{os.getppid()}"  # a run still going
     live.mkdir()
-    module = _experiment(lambda config, outdir: (outdir / "f.txt").write_text("ok") and {})
+    host = checkpoint.owner().rpartition("-")[0]
+    (runs / f"d.partial-{host}-{_dead_pid()}").mkdir()  # this host's, killed
+    other = runs / f"e.partial-another_host-{_dead_pid()}"  # another host's: not ours to judge
+    other.mkdir()
+    seen = []
+    module = _experiment(lambda config, outdir: seen.append(outdir.name)
+                         or (outdir / "f.txt").write_text("ok") and {})
     _, out = _framework.execute(module, out=runs / "c")
     assert out == runs / "c" and (out / "f.txt").read_text() == "ok"
-    assert sorted(p.name for p in runs.iterdir()) == [live.name, "c"]
+    assert seen == [f"c.partial-{checkpoint.owner()}"]
+    assert sorted(p.name for p in runs.iterdir()) == sorted([live.name, other.name, "c"])
 
 
 def test_a_second_run_into_the_same_folder_is_refused_at_its_start(tmp_path,

@@ -16,9 +16,10 @@ kill at any point leaves `<path>` whole, old or new. When `<path>` is missing or
 `restore` falls back to `<path>.prev` with a `RuntimeWarning` naming both files; when both
 are unreadable it raises an error naming both.
 
-**Litter.** A writer killed mid-write leaves a temporary file `.<name>.<pid>-<hex>.tmp`;
-`restore` never reads one, and the next `save` into the folder removes those whose process is
-no longer alive.
+**Litter.** A writer killed mid-write leaves a temporary file
+`.<name>.<host>-<pid>-<hex>.tmp`; `restore` never reads one, and the next `save` into the
+folder removes those whose process, on this host, is no longer alive (another host's are
+left to it: a shared folder in a multi-host run).
 
 **Older files.** Checkpoints written before the header existed (plain msgpack) are still
 read, with a `RuntimeWarning` that their contents cannot be verified; the next `save` writes
@@ -54,6 +55,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import struct
 import warnings
 from typing import Any
@@ -127,9 +129,10 @@ _VERSION = 1
 _HEADER = struct.Struct(f"<{len(_MAGIC)}sBQ32s")  # magic, version, payload bytes, SHA-256
 _MSGPACK_MAPS = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])  # how an older (headerless) file starts
 
-# A temporary file of `save`: .<name>.<pid>-<hex>.tmp (the new checkpoint) or
-# .<name>.prev.<pid>-<hex>.tmp (the previous one, on its way to <name>.prev).
-_TMP = r"^\.{name}(?:\.prev)?\.(\d+)-[0-9a-f]+\.tmp$"
+# A temporary file of `save`: .<name>.<owner>-<hex>.tmp (the new checkpoint) or
+# .<name>.prev.<owner>-<hex>.tmp (the previous one, on its way to <name>.prev); <owner> is
+# `owner()`, <host>-<pid> (files of older versions: <pid> alone).
+_TMP = r"^\.{name}(?:\.prev)?\.((?:[A-Za-z0-9_]+-)?\d+)-[0-9a-f]+\.tmp$"
 
 
 class CheckpointCorruptError(ValueError):
@@ -139,6 +142,27 @@ class CheckpointCorruptError(ValueError):
 def previous_path(path: str | os.PathLike) -> str:
     """Where `save` keeps the checkpoint before the latest one: `<path>.prev`."""
     return os.fspath(path) + ".prev"
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+
+
+def owner() -> str:
+    """``<host>-<pid>``: names this process's temporary files and staging folders, so that
+    litter is told from live work by host AND process (a folder shared by several machines,
+    as in a multi-host run, holds files of processes this machine cannot see)."""
+    return f"{_host()}-{os.getpid()}"
+
+
+def owner_gone(token: str) -> bool:
+    """Whether the writer ``token`` (``owner()``, or a bare pid of an older version) is a
+    process of THIS machine that is no longer alive. Another host's files are never litter
+    here: they are that host's to clean up."""
+    host, _, pid = token.rpartition("-")
+    if host and host != _host():
+        return False
+    return not process_alive(int(pid))
 
 
 def process_alive(pid: int) -> bool:
@@ -227,7 +251,7 @@ def _remove_stale_temporaries(directory: str, name: str) -> None:
         return
     for entry in entries:
         m = pattern.match(entry)
-        if m and not process_alive(int(m.group(1))):
+        if m and owner_gone(m.group(1)):
             try:
                 os.remove(os.path.join(directory, entry))
             except OSError:
@@ -298,7 +322,7 @@ def save(path: str | os.PathLike, state: Any, *, keep_previous: bool = True) -> 
     os.makedirs(directory, exist_ok=True)
     name = os.path.basename(path)
     _remove_stale_temporaries(directory, name)
-    token = f"{os.getpid()}-{secrets.token_hex(6)}"
+    token = f"{owner()}-{secrets.token_hex(6)}"
     tmp = os.path.join(directory, f".{name}.{token}.tmp")
     staged_prev = os.path.join(directory, f".{name}.prev.{token}.tmp")
     try:
