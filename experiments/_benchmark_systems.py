@@ -550,10 +550,10 @@ def torch_cnn(features=(16, 32), n_classes: int = 10, side: int = 8):
 
 
 def torch_transformer(vocab: int, n_classes: int, seq_len: int, d: int, heads: int,
-                      layers: int):
+                      layers: int, d_mlp: int):
     """:func:`nets.transformer.model`: embedding, sinusoidal encoding, pre-LN blocks
-    (causal attention without biases by ``F.scaled_dot_product_attention``, a GELU MLP of
-    ``4 d``), LayerNorm, a per-position Linear."""
+    (causal attention without biases by ``F.scaled_dot_product_attention``, a tanh-GELU MLP
+    of ``d_mlp`` units), LayerNorm, a per-position Linear."""
     import torch
     from torch import nn
     F = nn.functional
@@ -569,8 +569,8 @@ def torch_transformer(vocab: int, n_classes: int, seq_len: int, d: int, heads: i
             self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
             self.qkv = nn.Linear(d, 3 * d, bias=False)
             self.out = nn.Linear(d, d, bias=False)
-            self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(approximate="tanh"),
-                                     nn.Linear(4 * d, d))
+            self.mlp = nn.Sequential(nn.Linear(d, d_mlp), nn.GELU(approximate="tanh"),
+                                     nn.Linear(d_mlp, d))
 
         def forward(self, x):  # (B, T, d)
             B, T, _ = x.shape
@@ -647,8 +647,9 @@ def torch_mamba(vocab: int, n_classes: int, seq_len: int, d: int, layers: int,
     return Net()
 
 
-def torch_trainer(model, optimizer: str, learning_rate: float):
-    """``step(X, y)``: one eager training step (cross-entropy over the last axis)."""
+def torch_trainer(model, optimizer: str, learning_rate: float, clip: float | None = None):
+    """``step(X, y)``: one eager training step (cross-entropy over the last axis; the
+    gradients clipped to the global norm ``clip`` first when given)."""
     import torch
     F = torch.nn.functional
     opt = (torch.optim.Adam(model.parameters(), lr=learning_rate) if optimizer == "adam"
@@ -659,6 +660,8 @@ def torch_trainer(model, optimizer: str, learning_rate: float):
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         opt.zero_grad()
         loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         return loss
 
@@ -683,11 +686,11 @@ class TorchLoop:
     epoch, ``n // batch_size`` steps of ``torch_trainer``'s step."""
 
     def __init__(self, model, X, y, *, batch_size: int, optimizer: str, learning_rate: float,
-                 seed: int):
+                 seed: int, clip: float | None = None):
         import torch
         self.torch = torch
         torch.manual_seed(seed)
-        self.step = torch_trainer(model, optimizer, learning_rate)
+        self.step = torch_trainer(model, optimizer, learning_rate, clip)
         self.X = torch.from_numpy(np.array(X))  # a writable copy
         self.y = torch.from_numpy(np.array(y, np.int64))
         self.batch, self.steps = batch_size, X.shape[0] // batch_size

@@ -1,52 +1,53 @@
 """Speed against PyTorch, scikit-learn, Flax and NumPy, side by side in one run (issue 10).
 
 Every system is timed in the same process tree, interleaved (each repetition runs every
-system once, in a rotated order), ``repeats`` times; the tables quote medians and the
-library's speed-up, ``peer time / library time`` (above 1: the library is faster), which
-is what a shared machine can measure: absolute times move with the load, ratios measured
-side by side much less.
+system once, in a rotated order), ``repeats`` times (``slow_repeats`` for W3 and the model
+rows); the tables quote medians and the library's speed-up, ``peer time / library time``
+(above 1: the library is faster), which is what a shared machine can measure: absolute
+times move with the load, ratios measured side by side much less.
 
 Workloads (the systems are in :mod:`experiments._benchmark_systems`):
 
 * **W1** digits MLP 64-100-10 ReLU, the note's SGD step (alpha 0.1, lambda 1e-4 on the
   weights), batch 32, on the 1,079 training images of ``train.data.load_digits``: the
-  *steady* time per epoch, ``(t(2E) - t(E)) / E`` for ``E = w1_epochs``, which leaves out a
-  call's fixed cost (``train.fit``'s checks and its abstract trace, reported as
-  ``fixed_ms``); the *total* time of a fresh process that imports, builds and trains
-  ``w1_total_epochs`` epochs, with an empty persistent compilation cache (cold) and again
-  with the cache it filled (cached); and the test accuracy (359 images) after
-  ``w1_accuracy_epochs`` epochs. Every system starts from the same initial weights (He
-  normal, :func:`nets.mlp.init`); the orders of the minibatches differ, so accuracies differ
-  by a few test images.
+  *steady* time per epoch (the library: ``(t(2E) - t(E)) / E`` for ``E = w1_epochs``,
+  which leaves out the fixed cost of a ``train.fit`` call, its checks and abstract trace,
+  reported as ``fixed_ms``; a peer's loop, which has no such cost: ``t(E) / E``); the
+  *total* time of a fresh process that imports, builds and trains ``w1_total_epochs``
+  epochs, with an empty persistent compilation cache (cold) and again with the cache it
+  filled (cached); and the test accuracy (359 images) after ``w1_accuracy_epochs`` epochs.
+  Every system starts from the same initial weights (He normal, :func:`nets.mlp.init`);
+  the orders of the minibatches differ, so accuracies differ by a few test images.
 * **W2** 784-1024-1024-10 ReLU, batch 256, SGD on random data: steps per second and the
-  achieved FLOP/s of the exact matmul count (forward ``2 b n_in n_out`` per layer, backward
-  the weight gradient of every layer and the input gradient of all but the first), against
-  the float32 ``jnp.dot`` peak measured in the same run (the fastest of ``matmul_sizes``
-  square products) and against PyTorch eager.
+  achieved FLOP/s of the exact matmul count (:func:`mlp_step_flops`) as a share of the
+  float32 ``jnp.dot`` peak (:class:`Peak`: the fastest of the ``matmul_sizes`` square
+  products), the peak measured beside every repetition and each repetition's share taken
+  against its own peak; and against PyTorch eager.
 * **W3** ``w3_lambdas x w3_seeds`` digits models (W1's), ``w3_epochs`` epochs:
   :func:`train.sweep` (one ``vmap``-ed program; lambda injected per model) against a Python
-  loop over :func:`train.fit` (one compiled program shared by the loop), on the one CPU
-  device JAX exposes by default (in this process) and, in a child process, with the cores
-  exposed as ``w3_devices`` devices (``jax_num_cpu_devices``; the sweep shards its model
-  axis over them).
+  loop over :func:`train.fit` (one compiled program shared by the loop), with the share of
+  the peak, on the one CPU device JAX exposes by default (in this process) and, in a child
+  process, with the cores exposed as ``w3_devices`` devices (``jax_num_cpu_devices``; the
+  sweep shards its model axis over them).
 * **CNN** :func:`nets.cnn.modern_cnn` (Architectures I) on the digits, Adam 3e-3, batch 32:
-  examples per second of training, against the same net in PyTorch eager.
-* **Transformer** and **Mamba** (:func:`nets.transformer.model`, :func:`nets.mamba.model`;
-  ``seq_len`` tokens from ``seq_vocab``, width ``seq_width``, 2 layers, a per-position
-  classifier of a delayed copy, Adam 1e-3, batch ``seq_batch``): tokens per second of
-  training against PyTorch eager (the Transformer's attention by
-  ``F.scaled_dot_product_attention``; Mamba's scan step by step as ``mamba_ssm``'s reference
-  ``selective_scan_ref``, PyTorch's only scan on a CPU).
+  examples per second of training against the same net in PyTorch eager.
+* **Transformer** and **Mamba**: the models of ``experiments/sequence.py`` at its longest
+  training length (width 16, 2 layers, 2 heads and an MLP of 32 units; d_state 4 and its
+  sequential scan; 64 tokens of 10 ids, 8 classes, batch 32, Adam 3e-3 after clipping to
+  global norm 1) on a delayed-copy target: tokens per second of training against PyTorch
+  eager (attention by ``F.scaled_dot_product_attention``; Mamba's scan step by step, as
+  ``mamba_ssm``'s reference ``selective_scan_ref``, PyTorch's only scan on a CPU).
 * **Start-up**: ``python -m experiments run digits`` (its full default run) in a fresh
-  process, with an empty compilation cache and again with the filled one, split into import,
-  compilation (tracing, lowering, compiling or reading the cache: the union of JAX's
-  monitoring spans) and the rest (training, evaluation, figures).
+  process, with an empty compilation cache and again with the filled one, split into the
+  interpreter, import, compilation (tracing, lowering, compiling or reading the cache: the
+  union of JAX's monitoring spans) and the rest (training, evaluation, figures).
 
 PyTorch runs with ``OMP_WAIT_POLICY=PASSIVE`` (``torch_passive_wait``) unless the variable
-is set: on a loaded 2-core machine its OpenMP threads' busy waiting made an epoch of W1
+is set: on the loaded 2-core machine its OpenMP threads' busy waiting made an epoch of W1
 40-80 times slower (2.4 s against 30-55 ms), a pathology of sharing, not of PyTorch.
-Peers that are not installed are skipped with a line saying so (``pip install -e
-".[bench]"`` installs PyTorch, the CPU build on this machine).
+Flax nnx's step is bound by ``nnx.cached_partial`` (Flax's advice for loops; it halved the
+step here). Peers that are not installed are skipped with a line saying so (``pip install
+-e ".[bench]"`` installs PyTorch, the CPU build on this machine).
 
 Files: ``table.md`` (the tables, their caption naming the machine, its load, the command and
 the versions), ``results.json`` (every measurement and repetition), ``ratios.png`` (the
@@ -70,12 +71,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated, Callable, Literal
 
 import numpy as np
 
 from experiments import _benchmark_systems as systems
-from experiments._config import Count, Distinct, OneOf, Range, Samples, Widths
+from experiments._config import Distinct, OneOf, Range, Samples, Width, Widths
 
 PEERS = ("torch", "sklearn", "linen", "nnx", "numpy")  # peers (all rows); W1 also has "scan"
 MODELS = ("cnn", "transformer", "mamba")
@@ -92,7 +93,8 @@ MODEL_TORCH_TARGET = {"cnn": 2.0, "transformer": 2.0}
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    repeats: Annotated[int, Range(1, 100)] = 5  # repetitions of every timing (medians quoted)
+    repeats: Annotated[int, Range(1, 100)] = 5  # repetitions of W1 and W2 (medians quoted)
+    slow_repeats: Annotated[int, Range(1, 100)] = 3  # repetitions of W3 and the model rows
     # the peers to run (those not installed are skipped with a line); torch: every row's
     peers: Annotated[tuple[str, ...], Distinct(), OneOf(PEERS)] = PEERS
     w1_epochs: Annotated[int, Range(1, 10_000)] = 10  # E: steady = (t(2E) - t(E)) / E
@@ -102,7 +104,7 @@ class Config:
     w1_total_repeats: Annotated[int, Range(0, 20)] = 2
     w2_sizes: Widths = (784, 1024, 1024, 10)  # W2's layer widths, input to output
     w2_batch: Samples = 256  # W2's examples per step
-    w2_steps: Annotated[int, Range(1, 10_000)] = 4  # W2's steps per timed epoch
+    w2_steps: Annotated[int, Range(1, 10_000)] = 8  # W2's steps per timed epoch
     matmul_sizes: Widths = (1024, 2048)  # square float32 products for the peak (the fastest)
     w3_lambdas: Annotated[int, Range(1, 64)] = 8  # lambdas of W3, geometric in [1e-5, 1e-2]
     w3_seeds: Annotated[int, Range(1, 64)] = 8  # initial weights and orders per lambda
@@ -111,19 +113,22 @@ class Config:
     w3_devices: Annotated[int, Range(0, 256)] = 0
     # the convolution and sequence rows (each against PyTorch eager)
     models: Annotated[tuple[str, ...], Distinct(), OneOf(MODELS)] = MODELS
-    models_epochs: Annotated[int, Range(1, 10_000)] = 2  # E of the CNN/sequence slopes
+    models_epochs: Annotated[int, Range(1, 10_000)] = 1  # E of the CNN/sequence timings
     cnn_examples: Annotated[int, Range(32, 1079)] = 1079  # digits training images of the CNN
-    seq_len: Annotated[int, Range(2, 4096)] = 64  # tokens per sequence
-    seq_width: Annotated[int, Range(4, 4096)] = 64  # d_model of the Transformer and Mamba
-    seq_vocab: Annotated[int, Range(2, 100_000)] = 16  # token ids (and classes)
+    # the sequence experiment's models (experiments/sequence.py) at its longest length
+    seq_len: Annotated[int, Range(3, 4096)] = 64  # tokens per sequence
+    seq_width: Width = 16  # d_model of the Transformer (2 heads, MLP 2 d) and Mamba
+    seq_vocab: Annotated[int, Range(2, 10_000)] = 8  # data tokens = classes (ids: vocab + 2)
+    seq_state: Width = 4  # Mamba's d_state
+    mamba_scan: Literal["sequential", "parallel"] = "sequential"  # Mamba's scan in the library
     seq_batch: Samples = 32  # sequences per step
-    seq_steps: Annotated[int, Range(1, 10_000)] = 4  # steps per timed epoch
+    seq_steps: Annotated[int, Range(1, 10_000)] = 16  # steps per timed epoch
     startup_repeats: Annotated[int, Range(0, 10)] = 2  # cold + cached digits runs; 0 skips
     torch_passive_wait: bool = True  # OMP_WAIT_POLICY=PASSIVE for PyTorch (module doc)
     seed: int = 0  # the data split, initial weights and orders
 
 
-SMOKE = {"repeats": 1, "w1_epochs": 1, "w1_accuracy_epochs": 1, "w1_total_repeats": 0,
+SMOKE = {"repeats": 1, "slow_repeats": 1, "w1_epochs": 1, "w1_accuracy_epochs": 1, "w1_total_repeats": 0,
          "w2_sizes": (16, 32, 10), "w2_batch": 8, "w2_steps": 2, "matmul_sizes": (64,),
          "w3_lambdas": 2, "w3_seeds": 2, "w3_epochs": 1, "w3_devices": 1, "models_epochs": 1,
          "seq_len": 8, "seq_width": 8, "seq_vocab": 4, "seq_batch": 4, "seq_steps": 2,
@@ -132,9 +137,9 @@ SMOKE = {"repeats": 1, "w1_epochs": 1, "w1_accuracy_epochs": 1, "w1_total_repeat
 
 
 def check(config: Config) -> None:
-    """Across fields: the Transformer's width splits into 4 heads."""
-    if config.seq_width % 4:
-        raise ValueError(f"seq_width: expected a multiple of 4 (the Transformer's 4 heads), "
+    """Across fields: the Transformer's width splits into its 2 heads."""
+    if config.seq_width % 2:
+        raise ValueError(f"seq_width: expected an even width (the Transformer's 2 heads), "
                          f"got {config.seq_width}")
 
 
@@ -159,9 +164,13 @@ def _rotated(names, r: int) -> list:
     return names[r % len(names):] + names[:r % len(names)] if names else names
 
 
-def _slope(trainer, epochs: int) -> tuple[float, float]:
-    """``(steady seconds per epoch, fixed seconds per call)`` from ``t(E)`` and ``t(2E)``."""
+def _steady(trainer, epochs: int, library: bool) -> tuple[float, float | None]:
+    """``(steady seconds per epoch, fixed seconds per call)``. The library's calls of
+    ``train.fit`` have a fixed cost (checks, an abstract trace, the carry), so its steady
+    time is the slope ``(t(2E) - t(E)) / E``; a peer's loop has none, ``t(E) / E``."""
     t1 = _seconds(lambda: trainer.epochs(epochs))
+    if not library:
+        return t1 / epochs, None
     t2 = _seconds(lambda: trainer.epochs(2 * epochs))
     steady = (t2 - t1) / epochs
     return steady, t1 - epochs * steady
@@ -220,22 +229,34 @@ def _w1_init(seed: int):
     return [(np.asarray(p["W"]), np.asarray(p["b"])) for p in params]
 
 
-def matmul_peak(sizes, repeats: int, log) -> dict:
-    """The float32 ``jnp.dot`` rate of square products, median of ``max(repeats, 5)`` calls
-    each; the peak is the fastest size."""
-    import jax
-    import jax.numpy as jnp
-    dot = jax.jit(jnp.dot)
-    rates = {}
-    for n in sizes:
-        a = jax.random.normal(jax.random.key(n), (n, n), jnp.float32)
-        dot(a, a).block_until_ready()
-        times = [_seconds(lambda: dot(a, a).block_until_ready()) for _ in range(max(repeats, 5))]
-        rates[n] = 2 * n ** 3 / _median(times)
-    peak = max(rates.values())
-    log(f"float32 matmul peak (jnp.dot): {peak / 1e9:.1f} GFLOP/s "
-        f"({', '.join(f'{n}: {r / 1e9:.1f}' for n, r in rates.items())})")
-    return {"rates": rates, "peak": peak}
+class Peak:
+    """The float32 ``jnp.dot`` rate of square ``n x n`` products: :meth:`measure` times
+    ``calls`` products of each size and returns the fastest size's median rate (FLOP/s).
+    Measured again beside every repetition of W2 and W3: on a shared machine the peak moves
+    with the load, and a share of it means something only when measured side by side."""
+
+    def __init__(self, sizes):
+        import jax
+        import jax.numpy as jnp
+        self.jax, self.dot = jax, jax.jit(jnp.dot)
+        self.arrays = {n: jax.random.normal(jax.random.key(n), (n, n), jnp.float32)
+                       for n in sizes}
+        for a in self.arrays.values():
+            self.dot(a, a).block_until_ready()
+        self.history: list[dict] = []
+
+    def measure(self, calls: int = 3) -> float:
+        rates = {}
+        for n, a in self.arrays.items():
+            times = [_seconds(lambda: self.dot(a, a).block_until_ready()) for _ in range(calls)]
+            rates[n] = 2 * n ** 3 / _median(times)
+        self.history.append(rates)
+        return max(rates.values())
+
+    def summary(self) -> dict:
+        rates = {n: _median([h[n] for h in self.history]) for n in self.arrays}
+        return {"rates": rates, "peak": max(rates.values()),
+                "peaks": [max(h.values()) for h in self.history]}
 
 
 def w1(config: Config, available: list, data, init, log) -> dict:
@@ -257,18 +278,19 @@ def w1(config: Config, available: list, data, init, log) -> dict:
         trainers[name].epochs(1)  # a second call compiles what the first one's outputs need
     for r in range(config.repeats):
         for name in _rotated(names, r):
-            steady, fixed = _slope(trainers[name], config.w1_epochs)
+            steady, fixed = _steady(trainers[name], config.w1_epochs, name == "library")
             out["raw_steady_ms"][name].append(1e3 * steady)
-            out["raw_fixed_ms"][name].append(1e3 * fixed)
+            out["raw_fixed_ms"][name].append(None if fixed is None else 1e3 * fixed)
     for name in names:
         out["steady_ms"][name] = _median(out["raw_steady_ms"][name])
         out["fixed_ms"][name] = _median(out["raw_fixed_ms"][name])
     lib = out["steady_ms"]["library"]
     out["speedup"] = {n: out["steady_ms"][n] / lib for n in names if n != "library"}
     for name in names:
-        log(f"W1 {name:8s} steady {out['steady_ms'][name]:8.3f} ms/epoch, fixed "
-            f"{out['fixed_ms'][name]:7.2f} ms/call, accuracy {100 * out['accuracy'][name]:.2f}%"
-            + ("" if name == "library" else f", library {out['speedup'][name]:.2f}x"))
+        log(f"W1 {name:8s} steady {out['steady_ms'][name]:8.3f} ms/epoch, accuracy "
+            f"{100 * out['accuracy'][name]:.2f}%"
+            + (f", fixed {out['fixed_ms'][name]:.2f} ms/call" if name == "library" else
+               f", library {out['speedup'][name]:.2f}x"))
     return out
 
 
@@ -331,7 +353,7 @@ def w1_totals(config: Config, available: list, data, init, workdir: Path, log) -
     return out
 
 
-def w2(config: Config, have_torch: bool, peak: float, log) -> dict:
+def w2(config: Config, have_torch: bool, peak: Peak, log) -> dict:
     import jax
 
     import train
@@ -354,14 +376,20 @@ def w2(config: Config, have_torch: bool, peak: float, log) -> dict:
         t.epochs(1)
         t.epochs(1)
     raw = {n: [] for n in trainers}
+    peaks = []
     for r in range(config.repeats):
-        for name in _rotated(trainers, r):
-            raw[name].append(_slope(trainers[name], 1)[0] / steps)
+        for name in _rotated([*trainers, "peak"], r):
+            if name == "peak":
+                peaks.append(peak.measure())
+            else:
+                raw[name].append(_steady(trainers[name], 1, name == "library")[0] / steps)
     flops = mlp_step_flops(sizes, b)
     out = {"sizes": sizes, "batch": b, "flops_per_step": flops, "raw_step_s": raw,
-           "steps_per_s": {n: 1 / _median(v) for n, v in raw.items()}}
+           "peaks": peaks, "steps_per_s": {n: 1 / _median(v) for n, v in raw.items()}}
     out["flops_per_s"] = {n: flops * s for n, s in out["steps_per_s"].items()}
-    out["share_of_peak"] = {n: f / peak for n, f in out["flops_per_s"].items()}
+    # the share of each repetition's own peak, then the median
+    out["share_of_peak"] = {n: _median([flops / t / p for t, p in zip(v, peaks)])
+                            for n, v in raw.items()}
     if have_torch:
         out["speedup_torch"] = out["steps_per_s"]["library"] / out["steps_per_s"]["torch"]
     for n in trainers:
@@ -372,8 +400,9 @@ def w2(config: Config, have_torch: bool, peak: float, log) -> dict:
 
 
 def w3_measure(request: dict) -> dict:
-    """W3 in this process: the sweep and the loop of fits, warm, ``repeats`` times each,
-    interleaved. ``request``: lambdas, seeds, epochs, repeats, seed."""
+    """W3 in this process: the sweep, the loop of fits and the matmul peak, warm,
+    ``repeats`` times each, interleaved. ``request``: lambdas, seeds, epochs, repeats, seed,
+    matmul_sizes."""
     import jax
 
     import train
@@ -402,36 +431,42 @@ def w3_measure(request: dict) -> dict:
                           progress=False)
         jax.block_until_ready(r.params)
 
+    peak = Peak(request["matmul_sizes"])
     first = {"sweep": _seconds(sweep), "loop": _seconds(loop)}
-    raw = {"sweep": [], "loop": []}
+    raw = {"sweep": [], "loop": [], "peak": []}
     for r in range(request["repeats"]):
-        for name in _rotated(("sweep", "loop"), r):
-            raw[name].append(_seconds(sweep if name == "sweep" else loop))
-    steps = (X.shape[0] // 32) * epochs * models
+        for name in _rotated(("sweep", "loop", "peak"), r):
+            if name == "peak":
+                raw["peak"].append(peak.measure())
+            else:
+                raw[name].append(_seconds(sweep if name == "sweep" else loop))
+    flops = (X.shape[0] // 32) * epochs * models * mlp_step_flops((64, 100, 10), 32)
     return {"devices": jax.device_count(), "models": models, "first_s": first, "raw_s": raw,
             "sweep_s": _median(raw["sweep"]), "loop_s": _median(raw["loop"]),
-            "flops": steps * mlp_step_flops((64, 100, 10), 32)}
+            "flops": flops, "peak": _median(raw["peak"]),
+            "share_of_peak": _median([flops / t / p for t, p in zip(raw["sweep"], raw["peak"])])}
 
 
-def w3(config: Config, peak: float, log) -> dict:
+def w3(config: Config, log) -> dict:
     request = {"lambdas": config.w3_lambdas, "seeds": config.w3_seeds,
-               "epochs": config.w3_epochs, "repeats": config.repeats, "seed": config.seed}
+               "epochs": config.w3_epochs, "repeats": config.slow_repeats,
+               "seed": config.seed, "matmul_sizes": list(config.matmul_sizes)}
     out = {"one_device": w3_measure(request)}
     devices = config.w3_devices or os.cpu_count() or 1
     if devices > 1:
         out["all_devices"] = _child({"kind": "w3", "devices": devices, **request})
     for key, m in out.items():
         m["speedup"] = m["loop_s"] / m["sweep_s"]
-        m["share_of_peak"] = m["flops"] / m["sweep_s"] / peak
         log(f"W3 {m['devices']} device(s): sweep {m['sweep_s']:.3f} s, loop {m['loop_s']:.3f} s: "
             f"{m['speedup']:.2f}x, {100 * m['share_of_peak']:.1f}% of the matmul peak")
     return out
 
 
 def _sequence_data(config: Config, rng):
+    """Tokens ``(n, T)`` in ``[0, vocab)`` and targets ``y_t = x_{t-2}`` (0 for t < 2)."""
     n = config.seq_batch * config.seq_steps
     X = rng.integers(0, config.seq_vocab, (n, config.seq_len)).astype(np.int32)
-    y = np.concatenate([np.zeros((n, 2), np.int32), X[:, :-2]], axis=1)  # y_t = x_{t-2}
+    y = np.concatenate([np.zeros((n, 2), np.int32), X[:, :-2]], axis=1)
     return X, y
 
 
@@ -445,36 +480,40 @@ def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
     X, y = data[0][:config.cnn_examples], data[1][:config.cnn_examples]
     images = X.reshape(-1, 8, 8, 1)
     Xs, ys = _sequence_data(config, rng)
-    T, d, V = config.seq_len, config.seq_width, config.seq_vocab
+    T, d, V, N = config.seq_len, config.seq_width, config.seq_vocab, config.seq_state
+    # the sequence experiment's settings: ids vocab + 2, 2 layers, Adam 3e-3 after clipping
+    # the gradients to global norm 1
     specs = {
-        "cnn": lambda: (cnn.modern_cnn().model, images, y, 32, 3e-3,
+        "cnn": lambda: (cnn.modern_cnn().model, images, y, 32, None,
                         systems.torch_cnn, images.transpose(0, 3, 1, 2)),
         "transformer": lambda: (
-            transformer.model(vocab_size=V, n_classes=V, seq_len=T, d_model=d, n_heads=4,
-                              n_layers=2), Xs, ys, config.seq_batch, 1e-3,
-            lambda: systems.torch_transformer(V, V, T, d, 4, 2), Xs),
+            transformer.model(vocab_size=V + 2, n_classes=V, seq_len=T, d_model=d, n_heads=2,
+                              n_layers=2, d_mlp=2 * d), Xs, ys, config.seq_batch, 1.0,
+            lambda: systems.torch_transformer(V + 2, V, T, d, 2, 2, 2 * d), Xs),
         "mamba": lambda: (
-            mamba.model(vocab_size=V, n_classes=V, seq_len=T, d_model=d, n_layers=2), Xs, ys,
-            config.seq_batch, 1e-3, lambda: systems.torch_mamba(V, V, T, d, 2), Xs),
+            mamba.model(vocab_size=V + 2, n_classes=V, seq_len=T, d_model=d, n_layers=2,
+                        d_state=N, scan=config.mamba_scan), Xs, ys, config.seq_batch, 1.0,
+            lambda: systems.torch_mamba(V + 2, V, T, d, 2, d_state=N), Xs),
     }
     out = {}
     for name in config.models:
-        model, Xm, ym, batch, lr, torch_model, X_torch = specs[name]()
+        model, Xm, ym, batch, clip, torch_model, X_torch = specs[name]()
+        lr = 3e-3  # the cnn and sequence experiments' Adam step
         params, _ = model.init(jax.random.key(config.seed))
-        trainers = {"library": _Fit(objective.make(model), params, (Xm, ym),
-                                    optimizer=optax.adam(lr), batch_size=batch,
-                                    seed=config.seed)}
+        opt = optax.adam(lr) if clip is None else optax.chain(
+            optax.clip_by_global_norm(clip), optax.adam(lr))
+        trainers = {"library": _Fit(objective.make(model), params, (Xm, ym), optimizer=opt,
+                                    batch_size=batch, seed=config.seed)}
         if have_torch:
             trainers["torch"] = systems.TorchLoop(torch_model(), X_torch, ym, batch_size=batch,
                                                   optimizer="adam", learning_rate=lr,
-                                                  seed=config.seed)
+                                                  seed=config.seed, clip=clip)
         first = {n: _seconds(lambda: t.epochs(1)) for n, t in trainers.items()}
-        for t in trainers.values():
-            t.epochs(1)
+        trainers["library"].epochs(1)
         raw = {n: [] for n in trainers}
-        for r in range(config.repeats):
+        for r in range(config.slow_repeats):
             for n in _rotated(trainers, r):
-                raw[n].append(_slope(trainers[n], config.models_epochs)[0])
+                raw[n].append(_steady(trainers[n], config.models_epochs, n == "library")[0])
         per_epoch = (Xm.shape[0] // batch) * batch * (1 if name == "cnn" else T)
         unit = "examples/s" if name == "cnn" else "tokens/s"
         m = {"unit": unit, "per_epoch": per_epoch, "first_call_s": first, "raw_epoch_s": raw,
@@ -566,14 +605,16 @@ def run(config: Config, outdir) -> dict:
     with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
         workdir = Path(tmp)
         data, init = _digits(config.seed), _w1_init(config.seed)
-        peak = matmul_peak(config.matmul_sizes, config.repeats, log)
-        if have_torch:
-            peak["torch"] = {n: systems.torch_matmul_flops(n, max(config.repeats, 5))
-                             for n in config.matmul_sizes}
-        results["matmul"] = peak
+        peak = Peak(config.matmul_sizes)
         results["w1"] = w1(config, available, data, init, log)
-        results["w2"] = w2(config, have_torch, peak["peak"], log)
-        results["w3"] = w3(config, peak["peak"], log)
+        results["w2"] = w2(config, have_torch, peak, log)
+        results["matmul"] = peak.summary()
+        if have_torch:
+            results["matmul"]["torch"] = {n: systems.torch_matmul_flops(n, 5)
+                                          for n in config.matmul_sizes}
+        log(f"float32 matmul peak (jnp.dot), median over W2's repetitions: "
+            f"{results['matmul']['peak'] / 1e9:.1f} GFLOP/s")
+        results["w3"] = w3(config, log)
         results["models"] = models_vs_torch(config, have_torch, data, log)
         if config.w1_total_repeats:
             results["w1_total"] = w1_totals(config, available, data, init, workdir, log)

@@ -52,6 +52,6 @@ def test_mlp_step_flops_counts_forward_and_both_backward_products():
     assert exp.mlp_step_flops((4, 5, 2), 3) == 420
 
 
-def test_a_transformer_width_that_4_heads_cannot_split_is_refused():
+def test_a_transformer_width_that_2_heads_cannot_split_is_refused():
     with pytest.raises(ValueError, match="seq_width"):
-        exp.check(dataclasses.replace(exp.Config(), seq_width=10))
+        exp.check(dataclasses.replace(exp.Config(), seq_width=9))
