@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 import experiments
 import train
 from experiments import _config
-from nets import (autoencoder, cnn, densenet, layers as L, losses, mamba, mlp, objective, resnet,
-                  rnn, transformer)
+from nets import (autoencoder, cnn, densenet, diffusion, gan, layers as L, losses, mamba, mlp,
+                  objective, resnet, rnn, transformer)
 from nets.model import Model
 from tests._random import random_params
 
@@ -584,6 +584,17 @@ ARCH_CASES = [
     (mamba.model, dict(n_classes=3, seq_len=5, d_in=2, d_model=4), "d_conv", "int"),
     (mamba.model, dict(n_classes=3, seq_len=5, d_in=2, d_model=4), "scan", "name"),
     (mamba.model, dict(n_classes=3, seq_len=5, d_in=2, d_model=4), "seq_len", "int"),
+    (gan.mlp_player, dict(hidden=(4,), n_in=2, n_out=1), "hidden", "ints"),
+    (gan.mlp_player, dict(hidden=(4,), n_in=2, n_out=1), "n_in", "int"),
+    (gan.mlp_player, dict(hidden=(4,), n_in=2, n_out=1), "n_out", "int"),
+    (gan.mlp_player, dict(hidden=(4,), n_in=2, n_out=1), "activation", "name"),
+    (diffusion.denoiser, dict(data_dim=2, hidden=(4,), emb_dim=4), "data_dim", "int"),
+    (diffusion.denoiser, dict(data_dim=2, hidden=(4,), emb_dim=4), "emb_dim", "int"),
+    (diffusion.denoiser, dict(data_dim=2, hidden=(4,), emb_dim=4), "hidden", "ints"),
+    (diffusion.denoiser, dict(data_dim=2, hidden=(4,), emb_dim=4), "activation", "name"),
+    (diffusion.linear_schedule, dict(T=10), "T", "int"),
+    (diffusion.linear_schedule, dict(T=10), "beta_1", "rate"),
+    (diffusion.linear_schedule, dict(T=10), "beta_T", "rate"),
 ]
 BAD = {"int": not_positive_int,
        "rate": st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.000001), st.just(NAN),
@@ -603,6 +614,8 @@ def test_architecture_constructors(case, data):
     ctor, kwargs, name, kind = case
     value = data.draw(BAD[kind], label=name)
     if value is None and name in ("stem", "first_stride", "d_mlp"):  # None: the default
+        return
+    if value == () and ctor in (diffusion.denoiser, gan.mlp_player):  # no hidden layer: linear
         return
     if name == "n_heads" and isinstance(value, int) and not isinstance(value, bool) \
             and value >= 1:
