@@ -5,10 +5,11 @@
 and a 2-model sweep, each against the same run on one device, the shardings they saw, and
 checkpoints moved between 4 devices and 1. Writes a JSON report to OUT.
 
-``python -m tests._distributed_run worker ID PORT CKPT OUT``: process ID of 2 joined on
-``localhost:PORT`` (gloo collectives, 1 CPU device each): the fit on both processes'
-devices; then the same fit with an Orbax checkpoint per epoch in CKPT, SIGKILLed right
-after the checkpoint of epoch ``KILL_AT``. Writes its parameters to OUT before dying.
+``python -m train.launch -n 2 tests/_distributed_run.py worker CKPT OUT``: each of the
+2 processes (jax.distributed on localhost, gloo collectives, 1 CPU device each) fits on
+both processes' devices and writes its parameters to ``OUT/worker<process>.json``; then
+runs the same fit with an Orbax checkpoint per epoch in CKPT and is SIGKILLed right after
+the checkpoint of epoch ``KILL_AT``.
 
 ``python -m tests._distributed_run resume CKPT OUT``: one process, one device: resumes the
 killed two-process run from CKPT to the end, and trains the same fit uninterrupted.
@@ -20,6 +21,9 @@ import signal
 import sys
 
 import jax
+
+if __package__ in (None, ""):  # run as a script by train.launch: tests/ is sys.path[0]
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EPOCHS, KILL_AT, N = 4, 2, 48
 
@@ -157,9 +161,10 @@ def mesh(out_path: str) -> None:
         json.dump(out, f)
 
 
-def worker(pid: str, port: str, ckpt: str, out_path: str) -> None:
+def worker(ckpt: str, out_dir: str) -> None:
     import train
-    train.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=int(pid))
+    train.distributed.initialize()  # its place from train.launch's JAXNETS_* variables
+    out_path = os.path.join(out_dir, f"worker{jax.process_index()}.json")
     from jax.experimental import multihost_utils
     from train import sharded_checkpoint
     global _PROBLEM

@@ -9,7 +9,6 @@ mesh tests (module-scoped), three serve the two-process test.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -41,11 +40,11 @@ def _python(*args, **kwargs):
 
 def _finish(proc):
     try:
-        _, err = proc.communicate(timeout=TIMEOUT)
+        out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         proc.kill()
-        _, err = proc.communicate()
-    return proc.returncode, err
+        out, err = proc.communicate()
+    return proc.returncode, err if err is not None else out
 
 
 @pytest.fixture(scope="module")
@@ -102,27 +101,22 @@ def test_sharded_checkpoint_restores_on_another_device_count(mesh_run):
     np.testing.assert_allclose(to_four, one, **F32)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def test_distributed_two_processes_train_as_one_and_resume_in_one(tmp_path):
-    """Two processes on loopback (jax.distributed, gloo collectives) train as one process
-    does; the same run, SIGKILLed after its epoch-2 checkpoint, resumes in one process."""
-    ckpt, port = tmp_path / "ckpt", _free_port()
-    outs = [tmp_path / f"worker{i}.json" for i in range(2)]
-    workers = [_python("worker", i, port, ckpt, outs[i]) for i in range(2)]
-    ended = [_finish(p) for p in workers]
-    for rc, err in ended:  # killed: not an exit, not a failed assertion
-        assert rc == -signal.SIGKILL or (rc != 0 and "should have been killed" not in err), \
-            err[-4000:]
-    assert ended[0][0] == -signal.SIGKILL, ended[0][1][-4000:]
+    """Two processes on loopback (python -m train.launch, jax.distributed, gloo collectives)
+    train as one process does; the same run, SIGKILLed after its epoch-2 checkpoint,
+    resumes in one process."""
+    ckpt = tmp_path / "ckpt"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "train.launch", "-n", "2", "--timeout", str(TIMEOUT - 30),
+         "tests/_distributed_run.py", "worker", ckpt, tmp_path], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    rc, out = _finish(launcher)
+    assert rc == 128 + signal.SIGKILL, out[-4000:]  # killed, as a shell reports it
+    assert "should have been killed" not in out, out[-4000:]
     assert sorted(os.listdir(ckpt)) == ["1", "2"]  # the kill came after epoch 2's commit
     rc, err = _finish(_python("resume", ckpt, tmp_path / "resume.json"))
     assert rc == 0, err[-4000:]
-    w0, w1 = (json.loads(o.read_text()) for o in outs)
+    w0, w1 = (json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2))
     one = json.loads((tmp_path / "resume.json").read_text())
     assert w0["processes"] == 2 and w0["devices"] == 2 and one["devices"] == 1
     for a, b in zip(w0["params"], one["alone"]):  # two processes = one process
@@ -159,6 +153,10 @@ def test_mesh_arguments_are_refused_before_compiling(tmp_path):
         train.run(step, {"w": np.zeros((2, 2), np.float32)}, X, models=2,
                   key=jax.random.split(jax.random.key(0), 2), mesh=1, devices=jax.devices(),
                   epochs=1, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match=r"num_processes: expected an int >= 1, got 0"):
+        train.distributed.launch(0, [sys.executable, "-c", "pass"])
+    with pytest.raises(ValueError, match=r"command: expected the program to run"):
+        train.distributed.launch(2, [])
     with pytest.raises(ValueError, match=r"coordinator_address: expected 'host:port'"):
         train.distributed.initialize("localhost", num_processes=2, process_id=0)
     with pytest.raises(ValueError, match=r"process_id: expected 0 <= process_id < "

@@ -8,8 +8,10 @@ gradients. :func:`train.fit`, :func:`train.run` and :func:`train.sweep` take ``m
 script needs to start several processes:
 
 * :func:`initialize`: ``jax.distributed.initialize`` with the CPU collectives (gloo) switched
-  on, so the same script runs as several processes on one machine, on a GPU cluster or on a
-  TPU pod (where every argument is detected from the environment).
+  on, so the same script runs as several processes on one machine (started by
+  ``python -m train.launch -n N script.py``, which tells each process its place through
+  ``JAXNETS_*`` environment variables), on a GPU cluster or on a TPU pod (where JAX reads
+  every argument from the cluster's environment).
 * :func:`data_mesh`: a 1-D mesh over the devices of every process, axis ``"data"``.
 * :func:`feed_rows`: rows of host arrays as one global array, each process materialising
   only the shards of its own devices (``jax.make_array_from_callback``);
@@ -18,15 +20,13 @@ script needs to start several processes:
 * :func:`fetch`: a global array back on the host of every process (a replicated one is read
   from a local copy; a sharded one is gathered with ``process_allgather``).
 
-A two-process run on one machine (the commands the README shows were run like this)::
+A two-process run on one machine (SCALING.md has a full script and what it printed)::
 
-    # process 0 and process 1, each in its own shell (or one backgrounded):
-    python script.py 0 & python script.py 1
+    python -m train.launch -n 2 --cpu-devices 2 script.py
 
     # script.py
-    import sys, jax, train
-    train.distributed.initialize("localhost:12355", num_processes=2,
-                                 process_id=int(sys.argv[1]), cpu_devices=2)
+    import jax, train
+    train.distributed.initialize()  # this process's place, from the launcher or the cluster
     result = train.fit(loss, params, (X, y), ..., mesh=jax.device_count())
 
 Every process runs the same script on the same data and the same seed; each one sends only
@@ -39,6 +39,12 @@ environments" (https://docs.jax.dev/en/latest/multi_process.html).
 from __future__ import annotations
 
 import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
 from typing import Any, Sequence
 
 import jax
@@ -48,22 +54,29 @@ from jax.sharding import Mesh, NamedSharding
 
 from nets import _checks
 
-__all__ = ["initialize", "data_mesh", "feed_rows", "feed_local", "fetch", "is_primary"]
+__all__ = ["initialize", "launch", "data_mesh", "feed_rows", "feed_local", "fetch",
+           "is_primary"]
 
 DATA, MODELS = "data", "models"
+
+# How `launch` tells each process its place (read by `initialize` when not given).
+ENV_COORDINATOR, ENV_PROCESSES, ENV_ID, ENV_CPU_DEVICES = (
+    "JAXNETS_COORDINATOR", "JAXNETS_NUM_PROCESSES", "JAXNETS_PROCESS_ID", "JAXNETS_CPU_DEVICES")
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, *, local_device_ids: Sequence[int] | None = None,
-               cpu_devices: int | None = None, initialization_timeout: int = 300) -> None:
+               cpu_devices: int | None = None, initialization_timeout: int = 300,
+               fallback_to_single: bool = False) -> bool:
     """Joins this process to a multi-process JAX run (call it first, before any computation).
 
     Switches the CPU backend's collectives to gloo (``jax_cpu_collectives_implementation``;
     without it CPU processes cannot all-reduce), optionally exposes ``cpu_devices`` CPU
     devices in this process (``jax_num_cpu_devices``), then calls
-    ``jax.distributed.initialize``. On a GPU cluster under SLURM/Open MPI and on a Cloud TPU
-    pod every argument may be left out (JAX reads them from the environment); on one machine
-    give them all.
+    ``jax.distributed.initialize``. An argument left out is read from the environment
+    variables :func:`launch` sets (``JAXNETS_COORDINATOR``, ``JAXNETS_NUM_PROCESSES``,
+    ``JAXNETS_PROCESS_ID``, ``JAXNETS_CPU_DEVICES``); without them JAX detects a GPU cluster
+    under SLURM or Open MPI and a Cloud TPU pod from their own environment.
 
     Args:
       coordinator_address: ``"host:port"`` of process 0 (e.g. ``"localhost:12355"``).
@@ -72,7 +85,23 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
       local_device_ids: the local accelerators this process uses (default all).
       cpu_devices: CPU devices per process (``None``: JAX's default, one).
       initialization_timeout: seconds to wait for all processes to join.
+      fallback_to_single: when nothing says where the coordinator is (no argument, no
+        ``JAXNETS_*`` variable, no cluster JAX recognises), run as the only process instead
+        of raising, so one script runs alone, under :mod:`train.launch` or on a cluster.
+
+    Returns:
+      ``True`` when this process joined a ``jax.distributed`` run, ``False`` when it runs
+      alone (``fallback_to_single``).
     """
+    env = os.environ
+    if coordinator_address is None:
+        coordinator_address = env.get(ENV_COORDINATOR)
+    if num_processes is None and ENV_PROCESSES in env:
+        num_processes = _env_int(ENV_PROCESSES)
+    if process_id is None and ENV_ID in env:
+        process_id = _env_int(ENV_ID)
+    if cpu_devices is None and ENV_CPU_DEVICES in env:
+        cpu_devices = _env_int(ENV_CPU_DEVICES)
     if coordinator_address is not None and not (
             isinstance(coordinator_address, str) and coordinator_address.rpartition(":")[2]
             .isdigit()):
@@ -89,9 +118,73 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         _checks.check_int(cpu_devices, "cpu_devices", 1)
         jax.config.update("jax_num_cpu_devices", int(cpu_devices))
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address, num_processes, process_id,
-                               local_device_ids=local_device_ids,
-                               initialization_timeout=initialization_timeout)
+    try:
+        jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                                   local_device_ids=local_device_ids,
+                                   initialization_timeout=initialization_timeout)
+    except ValueError as e:  # JAX found no cluster to read the coordinator from
+        if fallback_to_single and coordinator_address is None and \
+                "coordinator_address" in str(e):
+            return False
+        raise
+    return True
+
+
+def _env_int(name: str) -> int:
+    try:
+        return int(os.environ[name])
+    except ValueError:
+        raise ValueError(f"{name}: expected an integer, got {os.environ[name]!r}") from None
+
+
+def launch(num_processes: int, command: Sequence[str], *, cpu_devices: int | None = None,
+           port: int | None = None, timeout: float | None = None) -> int:
+    """Runs ``command`` (e.g. ``[sys.executable, "script.py"]``) as ``num_processes``
+    processes on this machine, each told its place through the ``JAXNETS_*`` variables
+    that :func:`initialize` reads; their output lines are prefixed ``[i]``. When one fails,
+    the others are stopped. Returns the first non-zero exit status (0 when all succeed)."""
+    _checks.check_int(num_processes, "num_processes", 1)
+    if cpu_devices is not None:
+        _checks.check_int(cpu_devices, "cpu_devices", 1)
+    command = [str(c) for c in command]
+    if not command:
+        raise ValueError("command: expected the program to run, got nothing")
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            port = s.getsockname()[1]
+    procs = []
+    for i in range(num_processes):
+        env = dict(os.environ, **{ENV_COORDINATOR: f"localhost:{port}",
+                                  ENV_PROCESSES: str(num_processes), ENV_ID: str(i)})
+        if cpu_devices is not None:
+            env[ENV_CPU_DEVICES] = str(cpu_devices)
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, bufsize=1))
+    threads = [threading.Thread(target=_prefix, args=(p.stdout, f"[{i}] "), daemon=True)
+               for i, p in enumerate(procs)]
+    for t in threads:
+        t.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    status = 0
+    while any(p.poll() is None for p in procs):
+        failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+        late = deadline is not None and time.monotonic() > deadline
+        if (failed or late) and not status:
+            status = failed[0] if failed else 124
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(timeout=5)
+    return status or next((p.returncode for p in procs if p.returncode), 0)
+
+
+def _prefix(stream, prefix: str) -> None:
+    for line in stream:
+        sys.stdout.write(prefix + line)
+        sys.stdout.flush()
 
 
 def is_primary() -> bool:

@@ -131,7 +131,8 @@ def fit(
       progress: a tqdm bar over epochs: ``True``, ``False``, or ``None`` (on in terminals).
       checkpoint: a file to save the whole run to (state, key, tracker, history and the
         run's settings), atomically, every ``checkpoint_every`` epochs (default 1) and at
-        the end.
+        the end; on a mesh, an Orbax checkpoint folder written by every process (see
+        :func:`train.run`). A fit resumes from either on any number of devices.
       checkpoint_every: epochs between checkpoints (needs ``checkpoint``).
       resume: a checkpoint written by ``fit`` with the same settings and functions: the run
         continues from it and ends with exactly the numbers of an uninterrupted run. A

@@ -59,6 +59,7 @@ import warnings
 from nets import _checks
 from train.fit import (_check_labels, _check_loss_args, _factory, _warn_if_diverged,
                        _resolve_takes_key, _rows, _target_hint)
+from train import distributed as _dist
 from train import loop as _loop
 from train import optim as _optim
 from train import runner as _runner
@@ -233,7 +234,7 @@ def sweep(
         best_epoch=result.best_epoch,
         stop_reason=result.stop_reason,
         epochs_run=result.epochs_run,
-        hyperparams={k: np.asarray(v) for k, v in jax.device_get(
+        hyperparams={k: np.asarray(v) for k, v in _dist.fetch_tree(
             _optim.get_hyperparams(final.opt_state)).items()},
         best_params=best_params,
         model_state=best_ms if use_best else final.model_state,

@@ -1,0 +1,40 @@
+"""``python -m train.launch -n N [--cpu-devices K] script.py [args...]``: one JAX run as N
+processes on this machine.
+
+Starts ``python script.py args...`` N times with ``jax.distributed``'s coordinator on
+localhost; each process learns its place from the ``JAXNETS_*`` environment variables
+when the script calls :func:`train.distributed.initialize` (no arguments), and its output
+lines are prefixed ``[i]``. On a GPU cluster or a TPU pod the cluster starts the processes
+instead (``srun``, ``gcloud ... --worker=all``) and the same script runs unchanged.
+"""
+
+import argparse
+import sys
+from typing import Sequence
+
+from train import distributed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m train.launch -n N [--cpu-devices K] script.py [args...]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m train.launch",
+        description="Run a Python script as N processes of one JAX run on this machine "
+                    "(jax.distributed on localhost; train.distributed.initialize() in the "
+                    "script reads its place).")
+    parser.add_argument("-n", "--processes", type=int, required=True)
+    parser.add_argument("--cpu-devices", type=int, default=None,
+                        help="CPU devices per process (jax_num_cpu_devices)")
+    parser.add_argument("--port", type=int, default=None, help="coordinator port")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="stop every process after this many seconds (status 124)")
+    parser.add_argument("script")
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    a = parser.parse_args(argv)
+    status = distributed.launch(a.processes, [sys.executable, a.script, *a.args],
+                                cpu_devices=a.cpu_devices, port=a.port, timeout=a.timeout)
+    return 128 - status if status < 0 else status  # killed by signal N: 128 + N, as a shell
+
+
+if __name__ == "__main__":
+    sys.exit(main())
