@@ -297,7 +297,7 @@ def plot(results: dict, path) -> None:
     values = [b[1] for b in bars]
     ax.barh(ys, values, color=[color(v, g) for _, v, g in bars], height=0.65)
     for y, (_, v, g) in zip(ys, bars):
-        ax.text(v * 1.06, y, f"{v:.2f}x", va="center", fontsize=8)
+        ax.text(max(v, g or 0) * 1.08, y, f"{v:.2f}x", va="center", fontsize=8)
         if g is not None:
             ax.plot([g, g], [y - 0.4, y + 0.4], color="k", lw=2)
     ax.set_xscale("log")
@@ -316,7 +316,7 @@ def plot(results: dict, path) -> None:
     ax2.barh(ys2, [100 * s[1] for s in shares],
              color=[color(v, g) for _, v, g in shares], height=0.6)
     for y, (_, v, g) in zip(ys2, shares):
-        ax2.text(100 * v + 1, y, f"{100 * v:.0f}%", va="center", fontsize=8)
+        ax2.text(100 * max(v, g or 0) + 2, y, f"{100 * v:.0f}%", va="center", fontsize=8)
         if g is not None:
             ax2.plot([100 * g] * 2, [y - 0.4, y + 0.4], color="k", lw=2)
     ax2.set_yticks(ys2, [s[0] for s in shares], fontsize=8)
