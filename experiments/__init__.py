@@ -39,6 +39,8 @@ EXPERIMENTS = (  # the registry, in the order `list` shows it
     "gan",
     "diffusion",
     "clip",
+    "benchmark",
+    "sequence",
 )
 
 _LAZY = {  # re-exported from `experiments._framework` on first use (it imports jax)
