@@ -3,7 +3,9 @@
 Import pyplot from here, `from experiments._plot import plt, savefig`, so Agg is chosen first.
 """
 
+import contextlib
 import math
+import os
 
 import matplotlib
 
@@ -13,9 +15,28 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+# Drafts: the same figure at a quarter of the resolution, not cropped. The test suite turns
+# them on ($JAXNETS_DRAFT_FIGURES=1, tests/conftest.py): its smoke runs only check that every
+# figure is drawn and written, and full rendering was a fifth to a third of a smoke run's CPU.
+_DRAFT = [os.environ.get("JAXNETS_DRAFT_FIGURES", "") == "1"]
+
+
+@contextlib.contextmanager
+def draft(enabled: bool = True):
+    """While on, :func:`savefig` writes low-resolution drafts."""
+    saved, _DRAFT[0] = _DRAFT[0], enabled
+    try:
+        yield
+    finally:
+        _DRAFT[0] = saved
+
+
 def savefig(fig, path, *, dpi: int = 120) -> None:
     """Save `fig` to `path` (PNG unless the suffix says otherwise), tightly cropped; close it."""
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    if _DRAFT[0]:
+        fig.savefig(path, dpi=max(dpi // 4, 20))
+    else:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -3,10 +3,11 @@
 Wall-clock durations (`--durations`) are noisy on a shared machine; CPU time is not, or much
 less. After the run this prints the files and the tests that took the most CPU seconds, this
 process's and its children's (the subprocess tests) together, set-up and teardown included
-(so a module-scoped fixture is charged to the test that first needs it). In-process only
-(`-n0`): pytest-xdist's workers do not print terminal summaries.
+(so a module-scoped fixture is charged to the test that first needs it). With workers,
+set `JAXNETS_CPU_REPORT` (below).
 """
 
+import json
 import os
 import resource
 from collections import defaultdict
@@ -26,6 +27,17 @@ def pytest_runtest_protocol(item, nextitem):
     start = _cpu()
     yield
     _rows.append((item.nodeid, _cpu() - start))
+
+
+def pytest_sessionfinish(session):
+    """With pytest-xdist, each worker writes its rows to ``$JAXNETS_CPU_REPORT/<worker>.json``
+    (workers print no summary): ``python -m pytest -p tests._cpu`` with that variable set."""
+    folder = os.environ.get("JAXNETS_CPU_REPORT")
+    if folder and _rows:
+        os.makedirs(folder, exist_ok=True)
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(os.path.join(folder, f"{worker}.json"), "w") as f:
+            json.dump(_rows, f)
 
 
 def pytest_terminal_summary(terminalreporter):
