@@ -240,7 +240,17 @@ def resolve_mesh(mesh, batch_size: int | None) -> Mesh | None:
         raise ValueError(f"mesh: one model is sharded along 'data' only; expected the other "
                          f"axes to have size 1, got {others} (train.sweep uses 'models')")
     check_divides(batch_size, _axis(mesh, DATA), "batch_size")
+    _check_every_process(mesh)
     return mesh
+
+
+def _check_every_process(mesh: Mesh) -> None:
+    """In a multi-process run every process must own devices of the mesh (it feeds them)."""
+    have = {d.process_index for d in mesh.devices.flat}
+    if jax.process_count() > 1 and have != set(range(jax.process_count())):
+        raise ValueError(
+            f"mesh: expected devices of all {jax.process_count()} processes, got devices of "
+            f"processes {sorted(have)} (pass mesh=jax.device_count() for all of them)")
 
 
 def check_divides(rows: int | None, parts: int, name: str) -> None:
@@ -268,6 +278,7 @@ def sweep_mesh(models: int, mesh, devices, batch_size: int | None,
                              f"{tuple(shape)}")
         used = _axis(mesh, MODELS)
         check_divides(batch_size, _axis(mesh, DATA), "batch_size")
+        _check_every_process(mesh)
         return mesh, math.ceil(models / used) * used
     if mesh is not None:
         if isinstance(mesh, bool) or not isinstance(mesh, (int, np.integer)):
@@ -290,8 +301,10 @@ def sweep_mesh(models: int, mesh, devices, batch_size: int | None,
     auto = jax.sharding.AxisType.Auto
     if data == 1 and jax.process_count() == 1:  # the models alone, the data on each device
         return jax.make_mesh((used,), (MODELS,), devices=devs[:used], axis_types=(auto,)), padded
-    return jax.make_mesh((used, data), (MODELS, DATA), devices=devs[:used * data],
-                         axis_types=(auto, auto)), padded
+    mesh = jax.make_mesh((used, data), (MODELS, DATA), devices=devs[:used * data],
+                         axis_types=(auto, auto))
+    _check_every_process(mesh)
+    return mesh, padded
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,6 +31,19 @@ stepped by one compiled call: the stream decides the order and the batch sizes, 
 resumed run asks it for the same epochs again, so it resumes bitwise when ``data(epoch)``
 is a function of ``epoch`` alone.
 
+**Several devices and processes.** With ``mesh=`` (a number of devices, or a
+``jax.sharding.Mesh`` with an axis ``"data"``) the same loop runs data parallel: the data
+set stays in host memory, each global batch (the one-device run's batch, in its order) is
+gathered on the host and sent split over ``"data"`` (every process sends only its own
+devices' rows, :func:`train.distributed.feed_rows`) to ONE compiled step with the state
+replicated and donated; XLA all-reduces the gradients. Device memory holds the state, at
+most two batches and one step's activations, whatever the size of the data set. A stream
+on a mesh yields each process's own rows of every batch
+(:func:`train.distributed.feed_local`). A sweep (``models=``) splits its models over
+``"models"`` and, with devices to spare, its batches over ``"data"``. Checkpoints of such
+runs are Orbax folders (:mod:`train.sharded_checkpoint`); a run resumes from a folder or a
+file on any number of devices and processes.
+
 **Randomness.** The run's key is carried; each epoch splits it into the next carried key and
 the keys of the epoch (order, steps, evaluations); step ``i`` of an epoch gets
 ``fold_in(steps_key, i)``. The same carry always continues the same way.
@@ -122,7 +135,8 @@ class RunResult:
     epochs_run: Any  # epochs run, a non-finite one included
     non_finite_epoch: Any  # the epoch that turned non-finite, else None (per model: 0)
     compilations: int  # programs traced by this call (0 when an earlier run's was reused)
-    mesh: Any = None  # the device mesh a sweep's model axis was spread over (None: one)
+    mesh: Any = None  # the mesh of a run on several devices ("data", or a sweep's "models"
+    #                    and "data"); None on one device
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,8 +488,9 @@ class _Fed:
     over ``"models"`` in a sweep; the batch split over ``"data"``; the gradients all-reduced
     by XLA) that donates its input state; evaluation runs the same batches as
     :func:`_evaluate`; ``finish`` averages and tracks as the scan does. Device memory holds
-    the state (twice: the carry and the epoch's working copy), one batch's shard and a
-    step's activations, never the data set."""
+    the state (twice: the carry and the epoch's working copy), at most two batches' shards
+    (the host waits for step ``i - 1`` before it sends batch ``i + 1``) and a step's
+    activations, never the data set."""
 
     def __init__(self, spec: Spec, vmapped: bool, mesh):
         self.spec, self.vmapped, self.mesh = spec, vmapped, mesh
@@ -587,6 +602,8 @@ def _fed_epoch(fed: _Fed, carry, train, val, eval_batch_size: int, evaluated: bo
         batch = _dist.feed_rows(train, idx[..., i, :], fed.batch_sh)
         state, m = fed.step(state, batch, k_steps, i)
         metrics.append(m)
+        if i:  # back-pressure: step i-1 done before batch i+1 is sent (two batches at most
+            jax.block_until_ready(metrics[i - 1])  # on the devices, however fast the host)
     train_outs = val_outs = None
     sizes = [None, None]
     if "train" in fed.evaluate:
@@ -1076,7 +1093,7 @@ def _result(carry, history, models, mesh, compilations) -> RunResult:
             state=carry.state, best=carry.tracker.best, history=history,
             best_epoch=int(tr.best_epoch), stop_reason=reason, epochs_run=int(tr.epoch),
             non_finite_epoch=int(tr.epoch) if reason == "non_finite" else None,
-            compilations=compilations, mesh=None)
+            compilations=compilations, mesh=mesh)
     cut = lambda t: jax.tree.map(  # noqa: E731  (no padding: kept as placed)
         lambda a: a if np.shape(a)[0] == models else a[:models], t)
     ran = int(np.max(np.asarray(tr.epoch)[:models])) if models else 0
