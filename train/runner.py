@@ -508,7 +508,7 @@ class _Fed:
             idx = _loop.minibatch_indices(k_order, carry.tracker.steps, n=n,
                                           batch_size=spec.batch_size, order=spec.order)
             # the epoch's working copy of the state (fresh buffers: `step` donates them)
-            state = jax.tree.map(lambda a: jnp.array(a, copy=True), carry.state)
+            state = jax.tree.map(lambda a: _fresh(a), carry.state)
             return key, k_steps, k_train, k_val, idx, state
 
         def step(state, batch, k_steps, i):
@@ -869,10 +869,10 @@ def run(
         """The carry and the data on the device(s); run abstractly first (by ``trace``).
         On a mesh (``fed``) the data stay in host memory and the carry is replicated (split
         over ``"models"`` in a sweep) over every process's devices."""
-        state = jax.tree.map(lambda a: jnp.array(a, copy=True), state)
-        best = jax.tree.map(lambda a: jnp.array(a, copy=True), keep(state))
+        state = jax.tree.map(lambda a: _fresh(a), state)
+        best = jax.tree.map(lambda a: _fresh(a), keep(state))
         tr = jax.vmap(tracker)(best) if models is not None else tracker(best)
-        carry = Carry(state=state, key=jnp.array(key, copy=True), tracker=tr)
+        carry = Carry(state=state, key=_fresh(key), tracker=tr)
         if padded is not None:
             carry = _pad(carry, padded - models)
         if fed is not None and not abstract:
@@ -1050,7 +1050,7 @@ def _stream_epoch_run(program: "_Streamed", carry, data, validation, epoch_index
                       evaluated: bool):
     """One epoch over a stream: a compiled step per batch, then evaluation and tracking."""
     key, _, k_steps, _, k_val = program.split_key(carry.key)
-    state = jax.tree.map(lambda a: jnp.array(a, copy=True), carry.state)  # step donates it
+    state = jax.tree.map(lambda a: _fresh(a), carry.state)  # step donates it
     sums, count = None, 0
     for i, batch in enumerate(_stream_epoch(data, epoch_index)):
         state, metrics = program.one_step(state, batch, k_steps, i)
@@ -1138,6 +1138,12 @@ def _default_device() -> jax.Device:
 
 def _to_device(tree):
     return jax.tree.map(jnp.asarray, tree)
+
+
+def _fresh(a):
+    """A new buffer holding ``a`` (the compiled calls donate theirs): a device-to-device
+    copy, where ``jnp.array(a, copy=True)`` compiled a ``copy`` program per shape and dtype."""
+    return jax.device_put(a, may_alias=False)
 
 
 def _check_state(state, models, what: str = "state") -> None:
