@@ -19,6 +19,7 @@ from jax.sharding import Mesh
 
 import train
 from tests import _distributed_run as runs
+from train import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
@@ -101,16 +102,21 @@ def test_sharded_checkpoint_restores_on_another_device_count(mesh_run):
     np.testing.assert_allclose(to_four, one, **F32)
 
 
-def test_distributed_two_processes_train_as_one_and_resume_in_one(tmp_path):
-    """Two processes on loopback (python -m train.launch, jax.distributed, gloo collectives)
-    train as one process does; the same run, SIGKILLed after its epoch-2 checkpoint,
-    resumes in one process."""
+def test_distributed_two_processes_train_as_one_and_resume_in_one(tmp_path, monkeypatch,
+                                                                  capsys):
+    """Two processes on loopback (train.launch, jax.distributed, gloo collectives) train as
+    one process does; the same run, SIGKILLed after its epoch-2 checkpoint, resumes in one
+    process. The launcher's `main` (what `python -m train.launch` runs) runs in this
+    process: a launcher process of its own held ~190 MB (it imports train) beside the two
+    workers while the suite's other worker ran, and pushed the suite past 2 GiB."""
     ckpt = tmp_path / "ckpt"
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "train.launch", "-n", "2", "--timeout", str(TIMEOUT - 30),
-         "tests/_distributed_run.py", "worker", ckpt, tmp_path], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    rc, out = _finish(launcher)
+    monkeypatch.chdir(ROOT)
+    for name, value in _env().items():
+        if os.environ.get(name) != value:
+            monkeypatch.setenv(name, value)
+    rc = launch.main(["-n", "2", "--timeout", str(TIMEOUT - 30), "tests/_distributed_run.py",
+                      "worker", str(ckpt), str(tmp_path)])
+    out = capsys.readouterr().out
     assert rc == 128 + signal.SIGKILL, out[-4000:]  # killed, as a shell reports it
     assert "should have been killed" not in out, out[-4000:]
     assert sorted(os.listdir(ckpt)) == ["1", "2"]  # the kill came after epoch 2's commit
