@@ -5,21 +5,25 @@ import shutil
 import tempfile
 import zlib
 
-import jax
 import pytest
 
-from tests import _memory
+# JAX is imported where it is used: pytest-xdist's controller process runs no test and so
+# never imports it (~170 MB less at the suite's peak; the workers import it as they collect).
 
 
 @pytest.fixture
 def key(request):
     """A `jax.random.key` seeded by a CRC of the test's node id (stable across runs)."""
+    import jax
+
     return jax.random.key(zlib.crc32(request.node.nodeid.encode()))
 
 
 @pytest.fixture
 def x64():
     """Run the test body with float64 enabled (gradient checks)."""
+    import jax
+
     with jax.enable_x64(True):
         yield
 
@@ -33,14 +37,19 @@ def pytest_configure(config):
         _OWN_CACHE.append(os.environ["JAXNETS_CACHE_DIR"])
     # A worker drops its in-memory caches between files (the memory budget below); the same
     # programs are then read back from this folder instead of compiled again (~10% of the
-    # suite's CPU). Environment variables for the processes started from here; jax.config for
-    # this one (JAX read its environment when conftest imported it).
+    # suite's CPU). Environment variables for the processes started from here (the xdist
+    # workers, the tests' subprocesses); jax.config for this one if it runs tests.
     cache = {"jax_compilation_cache_dir": os.environ["JAXNETS_CACHE_DIR"],
              "jax_persistent_cache_min_compile_time_secs": 0.0,
              "jax_persistent_cache_min_entry_size_bytes": -1}
+    controller = config.getoption("numprocesses", None) and not hasattr(config, "workerinput")
     for name, value in cache.items():
         os.environ.setdefault(name.upper(), str(value))
-        jax.config.update(name, value)
+    if not controller:  # a worker, or -n0: this process runs tests
+        import jax
+
+        for name, value in cache.items():
+            jax.config.update(name, value)
     os.environ.setdefault("JAXNETS_DRAFT_FIGURES", "1")  # smoke runs: figures as drafts (_plot)
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_backend_optimization_level" not in flags:  # a caller's own choice wins
@@ -49,6 +58,10 @@ def pytest_configure(config):
     # The suite's budget is shared by the pytest-xdist workers (pyproject.toml's addopts).
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     share = float(os.environ.get("JAXNETS_TEST_MEMORY_MIB", "1400")) / workers
+    if controller:
+        return
+    from tests import _memory
+
     config.pluginmanager.register(_memory.Budget(module_mib=0.7 * share, test_mib=0.9 * share),
                                   "jaxnets-memory-budget")
 
@@ -71,9 +84,12 @@ _XLA_TEST_FLAGS = "--xla_backend_optimization_level=0"
 # The files that take longest (each >= ~10 s of CPU: an experiment's smoke run, the gradient
 # grid, the README's tour, the multi-device subprocesses) run first, so that the two workers
 # finish together instead of one of them running a long file at the end alone.
-_FIRST = ("tests/test_gradients.py", "tests/test_readme.py", "tests/test_exp_", "tests/test_sweep.py",
-          "tests/test_runner.py", "tests/test_fit.py", "tests/test_diffusion.py", "tests/test_cnn.py",
-          "tests/test_mamba.py")
+# test_distributed.py goes first of all: its subprocesses (three processes of ~360 MB at
+# once) then run beside a worker that has only just started, not one grown to ~800 MB late
+# in the run (with it in the middle, the suite's peak was 2.34-2.38 GiB).
+_FIRST = ("tests/test_distributed.py", "tests/test_gradients.py", "tests/test_readme.py",
+          "tests/test_exp_", "tests/test_sweep.py", "tests/test_runner.py", "tests/test_fit.py",
+          "tests/test_diffusion.py", "tests/test_cnn.py", "tests/test_mamba.py")
 
 
 def pytest_collection_modifyitems(config, items):
