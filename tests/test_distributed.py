@@ -48,6 +48,17 @@ def _finish(proc):
     return proc.returncode, err if err is not None else out
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _room():
+    """This process's JAX caches are dropped (and its heap trimmed) before the subprocesses
+    start: three processes of ~360 MB at once beside both pytest workers were the suite's
+    memory peak."""
+    from tests import _memory
+
+    _memory.release("test_distributed")
+    yield
+
+
 @pytest.fixture(scope="module")
 def mesh_run(tmp_path_factory):
     """The 4-device process's report (tests/_distributed_run.py, mode ``mesh``)."""
