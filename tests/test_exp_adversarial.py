@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
-from experiments import _framework
 from experiments import adversarial as exp
+from tests import _smoke
 
 FIGURES = {"accuracy_vs_eps.png", "examples.png"}
 FILES = {"config.json", "environment.json", "metrics.json", "history.csv", "timings.json",
@@ -21,15 +21,12 @@ GAIN = {"clean_accuracy_standard", "clean_accuracy_adversarial", "clean_accuracy
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("adversarial") / "run"
-    return _framework.execute("adversarial", out=out, smoke=True, progress=False)
+    return _smoke.run(tmp_path_factory, "adversarial")
 
 
 def test_smoke_writes_every_file(smoke):
     _, outdir = smoke
-    assert {p.name for p in outdir.iterdir()} == FILES
-    for name in FIGURES:
-        assert (outdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    _smoke.assert_files(outdir, FILES, FIGURES)
 
 
 def test_smoke_metrics_have_the_expected_keys(smoke):

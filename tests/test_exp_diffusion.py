@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from experiments import _framework
 from experiments import diffusion as exp
+from tests import _smoke
 
 FIGURES = {"samples_2d.png", "reverse_2d.png", "samples_digits.png", "reverse_digits.png",
            "loss.png"}
@@ -23,15 +23,12 @@ def config():
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("diffusion") / "run"
-    return _framework.execute("diffusion", out=out, smoke=True, progress=False)
+    return _smoke.run(tmp_path_factory, "diffusion")
 
 
 def test_smoke_writes_every_file(smoke):
     _, outdir = smoke
-    assert {p.name for p in outdir.iterdir()} == FILES
-    for name in FIGURES:
-        assert (outdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    _smoke.assert_files(outdir, FILES, FIGURES)
 
 
 def test_smoke_metrics_have_the_expected_keys(smoke):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import UsageError, _framework
+from tests import _smoke
 from experiments import sequence as exp
 from nets import losses
 
@@ -23,15 +24,12 @@ def config():
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sequence") / "run"
-    return _framework.execute("sequence", out=out, smoke=True, progress=False)
+    return _smoke.run(tmp_path_factory, "sequence")
 
 
 def test_smoke_writes_every_file(smoke):
     _, outdir = smoke
-    assert {p.name for p in outdir.iterdir()} == FILES
-    for name in FIGURES:
-        assert (outdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    _smoke.assert_files(outdir, FILES, FIGURES)
 
 
 def test_smoke_metrics_have_the_expected_keys(smoke):
