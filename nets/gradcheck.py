@@ -206,20 +206,42 @@ def _coordinate_differences(objective, treedef, shapes, flat, X, Y, hyper, coord
                                        jnp.zeros_like(flat).at[i].set(eps), eps))(coords)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _triangulation(objective, reference, treedef, shapes, params, flat, X, Y, hyper, coords,
+                   eps):
+    """The objective's value and gradient, ``reference``'s gradient (when traceable, else
+    None) and the central differences along ``coords``, as ONE program."""
+    value, g_ad = jax.value_and_grad(objective)(params, X, Y, hyper)
+    g_ref = None if reference is None else reference(params, X, Y, hyper)
+    fd = jax.vmap(lambda i: _central(objective, treedef, shapes, flat, X, Y, hyper,
+                                     jnp.zeros_like(flat).at[i].set(eps), eps))(coords)
+    return value, g_ad, g_ref, fd
+
+
+def _traceable(fn) -> bool:
+    """A ``jax.jit``-wrapped function: traced into the check's program. Any other reference
+    may be NumPy (:func:`nets.backprop.conv2d_backward`) and is called on concrete arrays."""
+    return hasattr(fn, "lower") and hasattr(fn, "trace")
+
+
 def _triangulate_compiled(objective, reference, params, X, Y, hyper, coords, eps, chunk=512):
-    """:func:`_triangulate` with the objective's value and gradient as one compiled program,
-    and its differences as another (every chunk padded to one size, so compiled once)."""
+    """:func:`_triangulate` as one compiled program: the objective's value and gradient, a
+    ``jax.jit``-wrapped reference and the first chunk of differences; further chunks of
+    ``chunk`` coordinates (padded to one size, so compiled once) as another."""
     leaves, treedef = jax.tree.flatten(params)
     shapes = tuple(tuple(np.shape(v)) for v in leaves)
     flat = jnp.asarray(_flat(params))
-    value, g_ad = _value_and_grad(objective, params, X, Y, hyper)
-    g_ref = None if reference is None else reference(params, X, Y, hyper)
     coords = np.asarray(coords, np.int64)
     size = max(1, min(chunk, coords.size))
     padded = np.concatenate([coords, np.full(-coords.size % size, coords[0] if coords.size else 0)])
-    fd = np.concatenate([np.asarray(_coordinate_differences(
+    fused = reference if reference is not None and _traceable(reference) else None
+    value, g_ad, g_ref, fd0 = _triangulation(objective, fused, treedef, shapes, params, flat, X,
+                                             Y, hyper, padded[:size], eps)
+    if reference is not None and fused is None:
+        g_ref = reference(params, X, Y, hyper)
+    fd = np.concatenate([np.asarray(fd0)] + [np.asarray(_coordinate_differences(
         objective, treedef, shapes, flat, X, Y, hyper, padded[s:s + size], eps))
-        for s in range(0, padded.size, size)] or [np.zeros(0)])[:coords.size]
+        for s in range(size, padded.size, size)])[:coords.size]
     return value, g_ad, g_ref, fd
 
 
@@ -297,13 +319,13 @@ def check(objective: Callable, params, X, Y, *, reference: Callable | None = Non
         :func:`relative_error`); ``None``: ``FLOOR_PER_UNIT * max(1, |R(w)|) * 1e-6 / eps``
         (1e-2 for an objective of order 1), so that the difference quotient's rounding
         noise (~1e-16 |R| / eps) reads as ~1e-8.
-      jit: compile the objective's value and gradient as one program and its central
-        differences as another (the default), or run them op by op (``False``). Op by op,
-        each small operation is compiled once per shape and dtype: a few hundred
-        compilations for a small MLP, so whole programs are cheaper as soon as a check has
-        more than a few dozen operations (tests/test_gradients.py's MLP grid: 120 s of CPU
-        instead of 253). ``reference`` is called as it is, never jitted here.
-        The numbers agree to rounding.
+      jit: compile the objective's value, its gradient and its central differences as
+        one program (the default), or run them op by op (``False``). Op by op, each small
+        operation is compiled once per shape and dtype: a few hundred compilations for a
+        small MLP, so whole programs are cheaper as soon as a check has more than a few
+        dozen operations (tests/test_gradients.py's MLP grid: 120 s of CPU instead of 253).
+        A ``reference`` wrapped in ``jax.jit`` is traced into that program; any other is
+        called as it is, never jitted here. The numbers agree to rounding.
 
     Returns:
       A :class:`Report` with one row per leaf, and the floor used.
