@@ -209,6 +209,14 @@ def markdown(results: dict) -> str:
                    f"{'n/a' if sp is None else f'{sp:.2f}x'} | "
                    f"{'' if goal is None else f'>= {goal:g}x'} |")
     out.append("")
+    cnn = results["models"].get("cnn", {})
+    others = {n[len("library_"):]: r for n, r in cnn.get("rate", {}).items()
+              if n.startswith("library_")}
+    for impl, rate in others.items():
+        torch_rate = cnn["rate"].get("torch")
+        vs = "" if torch_rate is None else f", {rate / torch_rate:.2f}x PyTorch eager"
+        out += [f"The CNN row uses `Conv2D(impl=\"{cnn.get('conv_impl', 'patches')}\")`; with "
+                f"`impl=\"{impl}\"` the same net trains at {rate:,.0f} examples/s{vs}.", ""]
 
     if "startup" in results:
         su = results["startup"]["median"]

@@ -30,7 +30,11 @@ Workloads (the systems are in :mod:`experiments._benchmark_systems`):
   process, with the cores exposed as ``w3_devices`` devices (``jax_num_cpu_devices``; the
   sweep shards its model axis over them).
 * **CNN** :func:`nets.cnn.modern_cnn` (Architectures I) on the digits, Adam 3e-3, batch 32:
-  examples per second of training against the same net in PyTorch eager.
+  examples per second of training against the same net in PyTorch eager, with
+  ``Conv2D(impl="patches")`` (``cnn_conv_impl``: im2col, one matrix product per layer) and,
+  reported under the table, with the default ``impl="conv"`` (``conv_general_dilated``),
+  whose XLA:CPU convolutions and their gradients were 70% of a step (profile) and run the
+  net about 3.6 times slower than the patches on this 2-core CPU.
 * **Transformer** and **Mamba**: the models of ``experiments/sequence.py`` at its longest
   training length (width 16, 2 layers, 2 heads and an MLP of 32 units; d_state 4 and its
   sequential scan; 64 tokens of 10 ids, 8 classes, batch 32, Adam 3e-3 after clipping to
@@ -163,6 +167,9 @@ class Config:
     models: Annotated[tuple[str, ...], Distinct(), OneOf(MODELS)] = MODELS
     models_epochs: Annotated[int, Range(1, 10_000)] = 1  # E of the CNN/sequence timings
     cnn_examples: Annotated[int, Range(32, 1079)] = 1079  # digits training images of the CNN
+    # Conv2D's impl for the CNN row ("patches": im2col, the faster one on a CPU); the other
+    # impl is timed beside it and reported under the table
+    cnn_conv_impl: Literal["patches", "conv"] = "patches"
     # the sequence experiment's models (experiments/sequence.py) at its longest length
     seq_len: Annotated[int, Range(3, 4096)] = 64  # tokens per sequence
     seq_width: Width = 16  # d_model of the Transformer (2 heads, MLP 2 d) and Mamba
@@ -532,8 +539,8 @@ def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
     # the sequence experiment's settings: ids vocab + 2, 2 layers, Adam 3e-3 after clipping
     # the gradients to global norm 1
     specs = {
-        "cnn": lambda: (cnn.modern_cnn().model, images, y, 32, None,
-                        systems.torch_cnn, images.transpose(0, 3, 1, 2)),
+        "cnn": lambda: (cnn.modern_cnn(conv_impl=config.cnn_conv_impl).model, images, y, 32,
+                        None, systems.torch_cnn, images.transpose(0, 3, 1, 2)),
         "transformer": lambda: (
             transformer.model(vocab_size=V + 2, n_classes=V, seq_len=T, d_model=d, n_heads=2,
                               n_layers=2, d_mlp=2 * d), Xs, ys, config.seq_batch, 1.0,
@@ -552,20 +559,30 @@ def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
             optax.clip_by_global_norm(clip), optax.adam(lr))
         trainers = {"library": _Fit(objective.make(model), params, (Xm, ym), optimizer=opt,
                                     batch_size=batch, seed=config.seed)}
+        if name == "cnn":  # the other Conv2D impl, same parameters (its parameter tree)
+            other = "conv" if config.cnn_conv_impl == "patches" else "patches"
+            trainers[f"library_{other}"] = _Fit(
+                objective.make(cnn.modern_cnn(conv_impl=other).model), params, (Xm, ym),
+                optimizer=opt, batch_size=batch, seed=config.seed)
         if have_torch:
             trainers["torch"] = systems.TorchLoop(torch_model(), X_torch, ym, batch_size=batch,
                                                   optimizer="adam", learning_rate=lr,
                                                   seed=config.seed, clip=clip)
         first = {n: _seconds(lambda: t.epochs(1)) for n, t in trainers.items()}
-        trainers["library"].epochs(1)
+        for n, t in trainers.items():
+            if n.startswith("library"):
+                t.epochs(1)
         raw = {n: [] for n in trainers}
         for r in range(config.slow_repeats):
             for n in _rotated(trainers, r):
-                raw[n].append(_steady(trainers[n], config.models_epochs, n == "library")[0])
+                raw[n].append(_steady(trainers[n], config.models_epochs,
+                                      n.startswith("library"))[0])
         per_epoch = (Xm.shape[0] // batch) * batch * (1 if name == "cnn" else T)
         unit = "examples/s" if name == "cnn" else "tokens/s"
         m = {"unit": unit, "per_epoch": per_epoch, "first_call_s": first, "raw_epoch_s": raw,
              "rate": {n: per_epoch / _median(v) for n, v in raw.items()}}
+        if name == "cnn":
+            m["conv_impl"] = config.cnn_conv_impl
         if have_torch:
             m["speedup_torch"] = m["rate"]["library"] / m["rate"]["torch"]
         out[name] = m

@@ -424,9 +424,10 @@ def esl_nets(input_shape=(8, 8, 1), *, first_stride=None, activation="sigmoid",
 
 
 def modern_cnn(input_shape=(8, 8, 1), *, features=(16, 32), kernel_size: int = 3,
-               n_classes: int = 10, init: str = "he") -> Net:
+               n_classes: int = 10, init: str = "he", conv_impl: str = "conv") -> Net:
     """A small modern CNN: ``(Conv2D 3x3 "SAME" -> ReLU -> MaxPool 2x2)`` per entry of
     ``features``, then Flatten and Dense(``n_classes``). Conv biases are shared per map.
+    ``conv_impl``: :func:`nets.layers.Conv2D`'s ``impl`` (``"patches"``: faster on a CPU).
 
     On 8x8 digits with ``features=(16, 32)``: 8x8x16 -> 4x4x16 -> 4x4x32 -> 2x2x32 -> 10;
     6,090 parameters, 85,770 connections.
@@ -441,7 +442,8 @@ def modern_cnn(input_shape=(8, 8, 1), *, features=(16, 32), kernel_size: int = 3
         raise ValueError(f"features: modern_cnn expected positive ints, got {features!r}")
     blocks, shape, text = [], input_shape, [_size(input_shape)]
     for f in features:
-        blocks += [L.Conv2D(f, kernel_size, init=init), L.Relu(), L.MaxPool(2)]
+        blocks += [L.Conv2D(f, kernel_size, init=init, impl=conv_impl), L.Relu(),
+                   L.MaxPool(2)]
         shape = (shape[0] // 2, shape[1] // 2, f)
         text.append(f"conv {kernel_size}x{kernel_size}x{f} relu pool -> {_size(shape)}")
     text.append(str(n_classes))

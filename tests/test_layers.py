@@ -173,14 +173,44 @@ class TestValues:
         (1, "VALID", ((0, 0), (0, 0))), (2, "VALID", ((0, 0), (0, 0))),
         (1, "SAME", ((1, 1), (1, 1))), (2, 1, ((1, 1), (1, 1))),
         (1, ((2, 0), (1, 0)), ((2, 0), (1, 0)))])
-    def test_conv_against_loops(self, rng, x64, stride, padding, pad):
-        layer = L.Conv2D(3, 3, stride=stride, padding=padding)
+    @pytest.mark.parametrize("impl", ["conv", "patches"])
+    def test_conv_against_loops(self, rng, x64, stride, padding, pad, impl):
+        layer = L.Conv2D(3, 3, stride=stride, padding=padding, impl=impl)
         params = {"W": rng.normal(size=(3, 3, 2, 3)), "b": rng.normal(size=3)}
         x = rng.normal(size=(5, 6, 2))
         y, _ = run(layer, params, (), x)
         assert y.shape == abstract_init(layer, (5, 6, 2))[0]
         expected = conv_loop(x, params["W"], params["b"], stride, pad)
         np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+    @pytest.mark.parametrize("kernel, stride, padding", [
+        (3, 1, "SAME"), ((2, 3), 2, "SAME"), (3, (2, 1), ((2, 0), (1, 2))), (1, 1, "VALID"),
+        (4, 3, "VALID")])
+    def test_conv_patches_has_the_gradients_of_conv_general_dilated(self, rng, x64, kernel,
+                                                                    stride, padding):
+        """impl="patches" (slices and one dot) against conv_general_dilated: outputs and the
+        gradients with respect to the kernel, the bias and the images, over a vmapped batch,
+        in float64 (a wrong slice offset or stride shows up as an error of order 1)."""
+        conv, patches = (L.Conv2D(4, kernel, stride=stride, padding=padding, impl=i)
+                         for i in ("conv", "patches"))
+        kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+        params = {"W": rng.normal(size=(kh, kw, 3, 4)), "b": rng.normal(size=4)}
+        X = rng.normal(size=(5, 7, 6, 3))
+
+        def objective(layer):
+            def f(params, X):
+                Y = jax.vmap(lambda x: layer.apply(params, (), x)[0])(X)
+                return jnp.sum(jnp.sin(Y)), Y
+            return jax.grad(f, argnums=(0, 1), has_aux=True)
+
+        (g_conv, Y_conv), (g_patch, Y_patch) = (objective(l)(params, X) for l in (conv, patches))
+        np.testing.assert_allclose(Y_patch, Y_conv, rtol=1e-12, atol=1e-12)
+        for a, b in zip(jax.tree.leaves(g_patch), jax.tree.leaves(g_conv)):
+            np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
+
+    def test_conv_impl_is_checked(self):
+        with pytest.raises(ValueError, match="impl: Conv2D expected one of"):
+            L.Conv2D(4, 3, impl="im2col")
 
     @pytest.mark.parametrize("window, stride", [(2, 2), (3, 1), (2, 3)])
     def test_pools_against_loops(self, rng, window, stride):
