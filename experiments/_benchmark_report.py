@@ -106,8 +106,11 @@ def markdown(results: dict) -> str:
     out = [
         "# Benchmark: this library against PyTorch, scikit-learn, Flax and NumPy",
         "",
-        f"*{m['cpu']}, {m['cores']} cores, CPU only; the machine was SHARED with other jobs "
-        f"while this ran ({load}), so absolute times are noisy: the ratios, measured side by "
+        f"*{m['cpu']}, {m['cores']} cores, CPU only; "
+        + (f"the machine was SHARED with other jobs while this ran ({load}), so absolute "
+           if la0 and la0[0] > 0.75 * m["cores"] else
+           f"no other heavy job at the start ({load}); on this shared virtual machine ")
+        + f"times are noisy: the ratios, measured side by "
         f"side in one process tree with the systems interleaved, are what counts. Medians of "
         f"{cfg['repeats']} repetitions. Speed-up = peer time / library time (above 1: the "
         f"library is faster). `{_command_line()}`, "
