@@ -204,6 +204,36 @@ def test_min_delta_stops_on_a_plateau(key):
     assert stops.best_epoch == 1
 
 
+@pytest.mark.parametrize("how", ["early_stopping", "non_finite", "epochs"])
+def test_the_call_dispatched_ahead_changes_nothing(key, tmp_path, how):
+    """`run` dispatches the next compiled call before reading the last one's results (not
+    when a checkpoint falls between them). A run that stops ends with a call dispatched on
+    its stopped carry, which the program freezes: the run must equal, bit for bit, one that
+    checkpoints every epoch (and so never looks ahead)."""
+    X = np.asarray(jax.random.normal(key, (24, 3)), np.float32)
+
+    def step(state, batch, key):
+        w = state["w"] - 0.05 * (state["w"] - jnp.mean(batch)) + 0.01 * jax.random.normal(key)
+        if how == "non_finite":
+            w = jnp.where(state["t"] >= 4, jnp.inf, w)
+        return {"w": w, "t": state["t"] + 1}, {"loss": jnp.sum((w - 1.0) ** 2)}
+
+    kwargs = dict(epochs=12, batch_size=8, key=key, monitor="loss", progress=False,
+                  patience=2 if how == "early_stopping" else None)
+    state = {"w": jnp.full(3, 3.0), "t": jnp.zeros((), jnp.int32)}
+    ahead = train.run(step, state, X, **kwargs)
+    synced = train.run(step, state, X, checkpoint=str(tmp_path / "c.npz"), checkpoint_every=1,
+                       **kwargs)
+    assert ahead.stop_reason == synced.stop_reason == how
+    if how != "epochs":
+        assert ahead.epochs_run < 12
+    assert ahead.epochs_run == synced.epochs_run and ahead.best_epoch == synced.best_epoch
+    assert ahead.history.keys() == synced.history.keys()
+    for name in ahead.history:
+        np.testing.assert_array_equal(ahead.history[name], synced.history[name])
+    assert _equal(ahead.state, synced.state)
+
+
 def test_nan_in_the_optimizer_state_stops_the_run(key):
     """Defect: the divergence check read only the loss and the parameters, so a NaN in an
     optimizer's momentum (or batch-norm statistics) trained on as if finite."""

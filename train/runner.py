@@ -934,12 +934,16 @@ def run(
     _check_state(carry.state, None if models is None else padded,
                  what="the resumed state" if resume is not None else "state")
 
+    # (epochs, stopped) of the carry, fetched with the records of the call that made it (one
+    # device-to-host transfer per call instead of three); None: fetch them from the carry
+    status = None
+
     def done_epochs():
-        e = _dist.fetch(carry.tracker.epoch)
+        e = status[0] if status is not None else _dist.fetch(carry.tracker.epoch)
         return int(e.max()) if models is not None else int(e)
 
     def all_stopped():
-        s = _dist.fetch(carry.tracker.stopped)
+        s = status[1] if status is not None else _dist.fetch(carry.tracker.stopped)
         return bool(s[:models].all()) if models is not None else bool(s)
 
     done = done_epochs() if models is None else (len(history.get("epoch", [])))
@@ -951,6 +955,18 @@ def run(
     if checkpoint_kind == "orbax":
         from train import sharded_checkpoint as _sharded
         writer = _sharded.Writer(checkpoint)
+    single = jax.process_count() == 1
+    ahead = None  # (carry, records, (epoch, stopped), active) of a call dispatched ahead
+
+    def launch(carry, before):
+        """Dispatches the call that runs epochs ``before + 1 ...`` (asynchronously)."""
+        active = min(epochs_per_call, epochs - before)
+        mask = np.array([_evaluates(before + i + 1, epochs, eval_every)
+                         for i in range(epochs_per_call)])
+        carry, records = program(carry, train_data, val_data, active, mask)
+        tracked = _tracked(carry.tracker) if single else None
+        return carry, records, tracked, active
+
     try:
         while done < epochs and not all_stopped():
             before = done
@@ -966,11 +982,26 @@ def run(
                 records = {k: _dist.fetch(v)[None] for k, v in record.items()}
                 active = 1
             else:
-                active = min(epochs_per_call, epochs - done)
-                mask = np.array([_evaluates(before + i + 1, epochs, eval_every)
-                                 for i in range(epochs_per_call)])
-                carry, records = program(carry, train_data, val_data, active, mask)
-                records = jax.device_get(records)
+                if ahead is None:
+                    ahead = launch(carry, before)
+                carry, records, tracked, active = ahead
+                ahead = None
+                after = before + active
+                # Look ahead: dispatch the next call before reading this one's results, so
+                # that the host's bookkeeping overlaps the device's next epochs. Not when a
+                # checkpoint falls after this call (it needs this carry, which the next call
+                # would consume) nor in a multi-process run (every process must agree).
+                if (single and after < epochs and (checkpoint is None
+                                                   or after // every == before // every)):
+                    ahead = launch(carry, after)  # donates carry: read via `tracked` below
+                if single:
+                    records, status = jax.device_get((records, tracked))
+                else:
+                    records = jax.device_get(records)
+                if ahead is not None and all_stopped():
+                    # The call ahead ran on a stopped carry, which the program freezes: its
+                    # carry is this one, bit for bit, and its records (NaN) are not kept.
+                    carry, ahead = ahead[0], None
             if models is None:
                 done = done_epochs()
                 ran = done - before
@@ -988,7 +1019,8 @@ def run(
                 bar.set_postfix({k: f"{history[k][-1]:.4g}" for k in ("loss", "val_loss")
                                  if k in history})
             else:
-                stopped = _dist.fetch(carry.tracker.stopped)[:models]
+                stopped = (status[1] if status is not None
+                           else _dist.fetch(carry.tracker.stopped))[:models]
                 bar.set_postfix(stopped=f"{int(stopped.sum())}/{models}")
             if checkpoint is not None and (done // every > before // every or done >= epochs
                                            or all_stopped()):
@@ -1003,6 +1035,13 @@ def run(
 
     return _result(carry, history, models, mesh,
                    counted.traces - traced_before)
+
+
+@jax.jit
+def _tracked(tracker):
+    """Copies of the tracker's epoch and stop flag: read on the host after the carry that
+    holds them is donated to the next call."""
+    return tracker.epoch + 0, tracker.stopped | False
 
 
 def check_settings(*, epochs, eval_every, epochs_per_call, models, key, patience, min_delta,
