@@ -59,57 +59,72 @@ library's speed-up over each peer on a log axis, target marks, and the shares of
 matmul peak). ``metrics.json`` holds the headline ratios: unlike every other experiment's,
 these are measurements and differ from run to run.
 
-Full run (Intel Xeon, 2 cores, CPU only, SHARED with other jobs: load average 8.5-9.8 on
-the 2 cores; 6 min 46 s)::
+Full run (Intel Xeon, 2 cores, CPU only, idle: started as the test suite finished; 3 min
+14 s)::
 
     python -m experiments run benchmark
 
-    W1 steady epoch 3.34 ms (fixed 24 ms a fit call); the library's speed-up: PyTorch 9.79x,
-    scikit-learn 7.72x, Flax linen 2.22x, Flax nnx 7.60x, NumPy 1.43x, the plain scan
-    0.87x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others: the scan,
-    linen and nnx draw the same orders from the same key splits).
-    W1 in a fresh process, 30 epochs, cold / cached: library 6.66 / 3.53 s, scan 5.06 /
-    2.27 s, linen 7.37 / 4.67 s, nnx 13.07 / 4.72 s; PyTorch 7.95 s, scikit-learn 3.65 s,
-    NumPy 0.51 s.
-    W2 21.4 steps/s, 52 GFLOP/s = 80% of the float32 matmul peak measured beside it (61
-    GFLOP/s under this load; about 430 idle), 1.32x PyTorch (61% of the peak).
-    W3 sweep against the loop of fits: 1.56x on 1 device, 1.50x on 2; 22% of the peak.
-    CNN 2.63x PyTorch, Transformer 2.79x, Mamba 4.27x.
-    digits start-up: 38.9 s cold, 16.8 s cached (interpreter 1.7, import 3.5, compile 3.4,
-    training and the rest 8.2). Targets met: 5 of 13 (a previous run, before the peak was
-    measured beside W2 and on wider sequence models: W1 against PyTorch 11.9x and the scan
-    1.01x, W3 2.56x on 1 device): the ratios near a target move across it with the load.
+    W1 steady epoch 1.36 ms (fixed 11.5 ms a fit call); the library's speed-up: PyTorch
+    16.5x, scikit-learn 8.49x, Flax linen 2.34x, Flax nnx 8.55x, NumPy 2.41x, the plain
+    scan 1.19x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
+    W1 in a fresh process, 30 epochs, cold / cached: library 3.96 / 2.18 s, scan 2.05 /
+    1.38 s, linen 3.52 / 2.34 s, nnx 5.32 / 2.66 s; PyTorch 4.08 s, scikit-learn 2.27 s,
+    NumPy 0.28 s.
+    W2 89.5 steps/s, 219 GFLOP/s = 89% of the float32 matmul peak measured beside it,
+    1.19x PyTorch (73% of the peak).
+    W3 sweep against the loop of fits: 1.47x on 1 device, 3.38x on 2; 19% of the peak.
+    CNN (Conv2D impl="patches") 2.59x PyTorch (impl="conv": 0.79x), Transformer 1.28x,
+    Mamba 6.07x.
+    digits start-up: 15.7 s cold, 9.4 s cached (interpreter 0.8, import 1.4, compile 1.9,
+    training and the rest 5.4). Targets met: 7 of 13.
+
+    Two earlier idle runs that hour: Transformer 1.36x and 1.94x, W2 79% and 88% of the
+    peak, W1 against the scan 0.83x and 0.79x (before ``train.run`` dispatched its next call
+    ahead). Under a load of 9 on the 2 cores (an earlier session) PyTorch suffered most: W1
+    9.8x, CNN (impl="conv") 2.63x, Transformer 2.79x.
 
 Where the library is behind, from profiles (perfetto traces of the compiled programs,
 ``jax.profiler.trace``; CPU seconds, which the load disturbs less than wall time):
 
-* W1: an epoch costs about 1.5 ms of CPU for ``train.fit``, ``train.make_epoch`` and the
-  plain scan alike (the runner adds nothing measurable per epoch; ``fit``'s fixed cost is
-  its checks and abstract trace). 0.2-0.3 ms of it is ``jax.random.permutation``'s stable
-  key-value sort (XLA's CPU sort calls a generated comparator). An exact replacement (a
-  one-operand sort of the same keys, ranks by ``searchsorted``, ``sort_key_val`` when two
-  keys are equal) cut the epoch 18% and a 64-model sweep's epoch 7%, with identical
-  permutations, but added 0.26 s of compilation to every program (0.51 to 0.77 s for the
-  permutation alone), more than short runs gain; it was not kept. The rest is 33 steps of
-  about 35 us of small matmuls; NumPy's step is only about 2x slower, so 3x NumPy is out of
-  reach at this model size on a CPU.
+* W1: the compiled epoch of ``train.fit`` has the plain scan's step (43 against 40 HLO
+  instructions in the loop body) plus a few dozen tiny kernels of bookkeeping (finite
+  checks, the tracker). Its cost was on the host: ``train.run`` waited for each epoch's
+  records before dispatching the next, about 0.4 ms an epoch (10 epochs a call:
+  1.5 against 1.6-2.1 ms an epoch). It now dispatches the next call first (``train.run``,
+  tested bit for bit against a run that waits), and leads the scan. 0.2-0.3 ms of an epoch
+  is ``jax.random.permutation``'s stable key-value sort (XLA's CPU sort calls a generated
+  comparator). An exact replacement (a one-operand sort of the same keys, ranks by
+  ``searchsorted``, ``sort_key_val`` when two keys are equal) cut the epoch 18% and a
+  64-model sweep's epoch 7%, with identical permutations, but added 0.26 s of compilation
+  to every program, more than short runs gain; it was not kept. The rest is 33 steps of
+  small matmuls; NumPy's step is only about 2x slower, so 3x NumPy is out of reach at this
+  model size on a CPU.
+* W2: inside the compiled loop XLA copies the 1024x1024 (and 10x1024) weight on every step
+  (copy insertion for the in-place update of a loop-carried buffer that the step's dots
+  still read), and the weight-gradient dots go to Eigen rather than the YNN fusions of the
+  forward dots: the 10% to the peak.
 * W3: the sweep's epoch is about 88 ms of CPU for 64 models, 1.4 ms a model, no cheaper
   than one fit's epoch: its batched dots run at about 24 GFLOP/s on one core. ``vmap``
   saves the loop's fixed cost per fit and its Python, not arithmetic, so about 2x is its
-  ceiling on one device here; two devices need two free cores, which this machine did not
-  have.
-* Transformer at width 64 (not the sequence experiment's 16): the library's gradient took
-  84 ms against PyTorch's whole step 41 ms. Two loop fusions of LayerNorm's backward took
-  13.5 ms each and two of GELU's 6 ms each: XLA's CPU backend fuses the transpose feeding
-  each weight-gradient dot into a 25-input elementwise chain. At width 16 the library leads.
-* CNN: the kernel- and input-gradient convolutions (``f01b_i01o->01bf``,
-  ``b01f_01oi->b01f``) take 3.4 and 2.4 ms a step, at 1.4-2 GFLOP/s, about 70% of the
-  step; a ``Conv2D`` backward through patches and a dot would avoid them (in ``nets``; not
-  done here).
+  ceiling on one device here; on two devices (two free cores) the sweep reaches 3.4x.
+* Transformer at width 16 (the row): a layer's forward and backward is 4.8 ms at batch 32,
+  of which attention 2.7 ms, the MLP 1.0 ms, LayerNorm 0.1 ms. Attention's einsums are
+  batched dots over (batch, heads), 64 products of 64x8x64 each, six per layer: without
+  its softmax the attention still takes 2.3 of its 3.1 ms; head-first layouts and
+  ``jax.nn.dot_product_attention`` were no faster, and XLA's older CPU emitters changed
+  nothing. At width 64 (an earlier session) two loop fusions of LayerNorm's backward took
+  13.5 ms each and two of GELU's 6 ms each.
+* CNN: with ``impl="conv"`` the kernel- and input-gradient convolutions
+  (``f01b_i01o->01bf``, ``b01f_01oi->b01f``) were about 70% of a step, at 1.4-2 GFLOP/s.
+  ``Conv2D(impl="patches")`` computes the same sum as one matrix product of the image's
+  patches (slices of the padded image; their transposes are pads): 7.2k to 26-28k
+  examples/s. XLA flags (``--xla_cpu_use_onednn``, the older emitters) did not move the
+  conv path.
 * Start-up: importing costs 1.4-3.5 s (jax about 1.3 s, ``matplotlib.pyplot`` 2.3 s, flax
   0.9 s, which ``train`` imports for ``flax.struct`` and ``flax.serialization``); a cached
-  run still traces and lowers its 64 programs (lowering precedes the cache lookup): 2.4-3.4
-  s; training 5-8 s under this load. Under 2 s is out of reach on this machine.
+  run still traces and lowers its 64 programs (lowering precedes the cache lookup): 1.9 s
+  idle, 2.4-3.4 s under load; the full run's training, evaluation and figures 5.4 s idle.
+  Under 2 s for the whole run is out of reach on this machine.
 """
 
 from __future__ import annotations
