@@ -437,6 +437,9 @@ def modern_cnn(input_shape=(8, 8, 1), *, features=(16, 32), kernel_size: int = 3
     """
     input_shape = _image(input_shape, "modern_cnn")
     _checks.check_int(n_classes, "n_classes: modern_cnn", 1)
+    if conv_impl not in L.CONV_IMPLS:
+        raise ValueError(f"conv_impl: modern_cnn expected one of {L.CONV_IMPLS}, got "
+                         f"{conv_impl!r}")
     if not features or any(isinstance(f, bool) or not isinstance(f, int) or f < 1
                            for f in features):
         raise ValueError(f"features: modern_cnn expected positive ints, got {features!r}")

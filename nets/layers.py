@@ -300,6 +300,7 @@ def _conv_patches(x, W, stride, padding):
 
 
 _CONV_IMPLS = {"conv": _conv, "patches": _conv_patches}
+CONV_IMPLS = tuple(_CONV_IMPLS)  # Conv2D's impl= choices
 
 
 def _check_out(out_shape, input_shape, who):

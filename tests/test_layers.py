@@ -211,6 +211,9 @@ class TestValues:
     def test_conv_impl_is_checked(self):
         with pytest.raises(ValueError, match="impl: Conv2D expected one of"):
             L.Conv2D(4, 3, impl="im2col")
+        from nets import cnn
+        with pytest.raises(ValueError, match="conv_impl: modern_cnn expected one of"):
+            cnn.modern_cnn(conv_impl="fast")
 
     @pytest.mark.parametrize("window, stride", [(2, 2), (3, 1), (2, 3)])
     def test_pools_against_loops(self, rng, window, stride):
