@@ -112,7 +112,9 @@ Where the library is behind, from profiles (perfetto traces of the compiled prog
   batched dots over (batch, heads), 64 products of 64x8x64 each, six per layer: without
   its softmax the attention still takes 2.3 of its 3.1 ms; head-first layouts and
   ``jax.nn.dot_product_attention`` were no faster, and XLA's older CPU emitters changed
-  nothing. At width 64 (an earlier session) two loop fusions of LayerNorm's backward took
+  nothing. A lead for the next step: ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=
+  dot,eltwise,reduce`` trained it at 326k tokens/s against 255k in one probe (a
+  process-wide flag, which a library should not set behind its user's back). At width 64 (an earlier session) two loop fusions of LayerNorm's backward took
   13.5 ms each and two of GELU's 6 ms each.
 * CNN: with ``impl="conv"`` the kernel- and input-gradient convolutions
   (``f01b_i01o->01bf``, ``b01f_01oi->b01f``) were about 70% of a step, at 1.4-2 GFLOP/s.
