@@ -34,7 +34,7 @@ Workloads (the systems are in :mod:`experiments._benchmark_systems`):
   ``Conv2D(impl="patches")`` (``cnn_conv_impl``: im2col, one matrix product per layer) and,
   reported under the table, with the default ``impl="conv"`` (``conv_general_dilated``),
   whose XLA:CPU convolutions and their gradients were 70% of a step (profile) and run the
-  net about 3.6 times slower than the patches on this 2-core CPU.
+  net 3 to 3.6 times slower than the patches on this 2-core CPU.
 * **Transformer** and **Mamba**: the models of ``experiments/sequence.py`` at its longest
   training length (width 16, 2 layers, 2 heads and an MLP of 32 units; d_state 4 and its
   sequential scan; 64 tokens of 10 ids, 8 classes, batch 32, Adam 3e-3 after clipping to
@@ -119,7 +119,7 @@ Where the library is behind, from profiles (perfetto traces of the compiled prog
 * CNN: with ``impl="conv"`` the kernel- and input-gradient convolutions
   (``f01b_i01o->01bf``, ``b01f_01oi->b01f``) were about 70% of a step, at 1.4-2 GFLOP/s.
   ``Conv2D(impl="patches")`` computes the same sum as one matrix product of the image's
-  patches (slices of the padded image; their transposes are pads): 7.2k to 26-28k
+  patches (a gather from the padded image, whose transpose is a scatter-add): 7.2k to 23-28k
   examples/s. XLA flags (``--xla_cpu_use_onednn``, the older emitters) did not move the
   conv path.
 * Start-up: importing costs 1.4-3.5 s (jax about 1.3 s, ``matplotlib.pyplot`` 2.3 s, flax

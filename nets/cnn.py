@@ -125,31 +125,6 @@ def _unit_bias(key, n, init, scale):
     return jnp.zeros((n,))
 
 
-def _pads(input_shape, kernel, stride, pad):
-    """Explicit ``((top, bottom), (left, right))`` padding, as Conv2D would use."""
-    if isinstance(pad, str):
-        return tuple(jax.lax.padtype_to_pads(input_shape[:2], kernel, stride, pad))
-    return tuple(tuple(p) for p in pad)
-
-
-def _patches(x, kernel, stride, pad):
-    """Every output position's input patch: ``(H, W, C) -> (H', W', kh, kw, C)``,
-    ``p[i, j, di, dj, c] = x_padded[i*s + di, j*s + dj, c]``.
-
-    A gather with static indices (``jnp.pad`` then integer indexing): equal, entry for entry,
-    to ``jax.lax.conv_general_dilated_patches`` (the tests check it), whose transpose
-    (the gradient with respect to ``x``) is a grouped convolution that XLA:CPU runs ~15x
-    slower than this gather's scatter-add when ``jax.vmap`` stacks models (train.sweep).
-    """
-    (kh, kw), (sh, sw) = kernel, stride
-    (top, bottom), (left, right) = _pads(jnp.shape(x), kernel, stride, pad)
-    H, W = jnp.shape(x)[0] + top + bottom, jnp.shape(x)[1] + left + right
-    rows = np.arange((H - kh) // sh + 1)[:, None] * sh + np.arange(kh)  # (H', kh)
-    cols = np.arange((W - kw) // sw + 1)[:, None] * sw + np.arange(kw)  # (W', kw)
-    xp = jnp.pad(x, ((top, bottom), (left, right), (0, 0)))
-    return xp[rows[:, None, :, None], cols[None, :, None, :]]  # (H', W', kh, kw, C)
-
-
 def LocallyConnected2D(features: int, kernel_size, *, stride=1, padding="SAME",
                        share: bool = False, init: str = "glorot", bias: bool = True,
                        scale: float = 0.7) -> Layer:
@@ -165,8 +140,8 @@ def LocallyConnected2D(features: int, kernel_size, *, stride=1, padding="SAME",
     bias ``b[i, j, o]`` (``Conv2D(features, k, bias=False)`` plus a bias per unit; the tests
     check the equality). A cross-correlation, padding as in Conv2D. Computed as the patches
     of ``x`` (``(H', W', kh, kw, C)``, the entries of
-    ``jax.lax.conv_general_dilated_patches``, taken by a gather, see :func:`_patches`)
-    contracted with ``W`` by ``jnp.einsum``: under ``jax.vmap`` over stacked models
+    ``jax.lax.conv_general_dilated_patches``, taken by a gather: ``nets.layers._patches``,
+    which ``Conv2D(impl="patches")`` uses too) contracted with ``W`` by ``jnp.einsum``: under ``jax.vmap`` over stacked models
     (``train.sweep``) this runs several times faster on XLA:CPU than ``conv_general_dilated``,
     whose input gradient becomes a slow grouped convolution there.
 
@@ -199,7 +174,7 @@ def LocallyConnected2D(features: int, kernel_size, *, stride=1, padding="SAME",
         if len(input_shape) != 3:
             raise ValueError(f"input_shape: {who} expected one image (H, W, C), got "
                              f"{input_shape}")
-        hw = jax.eval_shape(lambda x: _patches(x, kernel, stride, pad),
+        hw = jax.eval_shape(lambda x: L._patches(x, kernel, stride, pad),
                             jax.ShapeDtypeStruct(input_shape, jnp.float32)).shape[:2]
         out = _check_out((*hw, features), input_shape, who)
         kw, kb = jax.random.split(key)
@@ -217,7 +192,7 @@ def LocallyConnected2D(features: int, kernel_size, *, stride=1, padding="SAME",
         if jnp.ndim(x) != 3 or jnp.shape(x)[2] != W.shape[-2]:
             raise ValueError(f"x: {who} expected one image (H, W, {W.shape[-2]}), got shape "
                              f"{jnp.shape(x)}")
-        p = _patches(x, kernel, stride, pad)  # (H', W', kh, kw, C_in)
+        p = L._patches(x, kernel, stride, pad)  # (H', W', kh, kw, C_in)
         if not share and p.shape[:2] != W.shape[:2]:
             raise ValueError(f"x: {who} was built for {W.shape[:2]} output positions, got an "
                              f"image of shape {jnp.shape(x)} giving {p.shape[:2]}")

@@ -198,12 +198,14 @@ def _directional_differences(objective, treedef, shapes, flat, X, Y, hyper, V, e
                                        eps))(V)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _coordinate_differences(objective, treedef, shapes, flat, X, Y, hyper, coords, eps):
-    """Central differences along the flat coordinates ``coords`` (step ``eps e_i``), vmapped,
-    as one program."""
+def _along_coordinates(objective, treedef, shapes, flat, X, Y, hyper, coords, eps):
+    """Central differences along the flat coordinates ``coords`` (step ``eps e_i``), vmapped."""
     return jax.vmap(lambda i: _central(objective, treedef, shapes, flat, X, Y, hyper,
                                        jnp.zeros_like(flat).at[i].set(eps), eps))(coords)
+
+
+# ... as one program of their own (the chunks after a check's first)
+_coordinate_differences = jax.jit(_along_coordinates, static_argnums=(0, 1, 2))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
@@ -213,9 +215,8 @@ def _triangulation(objective, reference, treedef, shapes, params, flat, X, Y, hy
     None) and the central differences along ``coords``, as ONE program."""
     value, g_ad = jax.value_and_grad(objective)(params, X, Y, hyper)
     g_ref = None if reference is None else reference(params, X, Y, hyper)
-    fd = jax.vmap(lambda i: _central(objective, treedef, shapes, flat, X, Y, hyper,
-                                     jnp.zeros_like(flat).at[i].set(eps), eps))(coords)
-    return value, g_ad, g_ref, fd
+    return value, g_ad, g_ref, _along_coordinates(objective, treedef, shapes, flat, X, Y,
+                                                  hyper, coords, eps)
 
 
 def _traceable(fn) -> bool:

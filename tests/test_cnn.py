@@ -154,7 +154,7 @@ def test_patches_equal_lax_patches(rng):
         lax = jax.lax.conv_general_dilated_patches(
             x[None], kernel, stride, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
         lax = lax.reshape(*lax.shape[:2], 3, *kernel).transpose(0, 1, 3, 4, 2)  # (C,kh,kw) last
-        np.testing.assert_array_equal(cnn._patches(x, kernel, stride, padding), lax)
+        np.testing.assert_array_equal(L._patches(x, kernel, stride, padding), lax)
 
 
 def test_shared_equals_conv_with_a_bias_per_unit(rng):

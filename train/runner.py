@@ -942,8 +942,11 @@ def run(
         e = status[0] if status is not None else _dist.fetch(carry.tracker.epoch)
         return int(e.max()) if models is not None else int(e)
 
+    def stopped_flags():
+        return status[1] if status is not None else _dist.fetch(carry.tracker.stopped)
+
     def all_stopped():
-        s = status[1] if status is not None else _dist.fetch(carry.tracker.stopped)
+        s = stopped_flags()
         return bool(s[:models].all()) if models is not None else bool(s)
 
     done = done_epochs() if models is None else (len(history.get("epoch", [])))
@@ -994,10 +997,7 @@ def run(
                 if (single and after < epochs and (checkpoint is None
                                                    or after // every == before // every)):
                     ahead = launch(carry, after)  # donates carry: read via `tracked` below
-                if single:
-                    records, status = jax.device_get((records, tracked))
-                else:
-                    records = jax.device_get(records)
+                records, status = jax.device_get((records, tracked))  # status None: fetch
                 if ahead is not None and all_stopped():
                     # The call ahead ran on a stopped carry, which the program freezes: its
                     # carry is this one, bit for bit, and its records (NaN) are not kept.
@@ -1019,8 +1019,7 @@ def run(
                 bar.set_postfix({k: f"{history[k][-1]:.4g}" for k in ("loss", "val_loss")
                                  if k in history})
             else:
-                stopped = (status[1] if status is not None
-                           else _dist.fetch(carry.tracker.stopped))[:models]
+                stopped = stopped_flags()[:models]
                 bar.set_postfix(stopped=f"{int(stopped.sum())}/{models}")
             if checkpoint is not None and (done // every > before // every or done >= epochs
                                            or all_stopped()):
