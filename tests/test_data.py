@@ -188,6 +188,27 @@ def test_load_digits_sizes_and_types(digits_split):
     assert np.mean(y[1:] == y[:-1]) < 0.2
 
 
+def test_digits_read_without_importing_scikit_learn_are_its_arrays(monkeypatch):
+    """The CSV reader (no scikit-learn import, a second of start-up) gives load_digits()'s
+    values, and a layout it does not know falls back to scikit-learn's loader."""
+    import subprocess
+    import sys
+
+    from sklearn import datasets
+
+    X, y = data._digits_arrays()
+    reference = datasets.load_digits()
+    np.testing.assert_array_equal(X, reference.data)
+    np.testing.assert_array_equal(y, reference.target)
+    monkeypatch.setattr(data, "_DIGITS_SHAPE", (0, 0))  # as if the file had changed
+    np.testing.assert_array_equal(data._digits_arrays()[0], reference.data)
+    probe = ("import sys; from train import data; import jax; "
+             "data.load_digits(key=jax.random.key(0)); print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
+
+
 def test_load_digits_is_a_partition_and_reproducible(digits_split):
     from sklearn.datasets import load_digits
 

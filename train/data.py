@@ -461,6 +461,34 @@ _standardize = standardize  # `random_split` and `load_digits` take a flag of th
 
 
 DIGITS_INPUTS = ("unit", "standardize", "raw")
+_DIGITS_SHAPE = (1797, 65)  # 64 grey levels and the label per row
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits, ``(X (1797, 64), y (1797,))``, float64 as its loader gives them.
+
+    Read from the CSV that ships inside scikit-learn (``sklearn/datasets/data/digits.csv.gz``)
+    without importing scikit-learn, whose import costs about a second; the values are
+    ``sklearn.datasets.load_digits()``'s (tests/test_data.py compares them). Falls back to
+    that loader if the file has moved.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # locates the package, runs none of it
+    if spec is None:
+        raise ImportError("load_digits needs scikit-learn installed (its digits data ship "
+                          "inside it): python -m pip install scikit-learn")
+    for folder in spec.submodule_search_locations or ():
+        path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
+        if os.path.isfile(path):
+            with gzip.open(path, "rb") as f:
+                data = np.loadtxt(f, delimiter=",", dtype=np.float64)
+            if data.shape == _DIGITS_SHAPE:
+                return data[:, :-1], data[:, -1]
+    from sklearn import datasets  # a layout this reader does not know: the slow import
+
+    digits = datasets.load_digits()
+    return digits.data, digits.target
 
 
 def load_digits(
@@ -511,13 +539,11 @@ def load_digits(
         raise ValueError(f"inputs={inputs!r} and standardize={standardize!r} disagree: give "
                          f"one of them (standardize={standardize} means inputs={implied!r})")
     inputs = inputs or implied or "unit"
-    from sklearn import datasets  # imported here: scikit-learn is slow to import
-
-    digits = datasets.load_digits()
-    X = digits.data.astype(np.float32)  # (1797, 64), values 0..16
+    X, y = _digits_arrays()  # (1797, 64) values 0..16, (1797,)
+    X = X.astype(np.float32)
     if inputs == "unit":
         X = X / np.float32(16.0)  # exact: a power of two
-    y = digits.target.astype(np.int32)  # (1797,)
+    y = y.astype(np.int32)
     return random_split(
         X,
         y,
