@@ -40,6 +40,7 @@ EXPERIMENTS = (  # the registry, in the order `list` shows it
     "diffusion",
     "clip",
     "benchmark",
+    "benchmark-gpu",
     "sequence",
 )
 

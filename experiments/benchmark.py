@@ -474,7 +474,9 @@ def w2(config: Config, have_torch: bool, peak: Peak, log) -> dict:
 def w3_measure(request: dict) -> dict:
     """W3 in this process: the sweep, the loop of fits and the matmul peak, warm,
     ``repeats`` times each, interleaved. ``request``: lambdas, seeds, epochs, repeats, seed,
-    matmul_sizes."""
+    matmul_sizes, and optionally loop_models: the loop then times the fits of the first
+    ``loop_models`` models only and reports ``loop_s`` scaled to all of them (said in
+    ``loop_timed_models``), for sweeps whose loop would take too long to time whole."""
     import jax
 
     import train
@@ -496,8 +498,10 @@ def w3_measure(request: dict) -> dict:
                         batch_size=32, hyperparams={"l2": lambdas}, progress=False)
         jax.block_until_ready(r.params)
 
+    timed = min(request.get("loop_models") or models, models)
+
     def loop():
-        for i in range(models):
+        for i in range(timed):
             r = train.fit(loss, per_model[i], (X, y), optimizer=opt, epochs=epochs,
                           batch_size=32, key=keys[i], hyperparams={"l2": float(lambdas[i])},
                           progress=False)
@@ -514,7 +518,8 @@ def w3_measure(request: dict) -> dict:
                 raw[name].append(_seconds(sweep if name == "sweep" else loop))
     flops = (X.shape[0] // 32) * epochs * models * mlp_step_flops((64, 100, 10), 32)
     return {"devices": jax.device_count(), "models": models, "first_s": first, "raw_s": raw,
-            "sweep_s": _median(raw["sweep"]), "loop_s": _median(raw["loop"]),
+            "sweep_s": _median(raw["sweep"]), "loop_s": _median(raw["loop"]) * models / timed,
+            "loop_timed_models": timed,
             "flops": flops, "peak": _median(raw["peak"]),
             "share_of_peak": _median([flops / t / p for t, p in zip(raw["sweep"], raw["peak"])])}
 
