@@ -96,6 +96,12 @@ def _met(m) -> str:
     return {True: "met", False: "**missed**", None: "not measured"}[m]
 
 
+def _shared(machine: dict) -> bool:
+    """Another job ran at the start: the 1-minute load above 0.75 per core."""
+    la0 = machine.get("load_average_start")
+    return bool(la0) and la0[0] > 0.75 * machine["cores"]
+
+
 def markdown(results: dict) -> str:
     from experiments._framework import _command_line
     m, cfg = results["machine"], results["config"]
@@ -108,7 +114,7 @@ def markdown(results: dict) -> str:
         "",
         f"*{m['cpu']}, {m['cores']} cores, CPU only; "
         + (f"the machine was SHARED with other jobs while this ran ({load}), so absolute "
-           if la0 and la0[0] > 0.75 * m["cores"] else
+           if _shared(m) else
            f"no other heavy job at the start ({load}); on this shared virtual machine ")
         + f"times are noisy: the ratios, measured side by "
         f"side in one process tree with the systems interleaved, are what counts. Medians of "
@@ -336,7 +342,8 @@ def plot(results: dict, path) -> None:
     ax2.set_title("Share of this machine's jnp.dot peak", fontsize=9)
     ax2.grid(axis="x", alpha=0.3)
     m = results["machine"]
-    fig.suptitle(f"Benchmark on {m['cpu']} ({m['cores']} cores, shared with other jobs): "
+    load = "shared with other jobs" if _shared(m) else "no other heavy job at the start"
+    fig.suptitle(f"Benchmark on {m['cpu']} ({m['cores']} cores, {load}): "
                  f"medians of {results['config']['repeats']} interleaved repetitions",
                  fontsize=10)
     fig.tight_layout()

@@ -59,29 +59,29 @@ library's speed-up over each peer on a log axis, target marks, and the shares of
 matmul peak). ``metrics.json`` holds the headline ratios: unlike every other experiment's,
 these are measurements and differ from run to run.
 
-Full run (Intel Xeon, 2 cores, CPU only, idle: started as the test suite finished; 3 min
-14 s)::
+Full run (Intel Xeon, 2 cores, CPU only, load 1.2 at the start; 3 min 25 s)::
 
     python -m experiments run benchmark
 
-    W1 steady epoch 1.36 ms (fixed 11.5 ms a fit call); the library's speed-up: PyTorch
-    16.5x, scikit-learn 8.49x, Flax linen 2.34x, Flax nnx 8.55x, NumPy 2.41x, the plain
-    scan 1.19x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
-    W1 in a fresh process, 30 epochs, cold / cached: library 3.96 / 2.18 s, scan 2.05 /
-    1.38 s, linen 3.52 / 2.34 s, nnx 5.32 / 2.66 s; PyTorch 4.08 s, scikit-learn 2.27 s,
-    NumPy 0.28 s.
-    W2 89.5 steps/s, 219 GFLOP/s = 89% of the float32 matmul peak measured beside it,
-    1.19x PyTorch (73% of the peak).
-    W3 sweep against the loop of fits: 1.47x on 1 device, 3.38x on 2; 19% of the peak.
-    CNN (Conv2D impl="patches") 2.59x PyTorch (impl="conv": 0.79x), Transformer 1.28x,
-    Mamba 6.07x.
-    digits start-up: 15.7 s cold, 9.4 s cached (interpreter 0.8, import 1.4, compile 1.9,
-    training and the rest 5.4). Targets met: 7 of 13.
+    W1 steady epoch 1.48 ms (fixed 16.8 ms a fit call); the library's speed-up: PyTorch
+    17.0x, scikit-learn 9.26x, Flax linen 1.86x, Flax nnx 7.87x, NumPy 2.20x, the plain
+    scan 1.11x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
+    W1 in a fresh process, 30 epochs, cold / cached: library 4.08 / 2.45 s, scan 2.68 /
+    1.42 s, linen 3.82 / 2.84 s, nnx 5.93 / 3.49 s; PyTorch 5.32 s, scikit-learn 1.87 s,
+    NumPy 0.32 s.
+    W2 71.3 steps/s, 175 GFLOP/s = 86% of the float32 matmul peak measured beside it,
+    1.08x PyTorch (79% of the peak).
+    W3 sweep against the loop of fits: 1.52x on 1 device, 3.17x on 2; 20% of the peak.
+    CNN (Conv2D impl="patches") 3.28x PyTorch (impl="conv": 0.89x), Transformer 1.31x,
+    Mamba 6.69x.
+    digits start-up: 15.5 s cold, 9.1 s cached (interpreter 0.8, import 2.0, compile 1.7,
+    training and the rest 4.5). Targets met: 7 of 13.
 
-    Two earlier idle runs that hour: Transformer 1.36x and 1.94x, W2 79% and 88% of the
-    peak, W1 against the scan 0.83x and 0.79x (before ``train.run`` dispatched its next call
-    ahead). Under a load of 9 on the 2 cores (an earlier session) PyTorch suffered most: W1
-    9.8x, CNN (impl="conv") 2.63x, Transformer 2.79x.
+    The same code 15 minutes earlier: 5 of 13 (W1 0.99x the scan, W3 2.94x on 2 devices,
+    W2 82% of the peak, CNN 2.13x, Transformer 1.30x). The previous session's idle runs:
+    Transformer 1.28x, 1.36x and 1.94x, W2 79-89% of the peak. Under a load of 9 on the 2
+    cores (an earlier session) PyTorch suffered most: W1 9.8x, CNN (impl="conv") 2.63x,
+    Transformer 2.79x.
 
 Where the library is behind, from profiles (perfetto traces of the compiled programs,
 ``jax.profiler.trace``; CPU seconds, which the load disturbs less than wall time):
@@ -96,7 +96,10 @@ Where the library is behind, from profiles (perfetto traces of the compiled prog
   comparator). An exact replacement (a one-operand sort of the same keys, ranks by
   ``searchsorted``, ``sort_key_val`` when two keys are equal) cut the epoch 18% and a
   64-model sweep's epoch 7%, with identical permutations, but added 0.26 s of compilation
-  to every program, more than short runs gain; it was not kept. The rest is 33 steps of
+  to every program, more than short runs gain; it was not kept. Nor was computing the
+  next epoch's order inside the current epoch, beside its steps (the order depends on the
+  key alone): XLA:CPU did not overlap them (best epochs 0.97 and 0.99 ms, medians 1.32 and
+  1.31 ms, side by side). The rest is 33 steps of
   small matmuls; NumPy's step is only about 2x slower, so 3x NumPy is out of reach at this
   model size on a CPU.
 * W2: inside the compiled loop XLA copies the 1024x1024 (and 10x1024) weight on every step
@@ -122,10 +125,14 @@ Where the library is behind, from profiles (perfetto traces of the compiled prog
   patches (a gather from the padded image, whose transpose is a scatter-add): 7.2k to 23-28k
   examples/s. XLA flags (``--xla_cpu_use_onednn``, the older emitters) did not move the
   conv path.
-* Start-up: importing costs 1.4-3.5 s (jax about 1.3 s, ``matplotlib.pyplot`` 2.3 s, flax
-  0.9 s, which ``train`` imports for ``flax.struct`` and ``flax.serialization``); a cached
-  run still traces and lowers its 64 programs (lowering precedes the cache lookup): 1.9 s
-  idle, 2.4-3.4 s under load; the full run's training, evaluation and figures 5.4 s idle.
+* Start-up: importing costs 1.4-3.5 s (jax about 0.6-1.3 s, ``matplotlib.pyplot`` 0.4-2.3
+  s, flax 0.2-0.9 s, which ``train`` imports for ``flax.struct`` and
+  ``flax.serialization``); ``load_digits`` no longer imports scikit-learn (1-1.7 s: it
+  reads the data file inside the package). A cached run still traces and lowers its 52
+  programs (lowering precedes the cache lookup; about 40 are tiny eager ops of the set-up,
+  7 ms each): 1.7-1.9 s idle, 2.4-3.4 s under load. The rest is the run itself: training
+  3.2 s (``train.fit`` 92 epochs of a 64-256-10 MLP at about 90 us a step, then 5 MLPs for
+  72 epochs in one ``train.sweep``, about as fast per model as one fit), figures 1 s.
   Under 2 s for the whole run is out of reach on this machine.
 """
 

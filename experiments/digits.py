@@ -51,9 +51,9 @@ Full run (2-core CPU, shared)::
     early stopping kept epoch 72 of 92 (single early-stopped MLP: validation error 2.79%,
     test error 3.06%); final model, 5 MLPs retrained on training + validation: test error
     2.23% (8 of 359), the headline.
-    19,210 parameters per MLP. Wall time about 9 s for the command (2.2 s of training,
-    compilation included) on an idle machine; 32 s (20 s of training) when it was shared
-    and loaded. Metrics: ``test_error`` (the headline, the ensemble's), ``single_mlp.*``,
+    19,210 parameters per MLP. Wall time 7-9 s for the command once the compilation cache
+    is filled (3.4-3.9 s of training, its compilation included), 15-17 s cold, on a 2-core
+    machine with no other heavy job; 32 s (20 s of training) when it was shared and loaded. Metrics: ``test_error`` (the headline, the ensemble's), ``single_mlp.*``,
     ``ensemble.*``.
 
 The validation loss is flat from about epoch 20 and early stopping (``min_delta=0``) keeps
