@@ -34,6 +34,10 @@ def test_smoke_writes_every_file(smoke):
                     "## Targets", "1-minute load average"):
         assert heading in table
     assert set(results["models"]) == set(exp.SMOKE["models"])
+    # each measured target shows the range of its repetitions beside the median
+    assert "| target | wanted | measured | range | |" in table
+    for t in results["targets"]:
+        assert t["spread"] is None or t["spread"][0] <= t["spread"][1]
 
 
 def test_a_peer_that_is_not_installed_is_skipped_with_its_reason(monkeypatch):
