@@ -6,9 +6,10 @@ one measures the library against the accelerator itself, in one process, with th
 repetitions interleaved and medians quoted (the helpers are the CPU benchmark's):
 
 * **Matmul peaks**: square ``jnp.dot`` products of ``matmul_sizes``, in float32 at JAX's
-  default precision (TF32 tensor cores on an NVIDIA GPU), float32 at
-  ``precision="highest"`` and bfloat16; ``peak_calls`` products dispatched back to back per
-  timing, the fastest size's median rate is the peak of that dtype.
+  default precision (which XLA may run on TF32 tensor cores; the gap to the next row
+  says), float32 at ``precision="highest"`` and bfloat16; ``peak_calls`` products
+  dispatched back to back per timing, the fastest size's median rate is the peak of that
+  dtype.
 * **W2** (the CPU benchmark's 784-1024-1024-10 ReLU MLP, SGD, random data) at each batch
   size of ``w2_batches``, in float32 and in bfloat16 (weights and inputs cast inside the
   loss; float32 master weights and updates): steps per second, the achieved FLOP/s of the
