@@ -117,8 +117,17 @@ Where the library is behind, from profiles (perfetto traces of the compiled prog
   ``jax.nn.dot_product_attention`` were no faster, and XLA's older CPU emitters changed
   nothing. A lead for the next step: ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=
   dot,eltwise,reduce`` trained it at 326k tokens/s against 255k in one probe (a
-  process-wide flag, which a library should not set behind its user's back). At width 64 (an earlier session) two loop fusions of LayerNorm's backward took
-  13.5 ms each and two of GELU's 6 ms each.
+  process-wide flag, which a library should not set behind its user's back; in this
+  session's probes it no longer helped). Another lead: pinned to one core (``taskset -c
+  0``), one jitted training step took 5.9-6.3 ms in 4 runs against 6.3-8.5 ms on both
+  cores, alternating: XLA:CPU's hand-offs between the two cores of this VM (its thunk
+  executor and YNN's thread pool) cost up to a quarter of a step of tiny ops. JAX has no
+  setting for its CPU thread count; the affinity is the process's. Tried this session and
+  no faster: attention as broadcast products and sums (13x slower), both heads in one
+  product per sequence through a head mask (128x16x64 instead of 64x8x64: the same time),
+  and the XLA CPU flags for the scheduler, vector width, XNNPACK and single-threaded Eigen.
+  At width 64 (an earlier session) two loop fusions of LayerNorm's backward took 13.5 ms
+  each and two of GELU's 6 ms each.
 * CNN: with ``impl="conv"`` the kernel- and input-gradient convolutions
   (``f01b_i01o->01bf``, ``b01f_01oi->b01f``) were about 70% of a step, at 1.4-2 GFLOP/s.
   ``Conv2D(impl="patches")`` computes the same sum as one matrix product of the image's
