@@ -245,6 +245,14 @@ def markdown(results: dict) -> str:
         vs = "" if torch_rate is None else f", {rate / torch_rate:.2f}x PyTorch eager"
         out += [f"The CNN row uses `Conv2D(impl=\"{cnn.get('conv_impl', 'patches')}\")`; with "
                 f"`impl=\"{impl}\"` the same net trains at {rate:,.0f} examples/s{vs}.", ""]
+    tf = results["models"].get("transformer", {})
+    for n, rate in tf.get("rate", {}).items():
+        if n.startswith("library_"):
+            torch_rate = tf["rate"].get("torch")
+            vs = "" if torch_rate is None else f", {rate / torch_rate:.2f}x PyTorch eager"
+            out += [f"The Transformer row uses `impl=\"{tf.get('attention_impl')}\"`; with "
+                    f"`impl=\"{n[len('library_'):]}\"` (autodiff of the written attention) "
+                    f"the same model trains at {rate:,.0f} tokens/s{vs}.", ""]
 
     if "startup" in results:
         su = results["startup"]["median"]

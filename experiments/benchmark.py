@@ -206,6 +206,10 @@ class Config:
     # the sequence experiment's models (experiments/sequence.py) at its longest length
     seq_len: Annotated[int, Range(3, 4096)] = 64  # tokens per sequence
     seq_width: Width = 16  # d_model of the Transformer (2 heads, MLP 2 d) and Mamba
+    # the Transformer row's attention impl ("custom_vjp": the written forward pass and the
+    # hand-derived backward, the faster one on a CPU); "written" is timed beside it and
+    # reported under the table
+    seq_attention_impl: Literal["custom_vjp", "written", "jax"] = "custom_vjp"
     seq_vocab: Annotated[int, Range(2, 10_000)] = 8  # data tokens = classes (ids: vocab + 2)
     seq_state: Width = 4  # Mamba's d_state
     mamba_scan: Literal["sequential", "parallel"] = "sequential"  # Mamba's scan in the library
@@ -576,12 +580,16 @@ def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
     T, d, V, N = config.seq_len, config.seq_width, config.seq_vocab, config.seq_state
     # the sequence experiment's settings: ids vocab + 2, 2 layers, Adam 3e-3 after clipping
     # the gradients to global norm 1
+
+    def transformer_of(impl):
+        return transformer.model(vocab_size=V + 2, n_classes=V, seq_len=T, d_model=d,
+                                 n_heads=2, n_layers=2, d_mlp=2 * d, impl=impl)
+
     specs = {
         "cnn": lambda: (cnn.modern_cnn(conv_impl=config.cnn_conv_impl).model, images, y, 32,
                         None, systems.torch_cnn, images.transpose(0, 3, 1, 2)),
         "transformer": lambda: (
-            transformer.model(vocab_size=V + 2, n_classes=V, seq_len=T, d_model=d, n_heads=2,
-                              n_layers=2, d_mlp=2 * d), Xs, ys, config.seq_batch, 1.0,
+            transformer_of(config.seq_attention_impl), Xs, ys, config.seq_batch, 1.0,
             lambda: systems.torch_transformer(V + 2, V, T, d, 2, 2, 2 * d), Xs),
         "mamba": lambda: (
             mamba.model(vocab_size=V + 2, n_classes=V, seq_len=T, d_model=d, n_layers=2,
@@ -602,6 +610,10 @@ def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
             trainers[f"library_{other}"] = _Fit(
                 objective.make(cnn.modern_cnn(conv_impl=other).model), params, (Xm, ym),
                 optimizer=opt, batch_size=batch, seed=config.seed)
+        if name == "transformer" and config.seq_attention_impl != "written":
+            trainers["library_written"] = _Fit(  # autodiff of the written attention
+                objective.make(transformer_of("written")), params, (Xm, ym), optimizer=opt,
+                batch_size=batch, seed=config.seed)
         if have_torch:
             trainers["torch"] = systems.TorchLoop(torch_model(), X_torch, ym, batch_size=batch,
                                                   optimizer="adam", learning_rate=lr,
@@ -621,6 +633,8 @@ def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
              "rate": {n: per_epoch / _median(v) for n, v in raw.items()}}
         if name == "cnn":
             m["conv_impl"] = config.cnn_conv_impl
+        if name == "transformer":
+            m["attention_impl"] = config.seq_attention_impl
         if have_torch:
             m["speedup_torch"] = m["rate"]["library"] / m["rate"]["torch"]
         out[name] = m

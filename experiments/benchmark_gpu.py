@@ -51,7 +51,7 @@ import numpy as np
 
 from experiments._config import Annotated, Distinct, NonEmpty, OneOf, Range, Samples, Width, Widths
 
-IMPLS = ("written", "jax")  # nets.transformer.IMPLS, without importing jax here
+IMPLS = ("written", "jax", "custom_vjp")  # nets.transformer.IMPLS, without importing jax
 DTYPES = ("float32", "float32_highest", "bfloat16")
 
 

@@ -4,6 +4,7 @@ not installed are skipped with a line; the FLOP count of an MLP step."""
 
 import dataclasses
 import json
+import math
 
 import pytest
 
@@ -59,3 +60,14 @@ def test_mlp_step_flops_counts_forward_and_both_backward_products():
 def test_a_transformer_width_that_2_heads_cannot_split_is_refused():
     with pytest.raises(ValueError, match="seq_width"):
         exp.check(dataclasses.replace(exp.Config(), seq_width=9))
+
+
+def test_the_transformer_row_times_the_written_attention_beside_its_impl():
+    """The row's model uses seq_attention_impl (custom_vjp by default); autodiff of the
+    written attention trains the same model beside it and the table reports both."""
+    cfg = dataclasses.replace(exp.Config(), **{**exp.SMOKE, "models": ("transformer",)})
+    out = exp.models_vs_torch(cfg, False, exp._digits(0), lambda text: None)
+    row = out["transformer"]
+    assert row["attention_impl"] == "custom_vjp"
+    assert set(row["rate"]) == {"library", "library_written"}
+    assert all(math.isfinite(r) for r in row["rate"].values())  # timings: not asserted
