@@ -34,6 +34,7 @@ A tiny CNN for 8x8 grey images, composed and vmapped over a batch:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -464,20 +465,62 @@ def _scale_shift(d):
     return {"gamma": jnp.ones((d,)), "beta": jnp.zeros((d,))}
 
 
-def LayerNorm(*, eps: float = 1e-5) -> Layer:
+def _layer_norm(x, gamma, beta, eps):
+    mean = jnp.mean(x, -1, keepdims=True)
+    var = jnp.mean((x - mean) ** 2, -1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * gamma + beta
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _layer_norm_custom_vjp(x, gamma, beta, eps):
+    return _layer_norm(x, gamma, beta, eps)
+
+
+def _layer_norm_forward(x, gamma, beta, eps):
+    mean = jnp.mean(x, -1, keepdims=True)
+    r = jax.lax.rsqrt(jnp.mean((x - mean) ** 2, -1, keepdims=True) + eps)  # 1 / sigma
+    xhat = (x - mean) * r
+    return xhat * gamma + beta, (xhat, r, gamma)
+
+
+def _layer_norm_backward(eps, residuals, dy):
+    """``dx = (g - mean(g) - xhat mean(g xhat)) / sigma`` with ``g = dy * gamma`` (the
+    Jacobian of standardising a row), ``dgamma = sum dy xhat``, ``dbeta = sum dy`` over
+    every axis but the last."""
+    xhat, r, gamma = residuals
+    g = dy * gamma
+    dx = r * (g - jnp.mean(g, -1, keepdims=True)
+              - xhat * jnp.mean(g * xhat, -1, keepdims=True))
+    rows = tuple(range(dy.ndim - 1))
+    return (dx.astype(xhat.dtype), jnp.sum(dy * xhat, rows).astype(gamma.dtype),
+            jnp.sum(dy, rows).astype(gamma.dtype))
+
+
+_layer_norm_custom_vjp.defvjp(_layer_norm_forward, _layer_norm_backward)
+NORM_IMPLS = ("autodiff", "custom_vjp")  # LayerNorm's impl= choices
+
+
+def LayerNorm(*, eps: float = 1e-5, impl: str = "autodiff") -> Layer:
     """Layer normalisation over the last axis (Ba et al. 2016, arXiv:1607.06450):
     ``y = gamma * (x - mean) / sqrt(var + eps) + beta``, mean and (biased) variance over the
     last axis of the example. Shapes: ``s -> s``; params ``{"gamma": (d,), "beta": (d,)}``
-    with ``d = s[-1]``: vectors, so :mod:`nets.penalties` does not decay them."""
+    with ``d = s[-1]``: vectors, so :mod:`nets.penalties` does not decay them.
+
+    ``impl="autodiff"`` (default) differentiates the formula; ``"custom_vjp"`` computes the
+    same forward pass and the hand-derived backward (``_layer_norm_backward``: equal to
+    autodiff's to 1e-10 in float64, tests/test_layers.py), fewer passes over the
+    activations: a width-16 Transformer's training step about 1.15x faster on XLA:CPU.
+    Reverse mode only, as every ``jax.custom_vjp``."""
+    if impl not in NORM_IMPLS:
+        raise ValueError(f"impl: LayerNorm expected one of {NORM_IMPLS}, got {impl!r}")
+    norm = _layer_norm if impl == "autodiff" else _layer_norm_custom_vjp
 
     def init(key, input_shape):
         input_shape = _shape(input_shape, "LayerNorm")
         return input_shape, _scale_shift(input_shape[-1]), ()
 
     def apply(params, state, x, *, train=False, key=None):
-        mean = jnp.mean(x, -1, keepdims=True)
-        var = jnp.mean((x - mean) ** 2, -1, keepdims=True)
-        return (x - mean) * jax.lax.rsqrt(var + eps) * params["gamma"] + params["beta"], state
+        return norm(x, params["gamma"], params["beta"], eps), state
 
     return Layer(init, apply)
 

@@ -1,6 +1,7 @@
 """Layers for one example: shapes, values against NumPy loops, combinators, BatchNorm and
 dropout semantics, jit == no-jit, a CNN's gradient against central differences."""
 
+import functools
 import zlib
 
 import chex
@@ -441,3 +442,35 @@ def test_serial_refuses_params_or_state_of_another_length():
         layer.apply(params, (), jnp.ones(2))
     with pytest.raises(ValueError, match=r"expected params .* got dict"):
         layer.apply({}, state, jnp.ones(2))
+
+
+@pytest.mark.parametrize("shape", [(6,), (4, 6), (2, 3, 6)])
+def test_layer_norm_custom_vjp_is_autodiff_of_the_formula(shape):
+    """LayerNorm(impl="custom_vjp"): the same output, and its hand-derived backward equals
+    jax.grad of the formula w.r.t. x, gamma and beta to 1e-10 in float64, for one row and
+    for leading axes (gamma's gradient summed over them). A wrong Jacobian, e.g. without
+    the xhat * mean(g xhat) term, is off by far more (checked on the backward itself)."""
+    rng = np.random.default_rng(zlib.crc32(repr(shape).encode()))
+    err = functools.partial(gradcheck.relative_error, floor=1e-3)
+    with jax.enable_x64(True):
+        x, G = rng.normal(size=shape) * 3 + 1, rng.normal(size=shape)
+        params = {"gamma": rng.normal(size=shape[-1]), "beta": rng.normal(size=shape[-1])}
+
+        def loss(params, x, impl):
+            return jnp.sum(G * L.LayerNorm(impl=impl).apply(params, (), x)[0])
+
+        grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)
+        (v_mine, g_mine), (v_ref, g_ref) = (grad(params, x, impl)
+                                            for impl in ("custom_vjp", "autodiff"))
+        assert float(v_mine) == float(v_ref)
+        for a, b in zip(jax.tree.leaves(g_mine), jax.tree.leaves(g_ref)):
+            assert err(np.asarray(a), np.asarray(b)) < 1e-10
+        _, res = L._layer_norm_forward(x, params["gamma"], params["beta"], 1e-5)
+        xhat, r, gamma = res
+        dx = L._layer_norm_backward(1e-5, res, G)[0]
+        g = G * gamma
+        dropped = r * (g - jnp.mean(g, -1, keepdims=True))  # no xhat * mean(g xhat)
+        assert err(np.asarray(dropped), np.asarray(dx)) > 1e-3
+    with pytest.raises(ValueError, match=r"impl: LayerNorm expected one of \('autodiff', "
+                                         r"'custom_vjp'\), got 'fast'"):
+        L.LayerNorm(impl="fast")
