@@ -40,7 +40,10 @@ Workloads (the systems are in :mod:`experiments._benchmark_systems`):
   sequential scan; 64 tokens of 10 ids, 8 classes, batch 32, Adam 3e-3 after clipping to
   global norm 1) on a delayed-copy target: tokens per second of training against PyTorch
   eager (attention by ``F.scaled_dot_product_attention``; Mamba's scan step by step, as
-  ``mamba_ssm``'s reference ``selective_scan_ref``, PyTorch's only scan on a CPU).
+  ``mamba_ssm``'s reference ``selective_scan_ref``, PyTorch's only scan on a CPU). The
+  library's Transformer uses ``seq_attention_impl`` (default ``"custom_vjp"``: the
+  hand-derived backward passes of attention and layer norm), and the same model with
+  autodiff (``"written"``) is timed beside it and reported under the table.
 * **Start-up**: ``python -m experiments run digits`` (its full default run) in a fresh
   process, with an empty compilation cache and again with the filled one, split into the
   interpreter, import, compilation (tracing, lowering, compiling or reading the cache: the
@@ -59,29 +62,29 @@ library's speed-up over each peer on a log axis, target marks, and the shares of
 matmul peak). ``metrics.json`` holds the headline ratios: unlike every other experiment's,
 these are measurements and differ from run to run.
 
-Full run (Intel Xeon, 2 cores, CPU only, load 1.2 at the start; 3 min 25 s)::
+Full run (Intel Xeon, 2 cores, CPU only, load 1.3 at the start; 2 min 53 s)::
 
     python -m experiments run benchmark
 
-    W1 steady epoch 1.48 ms (fixed 16.8 ms a fit call); the library's speed-up: PyTorch
-    17.0x, scikit-learn 9.26x, Flax linen 1.86x, Flax nnx 7.87x, NumPy 2.20x, the plain
-    scan 1.11x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
-    W1 in a fresh process, 30 epochs, cold / cached: library 4.08 / 2.45 s, scan 2.68 /
-    1.42 s, linen 3.82 / 2.84 s, nnx 5.93 / 3.49 s; PyTorch 5.32 s, scikit-learn 1.87 s,
-    NumPy 0.32 s.
-    W2 71.3 steps/s, 175 GFLOP/s = 86% of the float32 matmul peak measured beside it,
-    1.08x PyTorch (79% of the peak).
-    W3 sweep against the loop of fits: 1.52x on 1 device, 3.17x on 2; 20% of the peak.
-    CNN (Conv2D impl="patches") 3.28x PyTorch (impl="conv": 0.89x), Transformer 1.31x,
-    Mamba 6.69x.
-    digits start-up: 15.5 s cold, 9.1 s cached (interpreter 0.8, import 2.0, compile 1.7,
-    training and the rest 4.5). Targets met: 7 of 13.
+    W1 steady epoch 1.43 ms (fixed 16.9 ms a fit call); the library's speed-up: PyTorch
+    13.0x, scikit-learn 9.21x, Flax linen 2.09x, Flax nnx 7.01x, NumPy 2.11x, the plain
+    scan 1.06x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
+    W1 in a fresh process, 30 epochs, cold / cached: library 2.89 / 1.70 s, scan 1.74 /
+    1.18 s, linen 2.94 / 1.97 s, nnx 4.14 / 2.06 s; PyTorch 3.62 s, scikit-learn 1.75 s,
+    NumPy 0.19 s.
+    W2 65.2 steps/s, 160 GFLOP/s = 90% of the float32 matmul peak measured beside it,
+    1.20x PyTorch (75% of the peak).
+    W3 sweep against the loop of fits: 1.36x on 1 device, 2.98x on 2; 24% of the peak.
+    CNN (Conv2D impl="patches") 2.77x PyTorch (impl="conv": 0.84x), Transformer
+    (impl="custom_vjp") 1.60x (impl="written": 1.34x), Mamba 7.04x.
+    digits start-up: 10.4 s cold, 5.4 s cached (interpreter 0.5, import 1.0, compile 1.2,
+    training and the rest 2.7). Targets met: 7 of 13.
 
-    The same code 15 minutes earlier: 5 of 13 (W1 0.99x the scan, W3 2.94x on 2 devices,
-    W2 82% of the peak, CNN 2.13x, Transformer 1.30x). The previous session's idle runs:
-    Transformer 1.28x, 1.36x and 1.94x, W2 79-89% of the peak. Under a load of 9 on the 2
-    cores (an earlier session) PyTorch suffered most: W1 9.8x, CNN (impl="conv") 2.63x,
-    Transformer 2.79x.
+    Two earlier runs this session (the Transformer with autodiff): 5 and 7 of 13; W1 0.99x
+    and 1.11x the scan, W2 82% and 86% of the peak, W3 2.94x and 3.17x on 2 devices, CNN
+    2.13x and 3.28x, Transformer 1.30x and 1.31x, the cached digits run 8.9 and 9.1 s (the
+    machine ran faster during the last run). Under a load of 9 on the 2 cores (an earlier
+    session) PyTorch suffered most: W1 9.8x, CNN (impl="conv") 2.63x, Transformer 2.79x.
 
 Where the library is behind, from profiles (perfetto traces of the compiled programs,
 ``jax.profiler.trace``; CPU seconds, which the load disturbs less than wall time):
