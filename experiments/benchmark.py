@@ -330,26 +330,36 @@ def _w1_init(seed: int):
 
 
 class Peak:
-    """The float32 ``jnp.dot`` rate of square ``n x n`` products: :meth:`measure` times
-    ``calls`` products of each size and returns the fastest size's median rate (FLOP/s).
-    Measured again beside every repetition of W2 and W3: on a shared machine the peak moves
-    with the load, and a share of it means something only when measured side by side."""
+    """The ``jnp.dot`` rate of square ``n x n`` products (float32 unless ``dtype``, at
+    ``precision``): :meth:`measure` times ``calls`` products of each size and returns the
+    fastest size's median rate (FLOP/s). Measured again beside every repetition of W2 and
+    W3: on a shared machine the peak moves with the load, and a share of it means something
+    only when measured side by side."""
 
-    def __init__(self, sizes):
+    def __init__(self, sizes, *, dtype=None, precision=None):
         import jax
         import jax.numpy as jnp
-        self.jax, self.dot = jax, jax.jit(jnp.dot)
+        self.jax = jax
+        self.dot = jax.jit(lambda x, y: jnp.dot(x, y, precision=precision))
         self.arrays = {n: jax.random.normal(jax.random.key(n), (n, n), jnp.float32)
-                       for n in sizes}
+                       .astype(dtype or jnp.float32) for n in sizes}
         for a in self.arrays.values():
             self.dot(a, a).block_until_ready()
         self.history: list[dict] = []
 
-    def measure(self, calls: int = 3) -> float:
+    def measure(self, calls: int = 3, *, together: bool = False) -> float:
+        """``together``: one timing of ``calls`` products dispatched back to back (an
+        accelerator's rate, without a host round trip per product), else the median of
+        ``calls`` timings of one product each."""
         rates = {}
         for n, a in self.arrays.items():
-            times = [_seconds(lambda: self.dot(a, a).block_until_ready()) for _ in range(calls)]
-            rates[n] = 2 * n ** 3 / _median(times)
+            if together:
+                seconds = _seconds(lambda: self.jax.block_until_ready(
+                    [self.dot(a, a) for _ in range(calls)])) / calls
+            else:
+                seconds = _median([_seconds(lambda: self.dot(a, a).block_until_ready())
+                                   for _ in range(calls)])
+            rates[n] = 2 * n ** 3 / seconds
         self.history.append(rates)
         return max(rates.values())
 
@@ -581,6 +591,7 @@ def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
     import optax
 
     from nets import cnn, mamba, objective, transformer
+    from nets import layers as L
     rng = np.random.default_rng(config.seed)
     X, y = data[0][:config.cnn_examples], data[1][:config.cnn_examples]
     images = X.reshape(-1, 8, 8, 1)
@@ -604,6 +615,15 @@ def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
                         d_state=N, scan=config.mamba_scan), Xs, ys, config.seq_batch, 1.0,
             lambda: systems.torch_mamba(V + 2, V, T, d, 2, d_state=N), Xs),
     }
+    # the row's impl, and the library's other impls timed beside it (reported under the
+    # table): the other Conv2D impl; the written attention's autodiff
+    impls = {"cnn": ("conv_impl", config.cnn_conv_impl),
+             "transformer": ("attention_impl", config.seq_attention_impl)}
+    alternatives = {
+        "cnn": {i: lambda i=i: cnn.modern_cnn(conv_impl=i).model
+                for i in L.CONV_IMPLS if i != config.cnn_conv_impl},
+        "transformer": ({} if config.seq_attention_impl == "written"
+                        else {"written": lambda: transformer_of("written")})}
     out = {}
     for name in config.models:
         model, Xm, ym, batch, clip, torch_model, X_torch = specs[name]()
@@ -613,15 +633,10 @@ def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
             optax.clip_by_global_norm(clip), optax.adam(lr))
         trainers = {"library": _Fit(objective.make(model), params, (Xm, ym), optimizer=opt,
                                     batch_size=batch, seed=config.seed)}
-        if name == "cnn":  # the other Conv2D impl, same parameters (its parameter tree)
-            other = "conv" if config.cnn_conv_impl == "patches" else "patches"
-            trainers[f"library_{other}"] = _Fit(
-                objective.make(cnn.modern_cnn(conv_impl=other).model), params, (Xm, ym),
-                optimizer=opt, batch_size=batch, seed=config.seed)
-        if name == "transformer" and config.seq_attention_impl != "written":
-            trainers["library_written"] = _Fit(  # autodiff of the written attention
-                objective.make(transformer_of("written")), params, (Xm, ym), optimizer=opt,
-                batch_size=batch, seed=config.seed)
+        for impl, other in alternatives.get(name, {}).items():  # same parameter tree
+            trainers[f"library_{impl}"] = _Fit(objective.make(other()), params, (Xm, ym),
+                                               optimizer=opt, batch_size=batch,
+                                               seed=config.seed)
         if have_torch:
             trainers["torch"] = systems.TorchLoop(torch_model(), X_torch, ym, batch_size=batch,
                                                   optimizer="adam", learning_rate=lr,
@@ -639,10 +654,8 @@ def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
         unit = "examples/s" if name == "cnn" else "tokens/s"
         m = {"unit": unit, "per_epoch": per_epoch, "first_call_s": first, "raw_epoch_s": raw,
              "rate": {n: per_epoch / _median(v) for n, v in raw.items()}}
-        if name == "cnn":
-            m["conv_impl"] = config.cnn_conv_impl
-        if name == "transformer":
-            m["attention_impl"] = config.seq_attention_impl
+        if name in impls:
+            m[impls[name][0]] = impls[name][1]
         if have_torch:
             m["speedup_torch"] = m["rate"]["library"] / m["rate"]["torch"]
         out[name] = m

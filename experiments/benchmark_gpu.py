@@ -111,38 +111,18 @@ def transformer_flops_per_token(width: int, layers: int, seq_len: int, vocab: in
 
 
 def _peaks(config: Config) -> dict:
-    """``{dtype: {"rates": {n: [FLOP/s per repetition]}, "peak": median of the best}}``."""
-    import jax
+    """``{dtype: benchmark.Peak.summary()}``: each dtype's products timed back to back,
+    the dtypes interleaved over the repetitions."""
     import jax.numpy as jnp
 
-    from experiments.benchmark import _median, _rotated, _seconds
-    dots = {"float32": (jnp.float32, None), "float32_highest": (jnp.float32, "highest"),
-            "bfloat16": (jnp.bfloat16, None)}
-    programs = {}
-    for name, (dtype, precision) in dots.items():
-        for n in config.matmul_sizes:
-            a = jax.random.normal(jax.random.key(n), (n, n), jnp.float32).astype(dtype)
-            f = jax.jit(lambda x, y, p=precision: jnp.dot(x, y, precision=p))
-            f(a, a).block_until_ready()
-            programs[name, n] = (f, a)
-    raw = {key: [] for key in programs}
-
-    def timed(key):
-        f, a = programs[key]
-
-        def calls():
-            out = [f(a, a) for _ in range(config.peak_calls)]
-            jax.block_until_ready(out)
-        return config.peak_calls * 2 * key[1] ** 3 / _seconds(calls)
-
+    from experiments.benchmark import Peak, _rotated
+    peaks = {"float32": Peak(config.matmul_sizes),
+             "float32_highest": Peak(config.matmul_sizes, precision="highest"),
+             "bfloat16": Peak(config.matmul_sizes, dtype=jnp.bfloat16)}
     for r in range(config.repeats):
-        for key in _rotated(programs, r):
-            raw[key].append(timed(key))
-    out = {}
-    for name in dots:
-        rates = {n: raw[name, n] for n in config.matmul_sizes}
-        out[name] = {"rates": rates, "peak": max(_median(v) for v in rates.values())}
-    return out
+        for name in _rotated(peaks, r):
+            peaks[name].measure(config.peak_calls, together=True)
+    return {name: peak.summary() for name, peak in peaks.items()}
 
 
 def _cast(tree, dtype):
@@ -270,7 +250,7 @@ def _markdown(results: dict) -> str:
               + " | peak TFLOP/s |", "| --- |" + " ---: |" * (len(cfg["matmul_sizes"]) + 1)]
     for name, p in results["peaks"].items():
         lines.append(f"| {name} | " + " | ".join(
-            f"{np.median(p['rates'][n]) / 1e12:.1f}" for n in cfg["matmul_sizes"])
+            f"{p['rates'][n] / 1e12:.1f}" for n in cfg["matmul_sizes"])
             + f" | {p['peak'] / 1e12:.1f} |")
     lines += ["", f"## W2: MLP {'-'.join(map(str, cfg['w2_sizes']))}, SGD", "",
               "| batch | dtype | steps/s | TFLOP/s | share of that dtype's peak |",

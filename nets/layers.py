@@ -465,22 +465,21 @@ def _scale_shift(d):
     return {"gamma": jnp.ones((d,)), "beta": jnp.zeros((d,))}
 
 
-def _layer_norm(x, gamma, beta, eps):
+def _layer_norm_forward(x, gamma, beta, eps):
+    """``(y, residuals)``: the formula, and what the hand-derived backward needs."""
     mean = jnp.mean(x, -1, keepdims=True)
-    var = jnp.mean((x - mean) ** 2, -1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * gamma + beta
+    r = jax.lax.rsqrt(jnp.mean((x - mean) ** 2, -1, keepdims=True) + eps)  # 1 / sigma
+    xhat = (x - mean) * r
+    return xhat * gamma + beta, (xhat, r, gamma)
+
+
+def _layer_norm(x, gamma, beta, eps):
+    return _layer_norm_forward(x, gamma, beta, eps)[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _layer_norm_custom_vjp(x, gamma, beta, eps):
     return _layer_norm(x, gamma, beta, eps)
-
-
-def _layer_norm_forward(x, gamma, beta, eps):
-    mean = jnp.mean(x, -1, keepdims=True)
-    r = jax.lax.rsqrt(jnp.mean((x - mean) ** 2, -1, keepdims=True) + eps)  # 1 / sigma
-    xhat = (x - mean) * r
-    return xhat * gamma + beta, (xhat, r, gamma)
 
 
 def _layer_norm_backward(eps, residuals, dy):
