@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import chex
 import jax
@@ -132,6 +133,82 @@ def test_sweep_stops_each_model_on_its_own(key):
     chex.assert_trees_all_equal(_row(result.params, 3), _row(result.state.params, 3))
 
 
+def _noisy_least_squares():
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    w = np.array([1.0, -1.0, 0.5, 0.0, 0.0, 0.0], np.float32)
+    X = _rng(k1).normal(size=(10, 6)).astype(np.float32)
+    y = X @ w + _rng(k2).normal(size=10).astype(np.float32)
+    Xv = _rng(k3).normal(size=(30, 6)).astype(np.float32)
+
+    def loss(p, X, y):
+        return jnp.mean((X @ p["w"] + p["b"] - y) ** 2)
+
+    return loss, (X, y), (Xv, Xv @ w)
+
+
+def test_models_that_share_a_key_are_stepped_as_one_group(key, monkeypatch):
+    """Keys [a, b, a, b, a, b]: two groups of three that share their data order, placed
+    group by group for the program and put back. Each model still ends where its own fit
+    does, also when the group's first model diverges or stops early before the others."""
+    loss, data, val = _noisy_least_squares()
+    ka, kb = jax.random.split(key)
+    keys = jnp.stack([ka, kb, ka, kb, ka, kb])
+    rates = np.array([30.0, 0.05, 0.002, 30.0, 0.1, 0.002])  # 0 and 3 lead, and diverge
+    params = {"w": jnp.asarray(_rng(key).normal(size=(6, 6)), jnp.float32),
+              "b": jnp.zeros((6,))}
+    seen = []
+    real_run = train.runner.run
+    monkeypatch.setattr(train.runner, "run", lambda *a, **k: seen.append(k) or real_run(*a, **k))
+    kw = dict(epochs=12, batch_size=2, validation=val, patience=3, progress=False)
+    with pytest.warns(RuntimeWarning, match="2 of 6 models became non-finite"):
+        result = train.sweep(loss, params, data, optimizer=train.sgd(0.1), keys=keys,
+                             hyperparams={"learning_rate": rates}, **kw)
+    assert seen[-1]["group_size"] == 3 and result.compilations == 1
+    assert result.stop_reason[0] == result.stop_reason[3] == "non_finite"
+    assert "early_stopping" in result.stop_reason and "epochs" in result.stop_reason
+    np.testing.assert_allclose(result.hyperparams["learning_rate"], rates, rtol=1e-6)
+    for i in range(6):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            alone = train.fit(loss, _row(params, i), data, optimizer=train.sgd(float(rates[i])),
+                              key=keys[i], **kw)
+        assert result.stop_reason[i] == alone.stop_reason
+        assert result.epochs_run[i] == alone.epochs_run
+        assert result.best_epoch[i] == alone.best_epoch
+        np.testing.assert_allclose(result.history["val_loss"][i, :alone.epochs_run],
+                                   alone.history["val_loss"], rtol=1e-5)
+        chex.assert_trees_all_close(_row(result.params, i), alone.params, rtol=1e-5,
+                                    atol=1e-6)
+
+
+def test_groups_of_unequal_size_are_not_grouped(key, monkeypatch):
+    loss, data, _ = _noisy_least_squares()
+    ka, kb = jax.random.split(key)
+    seen = []
+    real_run = train.runner.run
+    monkeypatch.setattr(train.runner, "run", lambda *a, **k: seen.append(k) or real_run(*a, **k))
+    r = train.sweep(loss, {"w": jnp.zeros((3, 6)), "b": jnp.zeros((3,))}, data,
+                    optimizer=train.sgd(0.01), keys=jnp.stack([ka, ka, kb]), epochs=2,
+                    batch_size=5, progress=False)
+    assert seen[-1]["group_size"] == 1
+    chex.assert_trees_all_close(_row(r.params, 0), _row(r.params, 1))  # same key, same model
+
+
+@pytest.mark.parametrize("group_size, keys, match", [
+    (3, jax.random.split(jax.random.key(0), 4), r"group_size: expected a divisor of models=4, got 3"),
+    (2, jax.random.split(jax.random.key(0), 4), r"key: with group_size=2 the models of each group must share one key .* models 0..1 have different keys"),
+    (0, jax.random.split(jax.random.key(0), 4), r"group_size: expected an int >= 1, got 0"),
+])
+def test_run_checks_its_groups_before_compiling(group_size, keys, match):
+    state = {"mu": jnp.zeros((4,))}
+    with pytest.raises(ValueError, match=match):
+        train.run(_never_called, state, _X, epochs=1, batch_size=4, key=keys, models=4,
+                  group_size=group_size, progress=False)
+    with pytest.raises(ValueError, match=r"group_size: groups of models need models="):
+        train.run(_never_called, {"mu": jnp.zeros(())}, _X, epochs=1, batch_size=4,
+                  key=jax.random.key(0), group_size=2, progress=False)
+
+
 _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
@@ -139,8 +216,8 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     from tests.test_sweep import _sweep_for_devices
     assert jax.device_count() == 2, jax.devices()
     out = {{}}
-    for models in (4, 3):  # 3 models on 2 devices: padded to 4, the copy dropped
-        r = _sweep_for_devices(models)
+    for models in (4, 3, 6):  # 3 models on 2 devices: padded to 4, the copy dropped; 6:
+        r = _sweep_for_devices(models)  # 3 groups of 2 sharing keys, padded to 4 groups
         W = r.params[0]["W"]
         out[models] = {{
             "W": np.asarray(W).tolist(),
@@ -158,15 +235,17 @@ _SGD = train.sgd(0.1)
 
 
 def _sweep_for_devices(models, devices=None):
-    """A small sweep shared by the multi-device test and its single-device reference."""
+    """A small sweep shared by the multi-device test and its single-device reference; 6
+    models are 3 groups of 2 that share a key (keys [a, a, b, b, c, c])."""
     k_d, k_v, k_m = jax.random.split(jax.random.key(42), 3)
     X, y = _toy(k_d, 24)
     init_key, key = jax.random.split(k_m)
-    params = _stacked_mlp(init_key, 4)
-    keys = jax.random.split(key, 4)
+    params = _stacked_mlp(init_key, 6)
+    keys = jax.random.split(key, 4) if models < 6 else jnp.repeat(jax.random.split(key, 3), 2)
     return train.sweep(
         _tanh_loss, _row(params, slice(0, models)), (X, y), optimizer=_SGD,
-        keys=keys[:models], hyperparams={"learning_rate": [0.1, 0.2, 0.4, 0.8][:models]},
+        keys=keys[:models],
+        hyperparams={"learning_rate": [0.1, 0.2, 0.4, 0.8, 0.3, 0.6][:models]},
         epochs=4, batch_size=6, validation=_toy(k_v, 8), patience=2, progress=False,
         devices=devices)
 
@@ -183,10 +262,11 @@ def test_sweep_spreads_models_over_two_devices():
     assert sharded["devices"] == 2 and sharded["spec"] == str(P("models"))
     assert sharded["mesh"] == {"models": 2} and sharded["compilations"] == 1
     assert out["3"]["mesh"] == {"models": 2} and out["3"]["compilations"] == 0
-    reference = _sweep_for_devices(4, devices=jax.devices()[:1])
-    assert reference.mesh is None
-    for models in ("4", "3"):
+    assert out["6"]["mesh"] == {"models": 2} and out["6"]["devices"] == 2
+    for models in ("4", "3", "6"):
         m = int(models)
+        reference = _sweep_for_devices(4 if m < 6 else 6, devices=jax.devices()[:1])
+        assert reference.mesh is None
         np.testing.assert_allclose(out[models]["W"], np.asarray(reference.params[0]["W"])[:m],
                                    rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(out[models]["val_loss"],

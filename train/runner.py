@@ -289,34 +289,64 @@ def _track(spec: Spec, carry: Carry, new_state, key, steps, means: dict, evals: 
     return new, record
 
 
-def make_epoch(spec: Spec) -> Callable:
-    """``epoch(carry, train, val, epoch_no, evaluate_now) -> (carry, record)`` on array data.
+def make_epoch(spec: Spec, group: bool = False) -> Callable:
+    """``epoch(carry, train, val, evaluate_now) -> (carry, record)`` on array data.
 
-    ``epoch_no`` (1-based) and ``evaluate_now`` are unbatched scalars, so under the sweep's
-    ``vmap`` the evaluation stays a real branch, skipped on the epochs between evaluations.
+    ``evaluate_now`` is an unbatched scalar, so under the sweep's ``vmap`` the evaluation
+    stays a real branch, skipped on the epochs between evaluations.
+
+    ``group=True``: ``carry`` holds a group of models (every leaf a leading member axis)
+    that share their key, so they share the data order and the step keys: the order is
+    drawn once, and each step gathers the batch once and runs the members' steps in one
+    ``vmap`` with the batch unbatched (JAX folds the member axis of the weights into one
+    matrix product by the batch). The group's key and step count are those of its first
+    member still training (a stopped member is frozen; it keeps what it had).
     """
+    members = (lambda f, axes: jax.vmap(f, in_axes=axes)) if group else (lambda f, axes: f)
 
     def epoch(carry: Carry, train, val, evaluate_now):
         n = _loop._num_examples(train)
-        key, k_order, k_steps, k_train, k_val = _split_epoch_key(carry.key)
-        idx = _loop.minibatch_indices(k_order, carry.tracker.steps, n=n,
+        lead = jnp.argmax(~carry.tracker.stopped) if group else None
+        pick = (lambda a: a[lead]) if group else (lambda a: a)
+        key, k_order, k_steps, k_train, k_val = _split_epoch_key(pick(carry.key))
+        idx = _loop.minibatch_indices(k_order, pick(carry.tracker.steps), n=n,
                                       batch_size=spec.batch_size, order=spec.order)
+        one_step = members(functools.partial(_call_step, spec.step), (0, None, None))
 
         def body(state, xs):
             i, batch_idx = xs
-            state, metrics = _call_step(spec.step, state, _loop._take(train, batch_idx),
-                                        jax.random.fold_in(k_steps, i))
-            return state, metrics
+            return one_step(state, _loop._take(train, batch_idx),
+                            jax.random.fold_in(k_steps, i))
 
         steps = idx.shape[0]
         state, metrics = jax.lax.scan(body, carry.state, (jnp.arange(steps), idx))
-        means = {k: jnp.mean(v, axis=0) for k, v in metrics.items()}
-        evals = _evaluations(spec, state, train, val, k_train, k_val, evaluate_now,
-                             lambda f, s, d, k: _evaluate(f, s, d, k, spec.eval_batch_size))
-        return _track(spec, carry, state, key, carry.tracker.steps + steps, means, evals,
-                      evaluate_now)
+
+        def finish(carry, state, metrics):
+            means = {k: jnp.mean(v, axis=0) for k, v in metrics.items()}
+            evals = _evaluations(spec, state, train, val, k_train, k_val, evaluate_now,
+                                 lambda f, s, d, k: _evaluate(f, s, d, k, spec.eval_batch_size))
+            return _track(spec, carry, state, key, carry.tracker.steps + steps, means, evals,
+                          evaluate_now)
+
+        return members(finish, (0, 0, 1))(carry, state, metrics)
 
     return epoch
+
+
+def _grouped(epoch: Callable, size: int) -> Callable:
+    """A group epoch (``make_epoch(spec, group=True)``) over a carry of ``models`` models
+    whose consecutive groups of ``size`` share their key: the model axis split into
+    ``(models // size, size)``, the groups ``vmap``-ed, the result joined again."""
+    split = lambda t: jax.tree.map(lambda a: a.reshape(-1, size, *a.shape[1:]), t)  # noqa: E731
+    join = lambda t, axis: jax.tree.map(  # noqa: E731
+        lambda a: a.reshape(*a.shape[:axis], -1, *a.shape[axis + 2:]), t)
+    grouped = jax.vmap(epoch, in_axes=(0, None, None, None))
+
+    def many(carry, train, val, evaluate_now):
+        carry, record = grouped(split(carry), train, val, evaluate_now)
+        return join(carry, 0), join(record, 0)
+
+    return many
 
 
 def _call_step(step, state, batch, key):
@@ -431,7 +461,7 @@ def _build_programs(functions, settings):
     to the factory, with its static settings, to make ``step, evaluate, train_evaluate,
     best_of``; the rest of ``settings`` configure the loop."""
     (factory, factory_static, batch_size, order, eval_batch_size, eval_every, patience,
-     monitor, min_delta, epochs_per_call, vmapped, shardings) = settings
+     monitor, min_delta, epochs_per_call, vmapped, group, shardings) = settings
     step, evaluate, train_evaluate, best_of = factory(*functions, *factory_static)
     spec = Spec(step, evaluate, train_evaluate, best_of, batch_size, order, eval_batch_size,
                 eval_every, patience, monitor, min_delta)
@@ -450,9 +480,12 @@ def _build_programs(functions, settings):
                              jax.jit(eval_batch), jax.jit(_split_epoch_key))
         streamed.best_of = functools.partial(_best_of, spec)
         return streamed
-    epoch = make_epoch(spec)
-    if vmapped:
-        epoch = jax.vmap(epoch, in_axes=(0, None, None, None))
+    if group > 1:
+        epoch = _grouped(make_epoch(spec, group=True), group)
+    elif vmapped:
+        epoch = jax.vmap(make_epoch(spec), in_axes=(0, None, None, None))
+    else:
+        epoch = make_epoch(spec)
     kwargs = {"donate_argnums": 0}
     if shardings is not None:
         kwargs["out_shardings"] = shardings
@@ -688,6 +721,7 @@ def run(
     resume: str | os.PathLike | None = None,
     epochs_per_call: int = 1,
     models: int | None = None,
+    group_size: int = 1,
     devices: Sequence[jax.Device] | None = None,
     mesh: Any = None,
     config: Mapping[str, Any] | None = None,
@@ -736,6 +770,12 @@ def run(
       epochs_per_call: epochs per compiled call (one ``lax.scan`` over epochs; array data).
       models: train this many models at once: every leaf of ``state`` has a leading axis of
         this length, ``key`` has shape ``(models,)``; ONE ``vmap``-ed program.
+      group_size: with ``models``, consecutive groups of this many models share their key
+        (``key = jnp.repeat(group_keys, group_size)``), hence their data order and step
+        keys: each group's order is drawn once and its batches are gathered once, and the
+        members' steps take the batch unbatched, so a first layer's products for the whole
+        group are one matrix product. The results are those of ``group_size=1`` up to
+        float rounding. Must divide ``models``; ignored on a ``"data"`` axis.
       devices: with ``models``, the devices to spread the models over (default all).
       mesh: the devices to train on, data parallel (:mod:`train.distributed`): a number of
         devices or a ``jax.sharding.Mesh`` with an axis ``"data"`` (with ``models``, the
@@ -780,6 +820,7 @@ def run(
         raise ValueError(f"patience: early stopping monitors {monitor!r}; pass validation=..., "
                          "or patience=None")
     _check_state(state, models)
+    group_size = _check_groups(key, models, group_size)
 
     stream = _is_stream(data)
     if stream:
@@ -815,7 +856,8 @@ def run(
                 "monitor": monitor, "min_delta": float(min_delta), "eval_every": eval_every,
                 "eval_batch_size": eval_batch_size, "validation": validation is not None,
                 "epochs_per_call": epochs_per_call, "models": models or 0,
-                "stream": stream, **dict(config or {})}
+                "stream": stream, **({"group_size": group_size} if group_size > 1 else {}),
+                **dict(config or {})}
 
     # --- placement and the compiled program ---
     # On one device: the data set on the device, an epoch one lax.scan (below). On a mesh
@@ -824,8 +866,11 @@ def run(
     # "models" and, with devices to spare, its batches over "data".
     requested, mesh, padded, fed = mesh, None, None, None
     if models is not None:
-        mesh, padded = _dist.sweep_mesh(models, requested, devices,
+        # the devices and the padding count whole groups (padding copies the last model,
+        # so an added group's members share the last model's key)
+        mesh, padded = _dist.sweep_mesh(models // group_size, requested, devices,
                                         None if stream else batch_size, _devices_for)
+        padded *= group_size
         device = (list(devices)[0] if devices else None) or (
             mesh.devices.flat[0] if mesh is not None else jax.devices()[0])
         sharded = mesh is not None and (int(dict(mesh.shape).get(_dist.DATA, 1)) > 1
@@ -851,7 +896,7 @@ def run(
         fed = built.fed if stream else built
     program = built if sharded and stream else cached(
         _build_programs, factory[1], common + (epochs_per_call, models is not None,
-                                               shardings))
+                                               group_size, shardings))
     counted = built if built is not None else program
     traced_before = counted.traces
 
@@ -1157,6 +1202,27 @@ def _devices_for(models: int, available: int) -> int:
     best = min(range(1, min(models, available) + 1),
                key=lambda d: (math.ceil(models / d), math.ceil(models / d) * d, -d))
     return best
+
+
+def _check_groups(key, models: int | None, group_size) -> int:
+    """``group_size`` checked: it divides ``models`` and every group's keys are equal."""
+    group_size = _checks.check_int(group_size, "group_size", 1)
+    if group_size == 1:
+        return 1
+    if models is None:
+        raise ValueError(f"group_size: groups of models need models=, got group_size="
+                         f"{group_size} for one model")
+    if models % group_size:
+        raise ValueError(f"group_size: expected a divisor of models={models}, got {group_size}")
+    data = np.asarray(jax.random.key_data(key)).reshape(models // group_size, group_size, -1)
+    unequal = np.flatnonzero((data != data[:, :1]).any(axis=(1, 2)))
+    if unequal.size:
+        g = int(unequal[0])
+        raise ValueError(
+            f"key: with group_size={group_size} the models of each group must share one key "
+            f"(key = jnp.repeat(group_keys, {group_size})); models {g * group_size}.."
+            f"{(g + 1) * group_size - 1} have different keys")
+    return group_size
 
 
 def _pad(tree, extra: int):

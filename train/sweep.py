@@ -106,6 +106,30 @@ def grid(**axes: Sequence[float]) -> dict[str, np.ndarray]:
     return {k: m.ravel() for k, m in zip(names, mesh)}
 
 
+def _key_groups(keys) -> tuple[int, np.ndarray | None]:
+    """``(size, order)``: models with equal keys form groups of ``size`` (1 when every key
+    differs, or the groups differ in size); ``order`` lists the models group by group, in the
+    order of each group's first model (``None`` when they already are)."""
+    models = keys.shape[0]
+    data = np.asarray(jax.random.key_data(keys)).reshape(models, -1)
+    _, inverse, counts = np.unique(data, axis=0, return_inverse=True, return_counts=True)
+    if len(counts) == models or (counts != counts[0]).any():
+        return 1, None
+    first = np.full(len(counts), models)
+    np.minimum.at(first, inverse.ravel(), np.arange(models))
+    rank = np.argsort(np.argsort(first))  # group ids in order of first appearance
+    order = np.argsort(rank[inverse.ravel()], kind="stable")
+    return int(counts[0]), None if (order == np.arange(models)).all() else order
+
+
+def _reorder(tree, order):
+    """Every leaf's model axis taken in ``order`` (``None``: unchanged)."""
+    if order is None:
+        return tree
+    return jax.tree.map(lambda a: a[order] if isinstance(a, jax.Array) else np.asarray(a)[order],
+                        tree)
+
+
 def _leading(tree) -> set[int]:
     return {np.shape(leaf)[0] if np.ndim(leaf) else -1 for leaf in jax.tree.leaves(tree)}
 
@@ -196,6 +220,12 @@ def sweep(
         checkpoint_every=None, order=order, eval_batch_size=eval_batch_size,
         n=_rows(train_np), batch_size=batch_size)
     _runner._check_state(params, models, what="state.params")
+    # Models that share a key share their data order: ONE program step per group (a first
+    # layer's products become one matrix product of the shared batch), the models placed
+    # group by group here and put back in the caller's order below.
+    group_size, placed = _key_groups(keys)
+    params, keys, model_state = _reorder((params, keys, model_state), placed)
+    hp = {k: v if np.ndim(v) == 0 else _reorder(v, placed) for k, v in hp.items()}
 
     def make_state():  # optimizer.init runs eager ops: only after the labels are checked
         state = jax.vmap(lambda p, ms: _loop.init_state(p, optimizer, model_state=ms))(
@@ -209,12 +239,21 @@ def sweep(
         None, jax.eval_shape(make_state), tuple(train_np), make_state=make_state, epochs=epochs, key=keys, batch_size=batch_size,
         validation=None if val_np is None else tuple(val_np), eval_batch_size=eval_batch_size,
         eval_every=eval_every, patience=patience, min_delta=min_delta, order=order,
-        progress=progress, epochs_per_call=epochs_per_call, models=models, devices=devices,
+        progress=progress, epochs_per_call=epochs_per_call, models=models,
+        group_size=group_size, devices=devices,
         mesh=mesh,
         desc=f"sweep ({models} models)",
         probe=lambda trace: _check_labels(trace, loss_fn, one, train_np, val_np),
         factory=(_factory, (loss_fn, *(metrics or {}).values()),
                  (optimizer, has_aux, loss_takes_key, names)))
+    if placed is not None:  # back in the caller's order
+        back = np.argsort(placed)
+        result = dataclasses.replace(
+            result, state=_reorder(result.state, back), best=_reorder(result.best, back),
+            history={k: v[back] for k, v in result.history.items()},
+            best_epoch=result.best_epoch[back], epochs_run=result.epochs_run[back],
+            stop_reason=[result.stop_reason[i] for i in back],
+            non_finite_epoch=result.non_finite_epoch[back])
     diverged = [i for i, r in enumerate(result.stop_reason) if r == "non_finite"]
     if diverged:
         hint = _target_hint(train_np[1])
