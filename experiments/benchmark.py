@@ -527,7 +527,9 @@ def w3_measure(request: dict) -> dict:
     one = jax.jit(lambda k: mlp.init(k, (64, 100, 10), scheme="he"))
     per_model = [one(init_keys[i % S]) for i in range(models)]
     stacked = jax.tree.map(lambda *a: jax.numpy.stack(a), *per_model)
-    keys = jax.random.split(jax.random.key(request["seed"] + 1), models)
+    # seed i: its initial parameters and its data order, shared by the L lambdas (the
+    # sweep steps each seed's models as one group; train.sweep's docstring)
+    keys = jax.random.split(jax.random.key(request["seed"] + 1), S)[np.arange(models) % S]
     loss = systems.mlp_loss()  # W1's loss and optimizer: the loop shares W1's program
     opt = train.sgd(0.1, l2=1e-4)
 

@@ -58,8 +58,8 @@ Full run (2-core CPU, shared)::
     (c) validation / test error (mean of 3 seeds); shares of weights with |W| < 1e-3, with
         |W| < 1e-6, exactly 0:
         none 7.5 / 6.4%: 0.4%, 0%, 0;  l2 7.0 / 6.3%: 1.7%, 0%, 0;
-        l1 7.6 / 6.7%: 64.5%, 2.1%, 0;  weight_elimination 6.9 / 6.1%: 1.2%, 0%, 0;
-        l2+l1 7.3 / 6.8%: 73.1%, 3.4%, 0;  l2+weight_elimination 7.1 / 6.6%: 3.8%, 0%, 0;
+        l1 7.6 / 6.7%: 64.4%, 2.2%, 0;  weight_elimination 6.9 / 6.1%: 1.2%, 0%, 0;
+        l2+l1 7.3 / 6.8%: 73.2%, 3.6%, 0;  l2+weight_elimination 7.1 / 6.6%: 3.8%, 0%, 0;
         dropout 0.5: 7.1 / 5.5%: 0.3%, 0%, 0.
         L1 (subgradient SGD) leaves 62% of the weights between 1e-6 and 1e-3 (most near
         1e-5), none exactly 0, for 0.1-0.3 points of error. The combinations' validation
@@ -68,7 +68,9 @@ Full run (2-core CPU, shared)::
 
     Wall time 77 s for the command on a loaded machine with a warm compilation cache
     (sweep 42 s, early stopping 3 s, the 7 penalty programs 23 s); 106 s in a run under
-    heavier load. Two runs wrote byte-identical metrics.json.
+    heavier load; 43 s on a quiet machine (this session, with (a)'s 3 seeds trained as groups
+    that share their data order, ``train.sweep``: every number above unchanged).
+    Two runs wrote byte-identical metrics.json.
 
 Files: ``lambda_sweep.png``, ``early_stopping.png``, ``penalties.png``, ``history.csv``
 (the long run of (b), per epoch), ``sweep.csv`` (every model of (a): lambda, seed, final

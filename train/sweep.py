@@ -10,6 +10,17 @@ would have taken it alone (up to float32 rounding: batched and unbatched matrix 
 may sum in different orders). Early stopping runs per model inside the ``vmap``: best
 parameters are kept with ``jnp.where`` and a stopped model is frozen while the others train.
 
+Models that share a key share their data order (the usual design: one key per seed, the
+same for every hyperparameter value, ``keys = seed_keys[np.arange(models) % seeds]``).
+:func:`sweep` then trains each group of such models as one: the order is drawn and each
+batch gathered once per group, and the members step in one ``vmap`` that takes the batch
+unbatched, so a first layer's products for the whole group are one matrix product of the
+batch by the stacked weights (``train.run(group_size=...)``; the models are placed group by
+group and the results put back in the caller's order). It applies when every group has the
+same size; the results are the per-model program's up to float rounding (equal to 1e-15 in
+float64). W3 of the benchmark (64 models, 8 seeds): 1.10-1.12x faster on one and two
+devices.
+
 On several devices (GPUs, or CPU cores exposed as devices with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``) the model axis is split across them:
 a ``Mesh`` from ``jax.make_mesh`` with axis name ``"models"`` and ``NamedSharding(mesh,
@@ -176,7 +187,8 @@ def sweep(
       data: ``(X, Y)`` shared by all models.
       optimizer: an optax optimizer; to sweep its hyperparameters it must be built with
         ``optax.inject_hyperparams`` (:func:`train.sgd` is).
-      keys: ``(models,)`` typed PRNG keys: each model's data order and loss keys.
+      keys: ``(models,)`` typed PRNG keys: each model's data order and loss keys; models
+        with equal keys are trained as groups (module docstring), which is faster.
       epochs, batch_size, validation, patience, min_delta, metrics, eval_batch_size,
         eval_every, order, has_aux, loss_takes_key, num_classes, progress, epochs_per_call:
         as in :func:`train.fit`, the same for every model.
