@@ -24,7 +24,9 @@ Workloads (the systems are in :mod:`experiments._benchmark_systems`):
   products), the peak measured beside every repetition and each repetition's share taken
   against its own peak; and against PyTorch eager.
 * **W3** ``w3_lambdas x w3_seeds`` digits models (W1's), ``w3_epochs`` epochs:
-  :func:`train.sweep` (one ``vmap``-ed program; lambda injected per model) against a Python
+  :func:`train.sweep` (one ``vmap``-ed program; lambda injected per model; seed ``i`` is one
+  key for its initial parameters and its data order, shared by its lambdas, so the sweep
+  steps each seed's models as one group) against a Python
   loop over :func:`train.fit` (one compiled program shared by the loop), with the share of
   the peak, on the one CPU device JAX exposes by default (in this process) and, in a child
   process, with the cores exposed as ``w3_devices`` devices (``jax_num_cpu_devices``; the
@@ -62,24 +64,27 @@ library's speed-up over each peer on a log axis, target marks, and the shares of
 matmul peak). ``metrics.json`` holds the headline ratios: unlike every other experiment's,
 these are measurements and differ from run to run.
 
-Full run (Intel Xeon, 2 cores, CPU only, load 1.3 at the start; 2 min 53 s)::
+Full run (Intel Xeon, 2 cores, CPU only, load 0.9 at the start; 2 min 51 s)::
 
     python -m experiments run benchmark
 
-    W1 steady epoch 1.43 ms (fixed 16.9 ms a fit call); the library's speed-up: PyTorch
-    13.0x, scikit-learn 9.21x, Flax linen 2.09x, Flax nnx 7.01x, NumPy 2.11x, the plain
-    scan 1.06x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
-    W1 in a fresh process, 30 epochs, cold / cached: library 2.89 / 1.70 s, scan 1.74 /
-    1.18 s, linen 2.94 / 1.97 s, nnx 4.14 / 2.06 s; PyTorch 3.62 s, scikit-learn 1.75 s,
-    NumPy 0.19 s.
-    W2 65.2 steps/s, 160 GFLOP/s = 90% of the float32 matmul peak measured beside it,
-    1.20x PyTorch (75% of the peak).
-    W3 sweep against the loop of fits: 1.36x on 1 device, 2.98x on 2; 24% of the peak.
-    CNN (Conv2D impl="patches") 2.77x PyTorch (impl="conv": 0.84x), Transformer
-    (impl="custom_vjp") 1.60x (impl="written": 1.34x), Mamba 7.04x.
-    digits start-up: 10.4 s cold, 5.4 s cached (interpreter 0.5, import 1.0, compile 1.2,
-    training and the rest 2.7). Targets met: 7 of 13.
+    W1 steady epoch 1.05 ms (fixed 11.6 ms a fit call); the library's speed-up: PyTorch
+    15.0x, scikit-learn 9.33x, Flax linen 2.62x, Flax nnx 7.33x, NumPy 1.95x, the plain
+    scan 1.14x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
+    W1 in a fresh process, 30 epochs, cold / cached: library 2.83 / 1.81 s, scan 1.88 /
+    1.22 s, linen 2.69 / 1.99 s, nnx 4.33 / 2.35 s; PyTorch 3.63 s, scikit-learn 1.48 s,
+    NumPy 0.20 s.
+    W2 87.3 steps/s, 214 GFLOP/s = 90% of the float32 matmul peak measured beside it,
+    1.23x PyTorch (74% of the peak).
+    W3 sweep against the loop of fits: 1.73x on 1 device, 3.55x on 2 (3.05x-3.69x over the
+    repetitions); 24% of the peak.
+    CNN (Conv2D impl="patches") 2.38x PyTorch (impl="conv": 0.78x), Transformer
+    (impl="custom_vjp") 1.70x (impl="written": 1.52x), Mamba 6.01x.
+    digits start-up: 10.7 s cold, 5.6 s cached (interpreter 0.5, import 1.0, compile 1.2,
+    training and the rest 2.8). Targets met: 8 of 13.
 
+    The previous session's last run (before the sweep grouped its models by key): 7 of 13,
+    W3 1.36x on 1 device and 2.98x on 2, Transformer 1.60x, W1 2.11x NumPy.
     Two earlier runs this session (the Transformer with autodiff): 5 and 7 of 13; W1 0.99x
     and 1.11x the scan, W2 82% and 86% of the peak, W3 2.94x and 3.17x on 2 devices, CNN
     2.13x and 3.28x, Transformer 1.30x and 1.31x, the cached digits run 8.9 and 9.1 s (the
@@ -118,6 +123,17 @@ Where the library is behind, from profiles (perfetto traces of the compiled prog
   axis) 0.53 and 0.52 ms of about 2 ms; the vmapped permutation sort 17% of an epoch
   (13.7 of about 80 ms), yet an exact faster permutation (two one-operand sorts, 1.7x
   faster alone) changed the sweep by 1.01x on 1 device and 0.97x on 2: not kept.
+  Since then the sweep trains the models that share a key (here each seed's 8 lambdas) as
+  one group: one order and one gathered batch per group, and the first layer's forward and
+  weight gradient one matrix product each for the group's 8 models (800x64 by 64x32, YNN):
+  1.10-1.12x on 1 and 2 devices in paired probes (results equal to 1e-15 in float64). The
+  profile of that program, per step of the 64 models (about 2 ms): the second layer's two
+  batched dots (64 products of 32x100x10, Eigen, about 10 GFLOP/s) 0.72 ms, the first
+  layer's two folded products 0.61 ms, elementwise fusions the rest. The hidden
+  activations come out (hidden, batch)-major, because ``mlp.apply`` is written per example
+  (``W @ a``) and ``vmap`` appends the batch axis; written ``a @ W.T`` the sweep's step was
+  1.10x faster in a probe, W1's not at all, and every published MLP number would move by
+  float rounding: not changed.
 * Transformer at width 16 (the row): a layer's forward and backward is 4.8 ms at batch 32,
   of which attention 2.7 ms, the MLP 1.0 ms, LayerNorm 0.1 ms. Attention's einsums are
   batched dots over (batch, heads), 64 products of 64x8x64 each, six per layer: without
