@@ -110,6 +110,27 @@ def test_random_order_is_a_fresh_permutation_each_epoch(key):
     assert not np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 33, 1079, 1626, 5000, 1 << 16, (1 << 16) + 1])
+def test_random_order_is_jax_random_permutation_element_for_element(n):
+    """The radix-sorted permutation equals JAX's key-value-sorted one (one round up to
+    n = 1625, two beyond; JAX's own above 2**16), for one key and for a vmapped batch."""
+    keys = jax.random.split(jax.random.key(n), 4)
+    ours = jax.jit(jax.vmap(lambda k: loop.permutation(k, n)))(keys)
+    for k, got in zip(keys, np.asarray(ours)):
+        np.testing.assert_array_equal(got, np.asarray(jax.random.permutation(k, n)))
+
+
+def test_the_stable_argsort_keeps_equal_keys_in_index_order():
+    """Ties in the 32-bit keys (rare in a shuffle, so forced here), in the low half, the
+    high half and both: the order of np.argsort(kind="stable")."""
+    rng = np.random.default_rng(0)
+    for high, low in [(4, 1 << 16), (1 << 16, 4), (3, 3), (1, 1)]:
+        bits = (rng.integers(0, high, 5000, dtype=np.uint32) << 16) | rng.integers(
+            0, low, 5000, dtype=np.uint32)
+        got = np.asarray(jax.jit(loop._stable_argsort_u32)(jnp.asarray(bits)))
+        np.testing.assert_array_equal(got, np.argsort(bits, kind="stable"))
+
+
 def test_epoch_is_n_over_b_steps_and_averages_aux(key):
     """An epoch takes n // batch_size steps; aux values are averaged over them."""
     X, y = _toy(key, n=12)

@@ -221,6 +221,44 @@ def _mulmod(a: jax.Array, b: int, n: int) -> jax.Array:
     return r
 
 
+def _stable_argsort_u32(bits: jax.Array) -> jax.Array:
+    """The stable argsort of ``n <= 2**16`` uint32 keys by two one-operand sorts.
+
+    An LSD radix sort with two digits of 16 bits, each pass one ``jnp.sort`` of packed
+    words: ``low half << 16 | index`` orders by the low half (ties by index); then ``high
+    half | position in pass 1`` orders by the high half, ties in the order of pass 1. A
+    one-operand sort of uint32 runs about twice as fast on XLA:CPU as the key-value
+    ``lax.sort_key_val`` (which calls a generated comparator).
+    """
+    n = bits.shape[0]
+    idx = jnp.arange(n, dtype=jnp.uint32)
+    first = jnp.sort((bits << jnp.uint32(16)) | idx)
+    perm = (first & jnp.uint32(0xFFFF)).astype(jnp.int32)
+    position = jnp.zeros(n, jnp.uint32).at[perm].set(idx, unique_indices=True)
+    second = jnp.sort((bits & jnp.uint32(0xFFFF0000)) | position)
+    return perm[(second & jnp.uint32(0xFFFF)).astype(jnp.int32)]
+
+
+def permutation(key: jax.Array, n: int) -> jax.Array:
+    """``jax.random.permutation(key, n)``, element for element, faster for ``n <= 2**16``.
+
+    JAX shuffles by ``rounds = ceil(3 ln n / ln(2**32 - 1))`` stable sorts of ``arange(n)``
+    by fresh 32-bit random keys (``key, sub = split(key)``; ``bits(sub, (n,), uint32)``); this
+    takes the same keys and the same stable order, but sorts with
+    :func:`_stable_argsort_u32` (W1's epoch of 1,079 examples: 0.2 of its 1.0-1.4 ms was the
+    key-value sort; this one takes about half of it). Larger ``n``: JAX's own. The test
+    suite checks the equality for many sizes and keys, ties included.
+    """
+    if n > 1 << 16:
+        return jax.random.permutation(key, n)
+    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+    x = jnp.arange(n, dtype=jnp.int32)
+    for _ in range(rounds):
+        key, sub = jax.random.split(key)
+        x = x[_stable_argsort_u32(jax.random.bits(sub, (n,), jnp.uint32))]
+    return x
+
+
 def _check_batching(n: int, batch_size, order) -> int:
     """``batch_size`` as an ``int`` (NumPy integers accepted, like ``epochs``)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
@@ -251,7 +289,7 @@ def minibatch_indices(key: jax.Array, step: jax.Array, *, n: int, batch_size: in
     batch_size = _check_batching(n, batch_size, order)
     steps = n // batch_size
     if order == "random":
-        idx = jax.random.permutation(key, n)[: steps * batch_size]
+        idx = permutation(key, n)[: steps * batch_size]
     else:
         start = _mulmod(jnp.asarray(step, jnp.int32) % n, batch_size % n, n)
         idx = (start + jnp.arange(steps * batch_size, dtype=jnp.int32)) % n
