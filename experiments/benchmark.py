@@ -100,16 +100,19 @@ Where the library is behind, from profiles (perfetto traces of the compiled prog
   records before dispatching the next, about 0.4 ms an epoch (10 epochs a call:
   1.5 against 1.6-2.1 ms an epoch). It now dispatches the next call first (``train.run``,
   tested bit for bit against a run that waits), and leads the scan. 0.2-0.3 ms of an epoch
-  is ``jax.random.permutation``'s stable key-value sort (XLA's CPU sort calls a generated
-  comparator). An exact replacement (a one-operand sort of the same keys, ranks by
-  ``searchsorted``, ``sort_key_val`` when two keys are equal) cut the epoch 18% and a
-  64-model sweep's epoch 7%, with identical permutations, but added 0.26 s of compilation
-  to every program, more than short runs gain; it was not kept. Nor was computing the
-  next epoch's order inside the current epoch, beside its steps (the order depends on the
-  key alone): XLA:CPU did not overlap them (best epochs 0.97 and 0.99 ms, medians 1.32 and
-  1.31 ms, side by side). The rest is 33 steps of
-  small matmuls; NumPy's step is only about 2x slower, so 3x NumPy is out of reach at this
-  model size on a CPU.
+  was ``jax.random.permutation``'s stable key-value sort (XLA's CPU sort calls a generated
+  comparator for the pair). An exact replacement with ranks by ``searchsorted`` and a
+  ``sort_key_val`` fallback for equal keys cut the epoch 18% but added 0.26 s of
+  compilation to every program; not kept. The one kept (:func:`train.loop.permutation`)
+  is the same permutation, element for element, by two one-operand uint32 sorts (an LSD
+  radix sort with 16-bit digits, each pass's index packed into the word): 93 against 204
+  us for 1,079 examples, no compile time measurable beside it, W1's epoch 0.76-0.92 ms
+  against 0.92-1.03 ms in alternating processes. Computing the next epoch's order inside
+  the current epoch, beside its steps, or in a second program dispatched ahead of it,
+  gained nothing: XLA:CPU did not overlap them. The rest is 33 steps of 28 operations,
+  the five matmuls 60% of it (7-9 us each for 32x64x100). Against NumPy, the medians of
+  nine alternating processes this session ranged 2.0x-3.1x: 3x NumPy is at the edge of
+  the noise at this model size on a CPU.
 * W2: inside the compiled loop XLA copies the 1024x1024 (and 10x1024) weight on every step
   (copy insertion for the in-place update of a loop-carried buffer that the step's dots
   still read), and the weight-gradient dots go to Eigen rather than the YNN fusions of the
