@@ -163,7 +163,7 @@ def test_models_that_share_a_key_are_stepped_as_one_group(key, monkeypatch):
     with pytest.warns(RuntimeWarning, match="2 of 6 models became non-finite"):
         result = train.sweep(loss, params, data, optimizer=train.sgd(0.1), keys=keys,
                              hyperparams={"learning_rate": rates}, **kw)
-    assert seen[-1]["group_size"] == 3 and result.compilations == 1
+    assert seen[-1]["group_size"] == result.group_size == 3 and result.compilations == 1
     assert result.stop_reason[0] == result.stop_reason[3] == "non_finite"
     assert "early_stopping" in result.stop_reason and "epochs" in result.stop_reason
     np.testing.assert_allclose(result.hyperparams["learning_rate"], rates, rtol=1e-6)
@@ -190,7 +190,7 @@ def test_groups_of_unequal_size_are_not_grouped(key, monkeypatch):
     r = train.sweep(loss, {"w": jnp.zeros((3, 6)), "b": jnp.zeros((3,))}, data,
                     optimizer=train.sgd(0.01), keys=jnp.stack([ka, ka, kb]), epochs=2,
                     batch_size=5, progress=False)
-    assert seen[-1]["group_size"] == 1
+    assert seen[-1]["group_size"] == r.group_size == 1
     chex.assert_trees_all_close(_row(r.params, 0), _row(r.params, 1))  # same key, same model
 
 

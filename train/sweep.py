@@ -96,6 +96,7 @@ class SweepResult:
     mesh: Mesh | None  # the device mesh the model axis was spread over (None: one device)
     compilations: int  # programs this call traced and compiled: 1, or 0 when an earlier
     #                    sweep with the same loss, optimizer object and settings did
+    group_size: int = 1  # models per group of equal keys stepped as one (1: no groups)
 
 
 def grid(**axes: Sequence[float]) -> dict[str, np.ndarray]:
@@ -292,6 +293,7 @@ def sweep(
         state=final,
         mesh=result.mesh,
         compilations=result.compilations,
+        group_size=group_size,
     )
 
 
