@@ -14,6 +14,7 @@ import pytest
 
 import nets
 import train
+from tests._child import env_with_devices
 from nets import mlp, objective
 from train import runner
 
@@ -360,8 +361,7 @@ r = train.sweep(loss, params, (X, y), optimizer=train.sgd(0.1), keys=keys, epoch
 print(len(jax.devices()), r.mesh.devices.size, r.history["loss"].shape,
       r.state.params[0]["W"].shape[0], r.mesh.shape["models"], r.mesh.shape["data"])
 """
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
+    env = env_with_devices(4)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr

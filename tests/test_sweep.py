@@ -17,6 +17,7 @@ from jax.sharding import PartitionSpec as P
 
 import nets
 import train
+from tests._child import env_with_devices
 from nets import mlp, objective
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -251,8 +252,7 @@ def _sweep_for_devices(models, devices=None):
 
 
 def test_sweep_spreads_models_over_two_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
+    env = env_with_devices(2)
     out = {}
     for models in ((4, 3), (6,)):  # one process after the other: less memory at once
         proc = subprocess.run(
