@@ -255,7 +255,8 @@ def sweep(
         progress=progress, epochs_per_call=epochs_per_call, models=models,
         group_size=group_size, devices=devices,
         mesh=mesh,
-        desc=f"sweep ({models} models)",
+        desc=f"sweep ({models} models"
+             + (f", {models // group_size} groups of shared keys)" if group_size > 1 else ")"),
         probe=lambda trace: _check_labels(trace, loss_fn, one, train_np, val_np),
         factory=(_factory, (loss_fn, *(metrics or {}).values()),
                  (optimizer, has_aux, loss_takes_key, names)))
