@@ -182,6 +182,38 @@ def test_models_that_share_a_key_are_stepped_as_one_group(key, monkeypatch):
                                     atol=1e-6)
 
 
+def test_grouped_models_with_state_and_dropout_match_their_fits(x64):
+    """A group of 3 models sharing a key (so sharing dropout masks and batches) with batch
+    norm (state updated every step, statistics across the batch), dropout (loss keys),
+    metrics every 2 epochs and 2 epochs per call: each model as its own fit, in float64."""
+    from nets import layers as L
+    from nets.model import Model
+    net = Model(L.serial(L.Dense(6), L.BatchNorm(), L.Activation("tanh"), L.Dropout(0.3),
+                         L.Dense(3)), (4,))
+    X, y = _toy(jax.random.key(3), 24)
+    X = X.astype(np.float64)
+    inits = [net.init(k) for k in jax.random.split(jax.random.key(4), 3)]
+    params, state = jax.tree.map(
+        lambda *a: np.stack(a).astype(np.float64) if np.asarray(a[0]).dtype.kind == "f"
+        else np.stack(a), *inits)
+    keys = jnp.stack([jax.random.key(5)] * 3)
+    rates = np.array([0.05, 0.2, 0.5])
+    kw = dict(epochs=5, batch_size=6, validation=_toy(jax.random.key(6), 9), eval_every=2,
+              epochs_per_call=2, progress=False)
+    loss = objective.make(net)
+    r = train.sweep(loss, params, (X, y), optimizer=train.sgd(0.1), keys=keys,
+                    model_state=state, hyperparams={"learning_rate": rates}, **kw)
+    assert r.group_size == 3
+    for i in range(3):
+        alone = train.fit(loss, _row(params, i), (X, y), optimizer=train.sgd(float(rates[i])),
+                          key=keys[i], model_state=_row(state, i), **kw)
+        chex.assert_trees_all_close(_row(r.params, i), alone.params, rtol=1e-12, atol=1e-12)
+        chex.assert_trees_all_close(_row(r.model_state, i), alone.model_state, rtol=1e-12,
+                                    atol=1e-12)
+        np.testing.assert_allclose(r.history["val_loss"][i], alone.history["val_loss"],
+                                   rtol=1e-12)
+
+
 def test_groups_of_unequal_size_are_not_grouped(key, monkeypatch):
     loss, data, _ = _noisy_least_squares()
     ka, kb = jax.random.split(key)
