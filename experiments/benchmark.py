@@ -64,28 +64,31 @@ library's speed-up over each peer on a log axis, target marks, and the shares of
 matmul peak). ``metrics.json`` holds the headline ratios: unlike every other experiment's,
 these are measurements and differ from run to run.
 
-Full run (Intel Xeon, 2 cores, CPU only, load 0.9 at the start; 2 min 51 s)::
+Full run (Intel Xeon, 2 cores, CPU only, load 1.3 at the start; 2 min 37 s)::
 
     python -m experiments run benchmark
 
-    W1 steady epoch 1.05 ms (fixed 11.6 ms a fit call); the library's speed-up: PyTorch
-    15.0x, scikit-learn 9.33x, Flax linen 2.62x, Flax nnx 7.33x, NumPy 1.95x, the plain
-    scan 1.14x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
-    W1 in a fresh process, 30 epochs, cold / cached: library 2.83 / 1.81 s, scan 1.88 /
-    1.22 s, linen 2.69 / 1.99 s, nnx 4.33 / 2.35 s; PyTorch 3.63 s, scikit-learn 1.48 s,
-    NumPy 0.20 s.
-    W2 87.3 steps/s, 214 GFLOP/s = 90% of the float32 matmul peak measured beside it,
-    1.23x PyTorch (74% of the peak).
-    W3 sweep against the loop of fits: 1.73x on 1 device, 3.55x on 2 (3.05x-3.69x over the
-    repetitions); 24% of the peak.
-    CNN (Conv2D impl="patches") 2.38x PyTorch (impl="conv": 0.78x), Transformer
-    (impl="custom_vjp") 1.70x (impl="written": 1.52x), Mamba 6.01x.
-    digits start-up: 10.7 s cold, 5.6 s cached (interpreter 0.5, import 1.0, compile 1.2,
-    training and the rest 2.8). Targets met: 8 of 13.
+    W1 steady epoch 0.75 ms (fixed 10.5 ms a fit call); the library's speed-up: PyTorch
+    19.8x, scikit-learn 11.1x, Flax linen 2.95x, Flax nnx 8.37x, NumPy 2.53x, the plain
+    scan 1.58x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
+    W1 in a fresh process, 30 epochs, cold / cached: library 3.52 / 1.99 s, scan 1.87 /
+    1.32 s, linen 3.11 / 1.95 s, nnx 4.54 / 2.93 s; PyTorch 3.75 s, scikit-learn 1.43 s,
+    NumPy 0.28 s.
+    W2 97.9 steps/s, 240 GFLOP/s = 99% of the float32 matmul peak measured beside it (72%
+    to 138% over the repetitions: the peak's own measurement moved with the machine),
+    1.14x PyTorch (73% of the peak).
+    W3 sweep against the loop of fits: 1.49x on 1 device, 3.42x on 2 (3.17x-4.01x over the
+    repetitions); 25% of the peak.
+    CNN (Conv2D impl="patches") 2.96x PyTorch (impl="conv": 0.76x), Transformer
+    (impl="custom_vjp") 1.73x (impl="written": 1.01x), Mamba 8.84x.
+    digits start-up: 13.8 s cold, 6.4 s cached (interpreter 0.6, import 1.2, compile 1.5,
+    training and the rest 3.1). Targets met: 7 of 13.
 
-    The previous session's last run (before the sweep grouped its models by key): 7 of 13,
-    W3 1.36x on 1 device and 2.98x on 2, Transformer 1.60x, W1 2.11x NumPy.
-    Two earlier runs this session (the Transformer with autodiff): 5 and 7 of 13; W1 0.99x
+    This session's two earlier runs: 8 and 6 of 13; W3 on 2 devices 3.55x and 3.34x, W1
+    1.95x and 2.07x NumPy (the first before the faster permutation), W2 90% and 84% of the
+    peak, Transformer 1.70x and 1.49x. The previous session's last run (before the sweep
+    grouped its models by key): 7 of 13, W3 2.98x on 2 devices, Transformer 1.60x.
+    Two runs of an earlier session (the Transformer with autodiff): 5 and 7 of 13; W1 0.99x
     and 1.11x the scan, W2 82% and 86% of the peak, W3 2.94x and 3.17x on 2 devices, CNN
     2.13x and 3.28x, Transformer 1.30x and 1.31x, the cached digits run 8.9 and 9.1 s (the
     machine ran faster during the last run). Under a load of 9 on the 2 cores (an earlier
