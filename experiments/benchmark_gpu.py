@@ -15,8 +15,9 @@ repetitions interleaved and medians quoted (the helpers are the CPU benchmark's)
   loss; float32 master weights and updates): steps per second, the achieved FLOP/s of the
   exact matmul count (``benchmark.mlp_step_flops``) and its share of that dtype's peak.
 * **Sweep**: ``sweep_lambdas x sweep_seeds`` digits models (W1's 64-100-10, lambda
-  geometric in [1e-5, 1e-2], ``sweep_epochs`` epochs) trained by ONE ``train.sweep``
-  against a Python loop of ``train.fit``; the loop's time is that of its first
+  geometric in [1e-5, 1e-2], ``sweep_epochs`` epochs; a seed is one key for the initial
+  weights and the data order of its lambdas, so the sweep steps each seed's models as one
+  group) trained by ONE ``train.sweep`` against a Python loop of ``train.fit``; the loop's time is that of its first
   ``loop_models`` fits scaled to all models (``loop_models = 0``: the whole loop), which
   the table says.
 * **Transformer MFU**: ``nets.transformer.model`` (``tf_layers`` pre-LN blocks of width
