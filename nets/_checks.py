@@ -94,9 +94,11 @@ def check_key(key, name: str = "key", shape: tuple | None = ()) -> None:
         hint = ""
         if dtype is not None and jnp.shape(key)[-1:] == (2,) and dtype == jnp.uint32:
             hint = " (a legacy jax.random.PRNGKey? use jax.random.key(seed))"
+        elif isinstance(key, (list, tuple)):
+            hint = " (several keys? stack them: jnp.stack(keys), or jax.random.split(key, n))"
         raise TypeError(
             f"{name}: expected a typed PRNG key from jax.random.key(seed), got "
-            f"{type(key).__name__} of dtype {dtype}{hint}")
+            f"{type(key).__name__}" + (f" of dtype {dtype}" if dtype is not None else "") + hint)
     if shape is not None and jnp.shape(key) != shape:
         raise ValueError(f"{name}: expected a key array of shape {shape}, got {jnp.shape(key)}")
 

@@ -347,6 +347,7 @@ _KEYS = jax.random.split(jax.random.key(0), 3)
 @pytest.mark.parametrize("overrides, error, match", [
     ({"keys": jax.random.key(0)}, ValueError, r"keys: expected a 1-D array of keys, one per model .* got shape \(\)"),
     ({"keys": jax.random.key_data(jax.random.key(0))}, TypeError, r"keys: expected a typed PRNG key .*legacy"),
+    ({"keys": list(_KEYS)}, TypeError, r"keys: expected a typed PRNG key from jax.random.key\(seed\), got list \(several keys\? stack them"),
     ({"keys": _KEYS[:2]}, ValueError, r"params: expected every leaf to have a leading model axis of length 2 .*got leading sizes \[3\]"),
     ({"params": {"W": jnp.zeros((3, 2, 4)), "b": jnp.zeros((2,))}}, ValueError, r"params: expected every leaf .* got leading sizes \[2, 3\]"),
     ({"hyperparams": {"lr": [0.1, 0.2, 0.3]}}, ValueError, r"hyperparams: expected names among the optimizer's injected hyperparameters \['l2', 'learning_rate'\], got 'lr'"),
