@@ -112,7 +112,8 @@ Where the library is behind, from profiles (perfetto traces of the compiled prog
   us for 1,079 examples, no compile time measurable beside it, W1's epoch 0.76-0.92 ms
   against 0.92-1.03 ms in alternating processes. Computing the next epoch's order inside
   the current epoch, beside its steps, or in a second program dispatched ahead of it,
-  gained nothing: XLA:CPU did not overlap them. The rest is 33 steps of 28 operations,
+  gained nothing: XLA:CPU did not overlap them; nor did unrolling the scan over steps by 2
+  or 3 (0.99x, paired). The rest is 33 steps of 28 operations,
   the five matmuls 60% of it (7-9 us each for 32x64x100). Against NumPy, the medians of
   nine alternating processes this session ranged 2.0x-3.1x: 3x NumPy is at the edge of
   the noise at this model size on a CPU.
@@ -156,6 +157,9 @@ Where the library is behind, from profiles (perfetto traces of the compiled prog
   no faster: attention as broadcast products and sums (13x slower), both heads in one
   product per sequence through a head mask (128x16x64 instead of 64x8x64: the same time),
   and the XLA CPU flags for the scheduler, vector width, XNNPACK and single-threaded Eigen.
+  Tried in a later session, paired over 12 interleaved repetitions, and no faster: one fused
+  QKV projection (0.996x), and ``Dense`` written ``x @ W.T`` (its 41 layout transposes,
+  0.9 ms of a step, are XLA's choice for the per-example form; not bitwise equal either).
   At width 64 (an earlier session) two loop fusions of LayerNorm's backward took 13.5 ms
   each and two of GELU's 6 ms each.
 * CNN: with ``impl="conv"`` the kernel- and input-gradient convolutions
