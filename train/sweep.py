@@ -123,6 +123,8 @@ def _key_groups(keys) -> tuple[int, np.ndarray | None]:
     differs, or the groups differ in size); ``order`` lists the models group by group, in the
     order of each group's first model (``None`` when they already are)."""
     models = keys.shape[0]
+    if not getattr(keys, "is_fully_addressable", True):  # spread over processes: not read
+        return 1, None
     data = np.asarray(jax.random.key_data(keys)).reshape(models, -1)
     _, inverse, counts = np.unique(data, axis=0, return_inverse=True, return_counts=True)
     if len(counts) == models or (counts != counts[0]).any():
