@@ -214,19 +214,24 @@ def test_grouped_models_with_state_and_dropout_match_their_fits(x64):
                                    rtol=1e-12)
 
 
-def test_groups_run_at_once_or_one_after_the_other_alike(x64, monkeypatch):
-    """On a CPU the groups run one after the other (lax.map); an accelerator vmaps them. The
-    two programs (the second forced here) give the same models, with a model stopping early."""
+@pytest.mark.parametrize("group", [2, 1])
+def test_models_run_at_once_or_in_chunks_alike(group, x64, monkeypatch):
+    """On a CPU a sweep runs its models (groups of a shared key, or single models) a few at a
+    time, the chunks one after the other (lax.map); an accelerator vmaps them all. The two
+    programs (the second forced here) give the same models, with models stopping early."""
     loss, data, val = _noisy_least_squares()
-    keys = jnp.repeat(jax.random.split(jax.random.key(7), 3), 2)  # 3 groups of 2
-    params = {"w": jnp.asarray(_rng(jax.random.key(8)).normal(size=(6, 6))), "b": jnp.zeros(6)}
+    models = 24  # 12 groups of 2: chunks of 4 groups; 24 single models: chunks of 8
+    keys = jnp.repeat(jax.random.split(jax.random.key(7), models // group), group)
+    params = {"w": jnp.asarray(_rng(jax.random.key(8)).normal(size=(models, 6))),
+              "b": jnp.zeros(models)}
     kw = dict(optimizer=train.sgd(0.1), keys=keys, epochs=8, batch_size=2, validation=val,
-              patience=2, hyperparams={"learning_rate": [0.002, 0.05, 0.01, 0.1, 0.02, 0.2]},
+              patience=2, hyperparams={"learning_rate": np.geomspace(0.002, 0.2, models)},
               progress=False)
+    assert train.runner._chunk(models // group, group, "cpu") == 8 // group
     one_after = train.sweep(loss, params, data, **kw)
-    monkeypatch.setattr(train.runner, "_sequential_groups", lambda device: False)
+    monkeypatch.setattr(train.runner, "_platform", lambda device: "gpu")
     at_once = train.sweep(loss, params, data, **kw)
-    assert one_after.group_size == at_once.group_size == 2 and at_once.compilations == 1
+    assert one_after.group_size == at_once.group_size == group and at_once.compilations == 1
     assert "early_stopping" in at_once.stop_reason
     assert one_after.stop_reason == at_once.stop_reason
     np.testing.assert_array_equal(one_after.epochs_run, at_once.epochs_run)
