@@ -64,30 +64,30 @@ library's speed-up over each peer on a log axis, target marks, and the shares of
 matmul peak). ``metrics.json`` holds the headline ratios: unlike every other experiment's,
 these are measurements and differ from run to run.
 
-Full run (Intel Xeon, 2 cores, CPU only, load 1.3 at the start; 2 min 37 s)::
+Full run (Intel Xeon, 2 cores, CPU only, load 0.8 at the start; 2 min 18 s)::
 
     python -m experiments run benchmark
 
-    W1 steady epoch 0.75 ms (fixed 10.5 ms a fit call); the library's speed-up: PyTorch
-    19.8x, scikit-learn 11.1x, Flax linen 2.95x, Flax nnx 8.37x, NumPy 2.53x, the plain
-    scan 1.58x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
-    W1 in a fresh process, 30 epochs, cold / cached: library 3.52 / 1.99 s, scan 1.87 /
-    1.32 s, linen 3.11 / 1.95 s, nnx 4.54 / 2.93 s; PyTorch 3.75 s, scikit-learn 1.43 s,
-    NumPy 0.28 s.
-    W2 97.9 steps/s, 240 GFLOP/s = 99% of the float32 matmul peak measured beside it (72%
-    to 138% over the repetitions: the peak's own measurement moved with the machine),
-    1.14x PyTorch (73% of the peak).
-    W3 sweep against the loop of fits: 1.49x on 1 device, 3.42x on 2 (3.17x-4.01x over the
-    repetitions); 25% of the peak.
-    CNN (Conv2D impl="patches") 2.96x PyTorch (impl="conv": 0.76x), Transformer
-    (impl="custom_vjp") 1.73x (impl="written": 1.01x), Mamba 8.84x.
-    digits start-up: 13.8 s cold, 6.4 s cached (interpreter 0.6, import 1.2, compile 1.5,
-    training and the rest 3.1). Targets met: 7 of 13.
+    W1 steady epoch 1.00 ms (fixed 8.8 ms a fit call); the library's speed-up: PyTorch
+    12.7x, scikit-learn 8.21x, Flax linen 2.53x, Flax nnx 6.41x, NumPy 1.95x, the plain
+    scan 1.23x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
+    W1 in a fresh process, 30 epochs, cold / cached: library 2.72 / 1.51 s, scan 1.65 /
+    1.02 s, linen 2.48 / 1.77 s, nnx 4.05 / 2.10 s; PyTorch 3.07 s, scikit-learn 1.33 s,
+    NumPy 0.19 s.
+    W2 101.7 steps/s, 249 GFLOP/s = 79% of the float32 matmul peak measured beside it (73%
+    to 108% over the repetitions), 1.22x PyTorch (71% of the peak).
+    W3 sweep against the loop of fits: 2.08x on 1 device, 4.29x on 2 (3.96x-4.76x over the
+    repetitions); 29% of the peak.
+    CNN (Conv2D impl="patches") 2.61x PyTorch (impl="conv": 0.77x), Transformer
+    (impl="custom_vjp") 1.52x (impl="written": 1.24x), Mamba 5.24x.
+    digits start-up: 11.3 s cold, 5.5 s cached (interpreter 0.5, import 1.1, compile 1.4,
+    training and the rest 2.5). Targets met: 6 of 13.
 
-    This session's two earlier runs: 8 and 6 of 13; W3 on 2 devices 3.55x and 3.34x, W1
-    1.95x and 2.07x NumPy (the first before the faster permutation), W2 90% and 84% of the
-    peak, Transformer 1.70x and 1.49x. The previous session's last run (before the sweep
-    grouped its models by key): 7 of 13, W3 2.98x on 2 devices, Transformer 1.60x.
+    This session's five runs met 8, 6, 7, 7 and 6 of 13: W3 on 2 devices 3.55x, 3.34x,
+    3.42x with the models grouped by key, then 3.84x and 4.29x with a CPU sweep's chunks;
+    W1 against NumPy 1.95x, 2.07x, 2.53x, 2.49x, 1.95x; W2 90%, 84%, 99%, 93%, 79% of the
+    peak; the Transformer 1.70x, 1.49x, 1.73x, 1.37x, 1.52x. The previous session's last
+    run: 7 of 13, W3 2.98x on 2 devices, Transformer 1.60x.
     Two runs of an earlier session (the Transformer with autodiff): 5 and 7 of 13; W1 0.99x
     and 1.11x the scan, W2 82% and 86% of the peak, W3 2.94x and 3.17x on 2 devices, CNN
     2.13x and 3.28x, Transformer 1.30x and 1.31x, the cached digits run 8.9 and 9.1 s (the
@@ -136,11 +136,18 @@ Where the library is behind, from profiles (perfetto traces of the compiled prog
   1.10-1.12x on 1 and 2 devices in paired probes (results equal to 1e-15 in float64). The
   profile of that program, per step of the 64 models (about 2 ms): the second layer's two
   batched dots (64 products of 32x100x10, Eigen, about 10 GFLOP/s) 0.72 ms, the first
-  layer's two folded products 0.61 ms, elementwise fusions the rest. The hidden
-  activations come out (hidden, batch)-major, because ``mlp.apply`` is written per example
-  (``W @ a``) and ``vmap`` appends the batch axis; written ``a @ W.T`` the sweep's step was
-  1.10x faster in a probe, W1's not at all, and every published MLP number would move by
-  float rounding: not changed.
+  layer's two folded products 0.61 ms, elementwise fusions the rest. Then, on a CPU, the
+  sweep steps a chunk of models at a time (up to 8, or one group), the chunks one after the
+  other by ``lax.map``: 1.50 s for the 64-model sweep with a key per model all at once,
+  1.08-1.20 s in chunks of 8, 0.95-1.09 s as 8 groups of 8, on one device in probes; in the
+  benchmark 2.08x-2.33x the loop on 1 device and 3.84x-4.29x on 2, 29% of the peak. Pinned
+  to one core (``taskset -c 0``) the all-at-once program was faster than on both (57 against
+  71 ms an epoch), the chunked one too (46 against 50): XLA:CPU's hand-offs between the two
+  cores cost more than they give for operations this small. The hidden activations come
+  out (hidden, batch)-major, because ``mlp.apply`` is written per example (``W @ a``) and
+  ``vmap`` appends the batch axis; written ``a @ W.T`` the sweep's step was 1.10x faster in
+  a probe, W1's not at all, and every published MLP number would move by float rounding:
+  not changed.
 * Transformer at width 16 (the row): a layer's forward and backward is 4.8 ms at batch 32,
   of which attention 2.7 ms, the MLP 1.0 ms, LayerNorm 0.1 ms. Attention's einsums are
   batched dots over (batch, heads), 64 products of 64x8x64 each, six per layer: without
