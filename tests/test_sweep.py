@@ -99,42 +99,9 @@ def test_sweep_of_64_models_compiles_once_and_matches_fit(key):
         assert np.all(np.isnan(result.history["loss"][i, alone.epochs_run:]))
 
 
-def test_sweep_stops_each_model_on_its_own(key):
-    """Noisy least squares: a small rate runs all epochs, middle rates stop early, a huge
-    rate diverges; each stopped model is frozen at its best (or last finite) parameters."""
-    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-    w = np.array([1.0, -1.0, 0.5, 0.0, 0.0, 0.0], np.float32)
-    X = _rng(k1).normal(size=(10, 6)).astype(np.float32)
-    y = X @ w + _rng(k2).normal(size=10).astype(np.float32)
-    Xv = _rng(k3).normal(size=(30, 6)).astype(np.float32)
-
-    def loss(p, X, y):
-        return jnp.mean((X @ p["w"] + p["b"] - y) ** 2)
-
-    params = {"w": jnp.zeros((4, 6)), "b": jnp.zeros((4,))}
-    with pytest.warns(RuntimeWarning, match=r"sweep: 1 of 4 models became non-finite "
-                                            r"\(models \[3\]\)"):
-        result = train.sweep(loss, params, (X, y), optimizer=train.sgd(0.1),
-                             keys=jax.random.split(key, 4),
-                             hyperparams={"learning_rate": [0.002, 0.05, 0.1, 30.0]},
-                             epochs=15, batch_size=2, validation=(Xv, Xv @ w), patience=4,
-                             progress=False)
-    assert result.stop_reason == ["epochs", "early_stopping", "early_stopping", "non_finite"]
-    val = result.history["val_loss"]
-    for i in range(4):
-        run = result.epochs_run[i]
-        assert np.all(np.isnan(val[i, run:])) and not np.any(np.isnan(val[i, :run]))
-        if result.stop_reason[i] != "non_finite":
-            assert result.best_epoch[i] == np.nanargmin(val[i]) + 1
-            np.testing.assert_allclose(loss(_row(result.params, i), Xv, Xv @ w),
-                                       val[i, result.best_epoch[i] - 1], rtol=1e-5)
-    assert result.epochs_run[1] == result.best_epoch[1] + 4
-    assert not np.isfinite(val[3, result.epochs_run[3] - 1])
-    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(result.params))
-    chex.assert_trees_all_equal(_row(result.params, 3), _row(result.state.params, 3))
-
-
 def _noisy_least_squares():
+    """``(loss, (X, y), validation)``: 10 noisy examples of a sparse linear model, 30 clean
+    validation ones."""
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
     w = np.array([1.0, -1.0, 0.5, 0.0, 0.0, 0.0], np.float32)
     X = _rng(k1).normal(size=(10, 6)).astype(np.float32)
@@ -145,6 +112,33 @@ def _noisy_least_squares():
         return jnp.mean((X @ p["w"] + p["b"] - y) ** 2)
 
     return loss, (X, y), (Xv, Xv @ w)
+
+
+def test_sweep_stops_each_model_on_its_own(key):
+    """Noisy least squares: a small rate runs all epochs, middle rates stop early, a huge
+    rate diverges; each stopped model is frozen at its best (or last finite) parameters."""
+    loss, data, val_data = _noisy_least_squares()
+    params = {"w": jnp.zeros((4, 6)), "b": jnp.zeros((4,))}
+    with pytest.warns(RuntimeWarning, match=r"sweep: 1 of 4 models became non-finite "
+                                            r"\(models \[3\]\)"):
+        result = train.sweep(loss, params, data, optimizer=train.sgd(0.1),
+                             keys=jax.random.split(key, 4),
+                             hyperparams={"learning_rate": [0.002, 0.05, 0.1, 30.0]},
+                             epochs=15, batch_size=2, validation=val_data, patience=4,
+                             progress=False)
+    assert result.stop_reason == ["epochs", "early_stopping", "early_stopping", "non_finite"]
+    val = result.history["val_loss"]
+    for i in range(4):
+        run = result.epochs_run[i]
+        assert np.all(np.isnan(val[i, run:])) and not np.any(np.isnan(val[i, :run]))
+        if result.stop_reason[i] != "non_finite":
+            assert result.best_epoch[i] == np.nanargmin(val[i]) + 1
+            np.testing.assert_allclose(loss(_row(result.params, i), *val_data),
+                                       val[i, result.best_epoch[i] - 1], rtol=1e-5)
+    assert result.epochs_run[1] == result.best_epoch[1] + 4
+    assert not np.isfinite(val[3, result.epochs_run[3] - 1])
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(result.params))
+    chex.assert_trees_all_equal(_row(result.params, 3), _row(result.state.params, 3))
 
 
 def test_models_that_share_a_key_are_stepped_as_one_group(key, monkeypatch):

@@ -489,8 +489,7 @@ def _build_programs(functions, settings):
     to the factory, with its static settings, to make ``step, evaluate, train_evaluate,
     best_of``; the rest of ``settings`` configure the loop."""
     (factory, factory_static, batch_size, order, eval_batch_size, eval_every, patience,
-     monitor, min_delta, epochs_per_call, vmapped, group, shardings) = settings
-    group, lanes, chunk = group
+     monitor, min_delta, epochs_per_call, vmapped, (group, lanes, chunk), shardings) = settings
     step, evaluate, train_evaluate, best_of = factory(*functions, *factory_static)
     spec = Spec(step, evaluate, train_evaluate, best_of, batch_size, order, eval_batch_size,
                 eval_every, patience, monitor, min_delta)

@@ -135,10 +135,9 @@ def _key_groups(keys) -> tuple[int, np.ndarray | None]:
     _, inverse, counts = np.unique(data, axis=0, return_inverse=True, return_counts=True)
     if len(counts) == models or (counts != counts[0]).any():
         return 1, None
-    first = np.full(len(counts), models)
+    first = np.full(len(counts), models)  # each group's first model
     np.minimum.at(first, inverse.ravel(), np.arange(models))
-    rank = np.argsort(np.argsort(first))  # group ids in order of first appearance
-    order = np.argsort(rank[inverse.ravel()], kind="stable")
+    order = np.argsort(first[inverse.ravel()], kind="stable")
     return int(counts[0]), None if (order == np.arange(models)).all() else order
 
 
