@@ -87,14 +87,19 @@ def targets(results: dict) -> list[dict]:
                            zip(w3["raw_s"]["sweep"], w3["raw_s"]["peak"])]))
     for name, goal in B.MODEL_TORCH_TARGET.items():
         m = results["models"].get(name, {})
-        label = f"{'CNN' if name == 'cnn' else 'Transformer'} training: library vs PyTorch eager"
+        # on every core, as PyTorch eager runs (its ops use the cores as threads): the
+        # library data parallel over the cores as devices, when the run had several
+        mine, speedup = (("library_devices", "speedup_torch_devices")
+                         if "speedup_torch_devices" in m else ("library", "speedup_torch"))
+        label = (f"{'CNN' if name == 'cnn' else 'Transformer'} training: library"
+                 + (f" ({m['devices']} CPU devices, data parallel)" if "devices" in m else "")
+                 + " vs PyTorch eager")
         if name not in results["models"]:
             rows.append(_row(label, f">= {goal:g}x", None, None,
                              note="skipped: not in config.models"))
-        elif "speedup_torch" in m:
-            rows.append(_row(label, f">= {goal:g}x", m["speedup_torch"],
-                             bool(m["speedup_torch"] >= goal),
-                             each=_ratios(m["raw_epoch_s"], "torch")))
+        elif speedup in m:
+            rows.append(_row(label, f">= {goal:g}x", m[speedup], bool(m[speedup] >= goal),
+                             each=_ratios(m["raw_epoch_s"], "torch", mine)))
         else:
             rows.append(_row(label, f">= {goal:g}x", None, None,
                              note=no_torch))
@@ -226,20 +231,32 @@ def markdown(results: dict) -> str:
             f"2 layers, width {cfg['seq_width']}, {cfg['seq_len']} tokens of "
             f"{cfg['seq_vocab'] + 2} ids, batch {cfg['seq_batch']}, Adam 3e-3 after clipping to "
             f"global norm 1.", "",
-            "| model | unit | this library | PyTorch eager | library's speed-up | target |",
-            "| --- | --- | ---: | ---: | ---: | ---: |"]
+            "| model | unit | this library, 1 device | library, all devices | PyTorch eager "
+            "| speed-up, 1 device | speed-up, all devices | target |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def rate_or_na(v, fmt="{:,.0f}"):
+        return "n/a" if v is None else fmt.format(v)
+
     for name, mdl in results["models"].items():
         goal = B.MODEL_TORCH_TARGET.get(name)
-        torch_rate = mdl["rate"].get("torch")
-        sp = mdl.get("speedup_torch")
+        dev = mdl.get("devices")
         out.append(f"| {name} | {mdl['unit']} | {mdl['rate']['library']:,.0f} | "
-                   f"{'n/a' if torch_rate is None else f'{torch_rate:,.0f}'} | "
-                   f"{'n/a' if sp is None else f'{sp:.2f}x'} | "
+                   + (f"{mdl['rate']['library_devices']:,.0f} ({dev}) | " if dev else "n/a | ")
+                   + f"{rate_or_na(mdl['rate'].get('torch'))} | "
+                   f"{rate_or_na(mdl.get('speedup_torch'), '{:.2f}x')} | "
+                   f"{rate_or_na(mdl.get('speedup_torch_devices'), '{:.2f}x')} | "
                    f"{'' if goal is None else f'>= {goal:g}x'} |")
     out.append("")
+    if any("devices" in m for m in results["models"].values()):
+        out += ["All devices: the CPU cores exposed as devices (`jax_num_cpu_devices`) in a "
+                "child process, where the three columns were timed side by side; the library "
+                "data parallel over them (`train.fit(mesh=N, data_on_devices=True)`: the same "
+                "batches in the same order, each split over the devices). PyTorch eager uses "
+                "the cores as its threads. The targets are judged on every core.", ""]
     cnn = results["models"].get("cnn", {})
     others = {n[len("library_"):]: r for n, r in cnn.get("rate", {}).items()
-              if n.startswith("library_")}
+              if n.startswith("library_") and n != "library_devices"}
     for impl, rate in others.items():
         torch_rate = cnn["rate"].get("torch")
         vs = "" if torch_rate is None else f", {rate / torch_rate:.2f}x PyTorch eager"
@@ -247,7 +264,7 @@ def markdown(results: dict) -> str:
                 f"`impl=\"{impl}\"` the same net trains at {rate:,.0f} examples/s{vs}.", ""]
     tf = results["models"].get("transformer", {})
     for n, rate in tf.get("rate", {}).items():
-        if n.startswith("library_"):
+        if n.startswith("library_") and n != "library_devices":
             torch_rate = tf["rate"].get("torch")
             vs = "" if torch_rate is None else f", {rate / torch_rate:.2f}x PyTorch eager"
             out += [f"The Transformer row uses `impl=\"{tf.get('attention_impl')}\"`; with "
@@ -290,6 +307,8 @@ def headline(results: dict) -> dict:
                                 for m in results["w3"].values()},
            "models_speedup_torch": {n: m.get("speedup_torch")
                                     for n, m in results["models"].items()},
+           "models_speedup_torch_all_devices": {
+               n: m.get("speedup_torch_devices") for n, m in results["models"].items()},
            "skipped": sorted(results.get("skipped", {}))}
     if "speedup_torch" in results["w2"]:
         out["w2_speedup_torch"] = results["w2"]["speedup_torch"]
@@ -324,8 +343,12 @@ def plot(results: dict, path) -> None:
                          "all_devices", results["w3"]["one_device"]) else None))
     for name, m in results["models"].items():
         if "speedup_torch" in m:
-            bars.append((f"{name} training vs PyTorch eager", m["speedup_torch"],
-                         B.MODEL_TORCH_TARGET.get(name)))
+            both = "speedup_torch_devices" in m
+            bars.append((f"{name} training vs PyTorch eager, 1 device", m["speedup_torch"],
+                         None if both else B.MODEL_TORCH_TARGET.get(name)))
+            if both:
+                bars.append((f"{name} training vs PyTorch eager, {m['devices']} devices",
+                             m["speedup_torch_devices"], B.MODEL_TORCH_TARGET.get(name)))
     bars = [b for b in bars if _ok(b[1]) and b[1] > 0]  # a noisy smoke run can give <= 0
     shares = [("W2, this library", results["w2"]["share_of_peak"]["library"],
                B.W2_PEAK_TARGET)]

@@ -514,11 +514,20 @@ def w3_child(request: dict) -> dict:
     return w3_measure(request)
 
 
+def models_child(request: dict) -> dict:
+    """The CNN and sequence rows with the CPU cores exposed as ``devices`` devices."""
+    import jax
+    jax.config.update("jax_num_cpu_devices", int(request["devices"]))
+    from experiments.benchmark import models_measure
+    return models_measure(request)
+
+
 def child() -> None:
     """Entry point of the child processes: a JSON request in ``argv[1]``, one JSON line out."""
     request = json.loads(sys.argv[1])
     kind = request.pop("kind")
-    out = {"w1": w1_child, "startup": startup_child, "w3": w3_child}[kind](request)
+    out = {"w1": w1_child, "startup": startup_child, "w3": w3_child,
+           "models": models_child}[kind](request)
     print("BENCHMARK-RESULT " + json.dumps(out), flush=True)
 
 

@@ -240,6 +240,10 @@ class Config:
     # the convolution and sequence rows (each against PyTorch eager)
     models: Annotated[tuple[str, ...], Distinct(), OneOf(MODELS)] = MODELS
     models_epochs: Annotated[int, Range(1, 10_000)] = 1  # E of the CNN/sequence timings
+    # CPU devices of the model rows' child process (jax_num_cpu_devices), where the library
+    # also trains data parallel over them (fit(mesh=..., data_on_devices=True)) beside its
+    # one-device run and PyTorch; 0: one per core; 1: no child, one device
+    models_devices: Annotated[int, Range(0, 256)] = 0
     cnn_examples: Annotated[int, Range(32, 1079)] = 1079  # digits training images of the CNN
     # Conv2D's impl for the CNN row ("patches": im2col, the faster one on a CPU); the other
     # impl is timed beside it and reported under the table
@@ -264,6 +268,7 @@ class Config:
 SMOKE = {"repeats": 1, "slow_repeats": 1, "w1_epochs": 1, "w1_accuracy_epochs": 1, "w1_total_repeats": 0,
          "w2_sizes": (16, 32, 10), "w2_batch": 8, "w2_steps": 2, "matmul_sizes": (64,),
          "w3_lambdas": 2, "w3_seeds": 2, "w3_epochs": 1, "w3_devices": 1, "models_epochs": 1,
+         "models_devices": 1,
          "seq_len": 8, "seq_width": 8, "seq_vocab": 4, "seq_batch": 4, "seq_steps": 2,
          "startup_repeats": 0, "peers": ("sklearn", "numpy"), "models": ("cnn",),
          "cnn_examples": 64}
@@ -322,12 +327,13 @@ class _Fit:
     the current parameters (a fresh fit per call, as a user's loop would)."""
 
     def __init__(self, loss, params, data, *, optimizer, batch_size: int, seed: int,
-                 hyperparams=None):
+                 hyperparams=None, **placement):
         import jax
         import train
         self.jax, self.train = jax, train
         self.loss, self.params, self.data = loss, params, data
         self.optimizer, self.batch, self.hyperparams = optimizer, batch_size, hyperparams
+        self.placement = placement  # mesh=, data_on_devices=: data parallel
         self.key, self.calls = jax.random.key(seed), 0
 
     def epochs(self, count: int) -> None:
@@ -335,7 +341,8 @@ class _Fit:
         result = self.train.fit(self.loss, self.params, self.data, optimizer=self.optimizer,
                                 epochs=count, batch_size=self.batch,
                                 key=self.jax.random.fold_in(self.key, self.calls),
-                                hyperparams=self.hyperparams, progress=False)
+                                hyperparams=self.hyperparams, progress=False,
+                                **self.placement)
         self.params = self.jax.block_until_ready(result.params)
 
 
@@ -620,8 +627,11 @@ def _sequence_data(config: Config, rng):
     return X, y
 
 
-def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
-    """The CNN (examples/s) and the Transformer and Mamba (tokens/s): library vs PyTorch."""
+def models_vs_torch(config: Config, have_torch: bool, data, log, devices: int = 1) -> dict:
+    """The CNN (examples/s) and the Transformer and Mamba (tokens/s): library vs PyTorch.
+    ``devices > 1`` (this process's CPU devices): the library also trains each model data
+    parallel over them (``library_devices``: ``fit(mesh=devices, data_on_devices=True)``,
+    the same batches in the same order), timed in the same rotation."""
     import jax
     import optax
 
@@ -668,6 +678,11 @@ def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
             optax.clip_by_global_norm(clip), optax.adam(lr))
         trainers = {"library": _Fit(objective.make(model), params, (Xm, ym), optimizer=opt,
                                     batch_size=batch, seed=config.seed)}
+        if devices > 1:
+            trainers["library_devices"] = _Fit(objective.make(model), params, (Xm, ym),
+                                               optimizer=opt, batch_size=batch,
+                                               seed=config.seed, mesh=devices,
+                                               data_on_devices=True)
         for impl, other in alternatives.get(name, {}).items():  # same parameter tree
             trainers[f"library_{impl}"] = _Fit(objective.make(other()), params, (Xm, ym),
                                                optimizer=opt, batch_size=batch,
@@ -691,11 +706,53 @@ def models_vs_torch(config: Config, have_torch: bool, data, log) -> dict:
              "rate": {n: per_epoch / _median(v) for n, v in raw.items()}}
         if name in impls:
             m[impls[name][0]] = impls[name][1]
+        if devices > 1:
+            m["devices"] = devices
         if have_torch:
             m["speedup_torch"] = m["rate"]["library"] / m["rate"]["torch"]
+            if devices > 1:
+                m["speedup_torch_devices"] = (m["rate"]["library_devices"]
+                                              / m["rate"]["torch"])
         out[name] = m
         log(f"{name}: " + ", ".join(f"{n} {r:,.0f} {unit}" for n, r in m["rate"].items())
-            + (f": library {m['speedup_torch']:.2f}x" if have_torch else ""))
+            + (f": library {m['speedup_torch']:.2f}x" if have_torch else "")
+            + (f", on {devices} devices {m['speedup_torch_devices']:.2f}x"
+               if have_torch and devices > 1 else ""))
+    return out
+
+
+def models_devices(config: Config) -> int:
+    """The CPU devices of the model rows: ``models_devices`` (0: one per core), lowered to
+    the largest count that divides every model's batch (data parallel splits each batch)."""
+    wanted = config.models_devices or os.cpu_count() or 1
+    batches = (32, config.seq_batch)
+    return max(d for d in range(1, wanted + 1) if all(b % d == 0 for b in batches))
+
+
+def models_measure(request: dict) -> dict:
+    """The model rows in a child process whose CPU cores are ``devices`` devices."""
+    config = Config(**{k: tuple(v) if isinstance(v, list) else v
+                       for k, v in request["config"].items()})
+    return models_vs_torch(config, request["have_torch"], _digits(config.seed),
+                           lambda text: print(text, file=sys.stderr, flush=True),
+                           devices=request["devices"])
+
+
+def models(config: Config, have_torch: bool, data, log) -> dict:
+    """The model rows: in a child process with the cores as devices when there are
+    several (the library on one device, on all of them, and PyTorch, interleaved there),
+    else in this process on one device."""
+    devices = models_devices(config)
+    if devices == 1:
+        return models_vs_torch(config, have_torch, data, log)
+    out = _child({"kind": "models", "devices": devices, "have_torch": have_torch,
+                  "config": dataclasses.asdict(config)})
+    out.pop("process_s", None)
+    for name, m in out.items():
+        log(f"{name} ({devices} CPU devices): " + ", ".join(
+            f"{n} {r:,.0f} {m['unit']}" for n, r in m["rate"].items())
+            + (f": library {m['speedup_torch']:.2f}x, on {devices} devices "
+               f"{m['speedup_torch_devices']:.2f}x" if have_torch else ""))
     return out
 
 
@@ -788,7 +845,7 @@ def run(config: Config, outdir) -> dict:
         log(f"float32 matmul peak (jnp.dot), median over W2's repetitions: "
             f"{results['matmul']['peak'] / 1e9:.1f} GFLOP/s")
         results["w3"] = w3(config, log)
-        results["models"] = models_vs_torch(config, have_torch, data, log)
+        results["models"] = models(config, have_torch, data, log)
         if config.w1_total_repeats:
             results["w1_total"] = w1_totals(config, available, data, init, workdir, log)
         if config.startup_repeats:

@@ -100,6 +100,14 @@ def mesh(out_path: str) -> None:
         _fit(mesh=4, batch_size=6)
     except ValueError as e:
         out["bad_batch"] = str(e)
+    # the same fit with the data set on every device (an epoch one program)
+    seen.clear()
+    resident = _fit(mesh=4, data_on_devices=True)
+    out["resident_fit"] = {"diff": _diff(one.params, resident.params),
+                           "batch_specs": sorted(set(seen)), "history": resident.history,
+                           "params_specs": _specs(resident.params),
+                           "opt_specs": _specs(resident.state.opt_state),
+                           "devices": len(resident.params[0]["W"].sharding.device_set)}
 
     # the step form: a noisy momentum step; array data and a stream of the same batches
     def step(state, batch, key):
@@ -123,12 +131,18 @@ def mesh(out_path: str) -> None:
     rows.clear()
     r4 = train.run(step, state, X, batch_size=8, order="sequential", mesh=4, **kw)
     rows_four = max(rows)
+    rows.clear()
+    d4 = train.run(step, state, X, batch_size=8, order="sequential", mesh=4,
+                   data_on_devices=True, **kw)
+    rows_resident = max(rows)
     stream = [X[i:i + 8] for i in range(0, N, 8)]
     s4 = train.run(step, state, stream, mesh=4, **kw)
     out["step"] = {"diff": _diff(r1.state, r4.state), "stream_diff": _diff(r1.state, s4.state),
-                   "specs": _specs(r4.state), "live_rows_one": rows_one,
-                   "live_rows_four": rows_four, "loss": [r1.history["loss"],
-                                                         r4.history["loss"]]}
+                   "resident_diff": _diff(r1.state, d4.state),
+                   "specs": _specs(r4.state), "resident_specs": _specs(d4.state),
+                   "live_rows_one": rows_one, "live_rows_four": rows_four,
+                   "live_rows_resident": rows_resident,
+                   "loss": [r1.history["loss"], r4.history["loss"], d4.history["loss"]]}
 
     # a sweep of 2 models on 4 devices, against the same sweep on one device
     keys = jax.random.split(jax.random.key(3), 2)
@@ -151,12 +165,24 @@ def mesh(out_path: str) -> None:
     to_one = _fit(resume=folder)
     _fit(epochs=2, checkpoint=file)
     to_four = _fit(mesh=4, resume=file, checkpoint=os.path.join(tmp, "four-from-file"))
+    # the data set on every device: 2 epochs to a folder, resumed the same way to the end
+    _fit(mesh=4, epochs=2, checkpoint=os.path.join(tmp, "resident"), data_on_devices=True)
+    resumed = _fit(mesh=4, resume=os.path.join(tmp, "resident"), data_on_devices=True)
     out["checkpoint"] = {"folder": sorted(os.listdir(folder)), "part_epochs": part.epochs_run,
                          "to_one": _diff(one.params, to_one.params),
                          "to_four": _diff(one.params, to_four.params),
                          "to_four_specs": _specs(to_four.params),
+                         "resident_resumed": _diff(one.params, resumed.params),
+                         "resident_resumed_specs": _specs(resumed.params),
                          "histories": [one.history["val_loss"], to_one.history["val_loss"],
                                        to_four.history["val_loss"]]}
+    # the benchmark's model rows with the library also data parallel over 2 of the devices
+    import dataclasses
+    from experiments import benchmark
+    cfg = dataclasses.replace(benchmark.Config(), **{**benchmark.SMOKE, "models": ("cnn",)})
+    rows = benchmark.models_vs_torch(cfg, False, benchmark._digits(0), lambda text: None,
+                                     devices=2)["cnn"]
+    out["benchmark_rows"] = {"devices": rows["devices"], "rate": rows["rate"]}
     with open(out_path, "w") as f:
         json.dump(out, f)
 

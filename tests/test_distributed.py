@@ -84,6 +84,18 @@ def test_data_parallel_fit_on_a_mesh_matches_one_device(mesh_run):
                                      "axis (4 devices")
 
 
+def test_data_on_devices_fit_matches_one_device_with_batches_split_inside_the_program(mesh_run):
+    """``data_on_devices=True``: the data set replicated on the 4 devices and an epoch one
+    program; the batches are split over "data" inside it, as the host-fed path splits them."""
+    r, one = mesh_run["resident_fit"], mesh_run["fit"]["history"][0]
+    assert r["devices"] == 4 and r["diff"] < 2e-6
+    assert r["batch_specs"] == ["P('data',)", "P()"]  # the 1-row validation tail: replicated
+    assert r["params_specs"] == ["P()"] and r["opt_specs"] == ["P()"]
+    assert r["history"]["epoch"] == one["epoch"]
+    for name in ("loss", "val_loss"):
+        np.testing.assert_allclose(r["history"][name], one[name], **F32)
+
+
 def test_step_form_on_a_mesh_matches_one_device_and_never_holds_the_data_set(mesh_run):
     r = mesh_run["step"]
     assert r["diff"] < 1e-6 and r["stream_diff"] < 1e-6  # array data and a stream
@@ -92,6 +104,19 @@ def test_step_form_on_a_mesh_matches_one_device_and_never_holds_the_data_set(mes
     # the largest array alive on any device while evaluating: the 48-row data set on one
     # device; on the mesh one 8-row batch at most (the data set stays in host memory)
     assert r["live_rows_one"] == runs.N and r["live_rows_four"] == 8
+    # data_on_devices=True trades that for speed: the data set on every device, as on one
+    assert r["resident_diff"] < 1e-6 and r["resident_specs"] == ["P()"]
+    assert r["live_rows_resident"] == runs.N
+    np.testing.assert_allclose(r["loss"][2], r["loss"][0], **F32)
+
+
+def test_the_benchmark_model_rows_also_train_data_parallel(mesh_run):
+    """experiments/benchmark.py's CNN row in a process with several CPU devices: the library
+    on one device and data parallel on 2 (its rate in ``library_devices``)."""
+    r = mesh_run["benchmark_rows"]
+    assert r["devices"] == 2
+    assert set(r["rate"]) == {"library", "library_devices", "library_conv"}
+    assert all(np.isfinite(v) for v in r["rate"].values())  # timings: not asserted
 
 
 def test_sweep_of_two_models_on_a_4_device_mesh_trains_two(mesh_run):
@@ -108,6 +133,8 @@ def test_sharded_checkpoint_restores_on_another_device_count(mesh_run):
     assert r["folder"] == ["1", "2"] and r["part_epochs"] == 2  # Orbax steps, two kept
     assert r["to_one"] < 2e-6  # 4 devices (Orbax folder) -> resumed on 1 device
     assert r["to_four"] < 2e-6 and r["to_four_specs"] == ["P()"]  # 1 (file) -> 4 devices
+    # data_on_devices: 2 epochs to a folder, resumed on the 4 devices to the end
+    assert r["resident_resumed"] < 2e-6 and r["resident_resumed_specs"] == ["P()"]
     one, to_one, to_four = r["histories"]
     np.testing.assert_allclose(to_one, one, **F32)
     np.testing.assert_allclose(to_four, one, **F32)

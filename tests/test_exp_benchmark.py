@@ -71,3 +71,18 @@ def test_the_transformer_row_times_the_written_attention_beside_its_impl():
     assert row["attention_impl"] == "custom_vjp"
     assert set(row["rate"]) == {"library", "library_written"}
     assert all(math.isfinite(r) for r in row["rate"].values())  # timings: not asserted
+
+
+def test_the_model_rows_devices_divide_every_batch_and_the_child_request_round_trips():
+    """models_devices: the cores wanted, lowered to a count dividing every model's batch
+    (data parallel splits it); models_measure (the child's side) rebuilds the Config from
+    its JSON form and runs the rows (here on one device; on two: tests/test_distributed)."""
+    cfg = dataclasses.replace(exp.Config(), **{**exp.SMOKE, "models": ("cnn",)})
+    assert exp.models_devices(dataclasses.replace(cfg, models_devices=3)) == 2  # 32 and 4
+    assert exp.models_devices(dataclasses.replace(cfg, models_devices=4)) == 4
+    assert exp.models_devices(dataclasses.replace(cfg, models_devices=1)) == 1
+    request = json.loads(json.dumps({"config": dataclasses.asdict(cfg), "have_torch": False,
+                                     "devices": 1}))
+    out = exp.models_measure(request)
+    assert set(out) == {"cnn"} and "devices" not in out["cnn"]
+    assert set(out["cnn"]["rate"]) == {"library", "library_conv"}

@@ -384,11 +384,18 @@ def test_run_rejects_bad_arguments_before_tracing(key):
         (dict(patience=2, monitor="val_loss"), ValueError, r"patience: early stopping monitors"),
         (dict(key=jax.random.split(key, 2)), ValueError, r"key: expected a key array of "
                                                         r"shape \(\)"),
+        (dict(data_on_devices="yes"), TypeError, r"data_on_devices: expected True or False"),
+        (dict(data_on_devices=True, models=2, key=jax.random.split(key, 2),
+              state={"w": jnp.zeros((2,))}), ValueError,
+         r"data_on_devices: expected False for a sweep"),
+        (dict(data_on_devices=True, batch_size=None, data=[X[:4], X[4:]]), ValueError,
+         r"data_on_devices: a stream's batches come from the host"),
     ]
     for overrides, error, match in cases:
-        kwargs = {**dict(epochs=2, batch_size=4, key=key, progress=False), **overrides}
+        kwargs = {**dict(epochs=2, batch_size=4, key=key, progress=False, state=s, data=X),
+                  **overrides}
         with pytest.raises(error, match=match):
-            train.run(step, s, X, **kwargs)
+            train.run(step, kwargs.pop("state"), kwargs.pop("data"), **kwargs)
     with pytest.raises(ValueError, match=r"monitor: expected one of the recorded names "
                                          r"\['loss'\], got 'val_loss'"):
         train.run(lambda s, b, k: (s, {"loss": jnp.zeros(())}), s, X, epochs=1, batch_size=4,

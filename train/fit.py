@@ -90,6 +90,7 @@ def fit(
     resume: str | os.PathLike | None = None,
     epochs_per_call: int = 1,
     mesh: Any = None,
+    data_on_devices: bool = False,
 ) -> FitResult:
     """Trains ``params`` by minibatch steps of ``optimizer`` on ``loss_fn`` over ``data``.
 
@@ -148,6 +149,10 @@ def fit(
         the fit ends where the one-device fit ends (same batches, same order) up to float
         rounding. ``batch_size`` must be a multiple of the data axis. Default: one device.
         See :mod:`train.distributed` (several processes) and :func:`train.run`.
+      data_on_devices: with ``mesh`` in one process: the data set copied to every device and
+        each epoch one compiled program (no host round trip per step; faster for small
+        models, e.g. a CPU's cores as devices by ``jax_num_cpu_devices``); default: each
+        batch fed from the host. See :func:`train.run`.
 
     Returns:
       A :class:`FitResult`.
@@ -170,7 +175,8 @@ def fit(
         epochs=epochs, eval_every=eval_every, epochs_per_call=epochs_per_call, models=None,
         key=key, patience=patience, min_delta=min_delta, progress=progress,
         checkpoint=checkpoint, checkpoint_every=checkpoint_every, order=order,
-        eval_batch_size=eval_batch_size, n=_rows(train_np), batch_size=batch_size, mesh=mesh)
+        eval_batch_size=eval_batch_size, n=_rows(train_np), batch_size=batch_size, mesh=mesh,
+        data_on_devices=data_on_devices)
     _runner._check_state(params, None, what="state.params")
 
     def make_state():  # optimizer.init runs eager ops: only after the labels are checked
@@ -186,6 +192,7 @@ def fit(
         eval_every=eval_every, patience=patience, min_delta=min_delta, order=order,
         progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
         resume=resume, epochs_per_call=epochs_per_call, desc="fit", mesh=mesh,
+        data_on_devices=data_on_devices,
         probe=lambda trace: _check_labels(trace, loss_fn, params, train_np, val_np),
         factory=(_factory, (loss_fn, *(metrics or {}).values()),
                  (optimizer, has_aux, loss_takes_key, names)),

@@ -37,7 +37,11 @@ set stays in host memory, each global batch (the one-device run's batch, in its 
 gathered on the host and sent split over ``"data"`` (every process sends only its own
 devices' rows, :func:`train.distributed.feed_rows`) to ONE compiled step with the state
 replicated and donated; XLA all-reduces the gradients. Device memory holds the state, at
-most two batches and one step's activations, whatever the size of the data set. A stream
+most two batches and one step's activations, whatever the size of the data set. With
+``data_on_devices=True`` (one process, array data) the data set is instead copied to every
+device and an epoch is one ``lax.scan`` as on one device, each batch split over ``"data"``
+inside the program: faster for small models, whose steps are short next to a host round
+trip. A stream
 on a mesh yields each process's own rows of every batch
 (:func:`train.distributed.feed_local`). A sweep (``models=``) splits its models over
 ``"models"`` and, with devices to spare, its batches over ``"data"``. Checkpoints of such
@@ -159,6 +163,16 @@ class Spec:
     patience: int | None
     monitor: str
     min_delta: float
+    rows: Any = None  # data parallel on one process: the NamedSharding of a batch's rows
+
+
+def _shard_rows(spec: Spec, batch):
+    """``batch`` split over the data axis (``spec.rows``), where its rows divide evenly."""
+    if spec.rows is None:
+        return batch
+    parts = int(dict(spec.rows.mesh.shape)[_dist.DATA])
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, spec.rows)
+                        if a.ndim and a.shape[0] % parts == 0 else a, batch)
 
 
 def _best_of(spec: Spec, state):
@@ -182,8 +196,10 @@ def _eval_batch(evaluate, state, batch, key) -> dict:
     return {k_: jnp.asarray(v, jnp.float32) for k_, v in out.items()}
 
 
-def _evaluate(evaluate, state, data, key, batch_size: int) -> dict:
-    """``evaluate`` over a whole array data set in batches, combined weighted by size."""
+def _evaluate(evaluate, state, data, key, batch_size: int, shard=None) -> dict:
+    """``evaluate`` over a whole array data set in batches, combined weighted by size
+    (``shard``: applied to every batch, the rows split over a data axis)."""
+    shard = shard or (lambda batch: batch)
     m = _loop._num_examples(data)
     b = min(batch_size, m)
     full, rest = divmod(m, b)
@@ -193,13 +209,13 @@ def _evaluate(evaluate, state, data, key, batch_size: int) -> dict:
 
     def body(_, i):
         batch = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, i * b, b), data)
-        return None, one(batch, jax.random.fold_in(key, i))
+        return None, one(shard(batch), jax.random.fold_in(key, i))
 
     _, means = jax.lax.scan(body, None, jnp.arange(full))  # name -> (full,) batch means
     total = {k: b * jnp.sum(v) for k, v in means.items()}
     if rest:
         tail = jax.tree.map(lambda a: a[full * b:], data)
-        out = one(tail, jax.random.fold_in(key, full))
+        out = one(shard(tail), jax.random.fold_in(key, full))
         total = {k: total[k] + rest * out[k] for k in total}
     return {k: v / m for k, v in total.items()}
 
@@ -315,7 +331,7 @@ def make_epoch(spec: Spec, group: bool = False) -> Callable:
 
         def body(state, xs):
             i, batch_idx = xs
-            return one_step(state, _loop._take(train, batch_idx),
+            return one_step(state, _shard_rows(spec, _loop._take(train, batch_idx)),
                             jax.random.fold_in(k_steps, i))
 
         steps = idx.shape[0]
@@ -324,7 +340,8 @@ def make_epoch(spec: Spec, group: bool = False) -> Callable:
         def finish(carry, state, metrics):
             means = {k: jnp.mean(v, axis=0) for k, v in metrics.items()}
             evals = _evaluations(spec, state, train, val, k_train, k_val, evaluate_now,
-                                 lambda f, s, d, k: _evaluate(f, s, d, k, spec.eval_batch_size))
+                                 lambda f, s, d, k: _evaluate(f, s, d, k, spec.eval_batch_size,
+                                                           functools.partial(_shard_rows, spec)))
             return _track(spec, carry, state, key, carry.tracker.steps + steps, means, evals,
                           evaluate_now)
 
@@ -489,10 +506,11 @@ def _build_programs(functions, settings):
     to the factory, with its static settings, to make ``step, evaluate, train_evaluate,
     best_of``; the rest of ``settings`` configure the loop."""
     (factory, factory_static, batch_size, order, eval_batch_size, eval_every, patience,
-     monitor, min_delta, epochs_per_call, vmapped, (group, lanes, chunk), shardings) = settings
+     monitor, min_delta, epochs_per_call, vmapped, (group, lanes, chunk), shardings,
+     rows) = settings
     step, evaluate, train_evaluate, best_of = factory(*functions, *factory_static)
     spec = Spec(step, evaluate, train_evaluate, best_of, batch_size, order, eval_batch_size,
-                eval_every, patience, monitor, min_delta)
+                eval_every, patience, monitor, min_delta, rows)
     if batch_size is None:  # a stream: one compiled step, evaluation per batch, tracking
         def one_step(state, batch, steps_key, i):
             return _call_step(spec.step, state, batch, jax.random.fold_in(steps_key, i))
@@ -750,6 +768,7 @@ def run(
     group_size: int = 1,
     devices: Sequence[jax.Device] | None = None,
     mesh: Any = None,
+    data_on_devices: bool = False,
     config: Mapping[str, Any] | None = None,
     desc: str = "run",
     factory: tuple | None = None,
@@ -815,7 +834,16 @@ def run(
         order are those of one device, so the run ends where the one-device run ends up to
         float rounding. ``batch_size`` must be a multiple of the ``"data"`` axis; an
         evaluation batch that is not is computed whole on every device; ``epochs_per_call``
-        has no effect there.
+        has no effect there (except with ``data_on_devices``).
+      data_on_devices: on a ``"data"`` axis of several devices in ONE process, with array
+        data: copy the data set to every device and run each epoch as one compiled
+        ``lax.scan``, as on one device, each batch's rows split over ``"data"`` inside the
+        program. No host round trip per step (on the 2-core CPU, a small Transformer's step
+        1.4-2x faster than one device, against 1.2x when fed from the host), at the cost of
+        the data set in every device's memory. ``False`` (the default): batches fed from
+        the host, device memory independent of the data set's size. Not for a stream, a
+        sweep or several processes; the run ends where the host-fed run ends, up to float
+        rounding.
       config: extra settings recorded in the checkpoint and compared on resume.
       desc: the progress bar's label.
       factory: for layers over :func:`run` (``train.fit``): ``(make, functions, static)``
@@ -838,7 +866,8 @@ def run(
                    models=models, key=key, patience=patience, min_delta=min_delta,
                    progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                    order=order, eval_batch_size=eval_batch_size,
-                   mesh=mesh if models is None else (mesh or devices or "auto"))
+                   mesh=mesh if models is None else (mesh or devices or "auto"),
+                   data_on_devices=data_on_devices)
     if validation is not None and evaluate is None and factory is None:
         raise ValueError("validation: a validation set needs an evaluate function")
     if monitor is not None and not isinstance(monitor, str):
@@ -860,6 +889,9 @@ def run(
                              "pass batch_size=None")
         if epochs_per_call != 1:
             raise ValueError("epochs_per_call: a stream is stepped batch by batch; use 1")
+        if data_on_devices:
+            raise ValueError("data_on_devices: a stream's batches come from the host one by "
+                             "one; pass arrays, or data_on_devices=False")
         if train_evaluate is not None:
             raise ValueError("train_evaluate: evaluating a stream's training data is not "
                              "supported; evaluate a validation set")
@@ -910,12 +942,19 @@ def run(
         else:
             device = _default_device()
         sharded = mesh is not None
+    # Data parallel in one process with array data: the data set replicated on every device
+    # and an epoch ONE lax.scan, each batch's rows split over "data" inside the program
+    # (no host round trip per step); several processes or a stream: the `_Fed` program.
+    resident = bool(data_on_devices) and sharded
     checkpoint_kind = _checkpoint_kind(checkpoint, sharded)
-    shardings = None
+    shardings = rows = None
     lanes = 1  # a grouped sweep's slices of the model axis: one per device along "models"
     if mesh is not None and not sharded:  # a sweep's models over devices, data on each
         shardings = (NamedSharding(mesh, P("models")), NamedSharding(mesh, P(None, "models")))
         lanes = int(dict(mesh.shape).get(_dist.MODELS, 1))
+    if resident:
+        shardings = (NamedSharding(mesh, P()),) * 2
+        rows = NamedSharding(mesh, P(_dist.DATA))
     chunk = (None if models is None else
              _chunk(padded // group_size // lanes, group_size, _platform(device)))
     if factory is None:
@@ -923,12 +962,12 @@ def run(
     common = (factory[0], factory[2], None if stream else batch_size, order, eval_batch_size,
               eval_every, patience, monitor, float(min_delta))
     built = None
-    if sharded:
+    if sharded and not resident:
         built = cached(_build_fed, factory[1], common + (models is not None, mesh))
         fed = built.fed if stream else built
     program = built if sharded and stream else cached(
         _build_programs, factory[1], common + (epochs_per_call, models is not None,
-                                               (group_size, lanes, chunk), shardings))
+                                               (group_size, lanes, chunk), shardings, rows))
     counted = built if built is not None else program
     traced_before = counted.traces
 
@@ -960,9 +999,9 @@ def run(
             train_data = _to_device(train_data)
         if val_data is not None:
             val_data = _to_device(val_data)
-        if mesh is not None and not sharded:
-            carry = jax.device_put(carry, NamedSharding(mesh, P("models")))
+        if mesh is not None and (resident or not sharded):
             rep = NamedSharding(mesh, P())
+            carry = jax.device_put(carry, rep if resident else NamedSharding(mesh, P("models")))
             if train_data is not None:
                 train_data = jax.device_put(train_data, rep)
             if val_data is not None:
@@ -1005,7 +1044,7 @@ def run(
         if fed is not None:
             carry = _dist.place(carry, fed.state_sh)
         elif mesh is not None:
-            carry = jax.device_put(carry, NamedSharding(mesh, P("models")))
+            carry = jax.device_put(carry, NamedSharding(mesh, P() if resident else P("models")))
         else:
             carry = jax.device_put(carry, device)
     _check_state(carry.state, None if models is None else padded,
@@ -1122,7 +1161,8 @@ def _tracked(tracker):
 
 def check_settings(*, epochs, eval_every, epochs_per_call, models, key, patience, min_delta,
                    progress, checkpoint, checkpoint_every, order, eval_batch_size,
-                   n: int | None = None, batch_size=None, mesh=None) -> None:
+                   n: int | None = None, batch_size=None, mesh=None,
+                   data_on_devices: bool = False) -> None:
     """The checks of :func:`run`'s settings that need neither the state nor the functions;
     ``train.fit`` and ``train.sweep`` call it before they build a state (which may compile
     small programs), with ``n`` and ``batch_size`` for array data."""
@@ -1151,6 +1191,15 @@ def check_settings(*, epochs, eval_every, epochs_per_call, models, key, patience
         raise ValueError(f"order: expected one of {_loop.ORDERS}, got {order!r}")
     if eval_batch_size is not None:
         _checks.check_int(eval_batch_size, "eval_batch_size", 1)
+    if not isinstance(data_on_devices, (bool, np.bool_)):
+        raise TypeError(f"data_on_devices: expected True or False, got {data_on_devices!r}")
+    if data_on_devices and models is not None:
+        raise ValueError("data_on_devices: expected False for a sweep (models=), which keeps "
+                         "the data set on each of its devices already, got True")
+    if data_on_devices and jax.process_count() > 1:
+        raise ValueError(f"data_on_devices: expected False in a run of "
+                         f"{jax.process_count()} processes (each feeds its own rows from the "
+                         f"host), got True")
     if n is not None:
         if batch_size is None:
             raise TypeError("batch_size: expected an int for array data, got None")
