@@ -723,7 +723,11 @@ def models_vs_torch(config: Config, have_torch: bool, data, log, devices: int = 
 
 def models_devices(config: Config) -> int:
     """The CPU devices of the model rows: ``models_devices`` (0: one per core), lowered to
-    the largest count that divides every model's batch (data parallel splits each batch)."""
+    the largest count that divides every model's batch (data parallel splits each batch);
+    1 when JAX runs on an accelerator."""
+    import jax
+    if jax.default_backend() != "cpu":  # an accelerator: its own devices, not the cores
+        return 1
     wanted = config.models_devices or os.cpu_count() or 1
     batches = (32, config.seq_batch)
     return max(d for d in range(1, wanted + 1) if all(b % d == 0 for b in batches))
