@@ -46,6 +46,13 @@ Workloads (the systems are in :mod:`experiments._benchmark_systems`):
   library's Transformer uses ``seq_attention_impl`` (default ``"custom_vjp"``: the
   hand-derived backward passes of attention and layer norm), and the same model with
   autodiff (``"written"``) is timed beside it and reported under the table.
+* **Every core** for the CNN, Transformer and Mamba rows: they run in a child process
+  with the cores exposed as ``models_devices`` devices (``jax_num_cpu_devices``; 0: one
+  per core), where the library trains each model on one device and also data parallel
+  over all of them (``train.fit(mesh=N, data_on_devices=True)``: the same batches in the
+  same order, each split over the devices inside one compiled epoch), interleaved with
+  PyTorch eager, whose operations use the cores as threads. The targets are judged on
+  every core; the one-device ratios stand beside them in the table.
 * **Start-up**: ``python -m experiments run digits`` (its full default run) in a fresh
   process, with an empty compilation cache and again with the filled one, split into the
   interpreter, import, compilation (tracing, lowering, compiling or reading the cache: the
@@ -64,30 +71,34 @@ library's speed-up over each peer on a log axis, target marks, and the shares of
 matmul peak). ``metrics.json`` holds the headline ratios: unlike every other experiment's,
 these are measurements and differ from run to run.
 
-Full run (Intel Xeon, 2 cores, CPU only, load 0.8 at the start; 2 min 18 s)::
+Full run (Intel Xeon, 2 cores, CPU only, load 1.2 at the start; 3 min 11 s)::
 
     python -m experiments run benchmark
 
-    W1 steady epoch 1.00 ms (fixed 8.8 ms a fit call); the library's speed-up: PyTorch
-    12.7x, scikit-learn 8.21x, Flax linen 2.53x, Flax nnx 6.41x, NumPy 1.95x, the plain
-    scan 1.23x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
-    W1 in a fresh process, 30 epochs, cold / cached: library 2.72 / 1.51 s, scan 1.65 /
-    1.02 s, linen 2.48 / 1.77 s, nnx 4.05 / 2.10 s; PyTorch 3.07 s, scikit-learn 1.33 s,
-    NumPy 0.19 s.
-    W2 101.7 steps/s, 249 GFLOP/s = 79% of the float32 matmul peak measured beside it (73%
-    to 108% over the repetitions), 1.22x PyTorch (71% of the peak).
-    W3 sweep against the loop of fits: 2.08x on 1 device, 4.29x on 2 (3.96x-4.76x over the
-    repetitions); 29% of the peak.
-    CNN (Conv2D impl="patches") 2.61x PyTorch (impl="conv": 0.77x), Transformer
-    (impl="custom_vjp") 1.52x (impl="written": 1.24x), Mamba 5.24x.
-    digits start-up: 11.3 s cold, 5.5 s cached (interpreter 0.5, import 1.1, compile 1.4,
-    training and the rest 2.5). Targets met: 6 of 13.
+    W1 steady epoch 1.03 ms (fixed 12.4 ms a fit call); the library's speed-up: PyTorch
+    12.9x, scikit-learn 8.35x, Flax linen 2.38x, Flax nnx 6.83x, NumPy 1.93x, the plain
+    scan 1.31x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
+    W1 in a fresh process, 30 epochs, cold / cached: library 2.68 / 1.59 s, scan 1.65 /
+    1.07 s, linen 2.60 / 1.93 s, nnx 4.42 / 2.14 s; PyTorch 3.15 s, scikit-learn 1.39 s,
+    NumPy 0.18 s.
+    W2 97.8 steps/s, 240 GFLOP/s = 99% of the float32 matmul peak measured beside it (74%
+    to 106% over the repetitions), 1.24x PyTorch (77% of the peak).
+    W3 sweep against the loop of fits: 2.17x on 1 device, 3.56x on 2 (2.96x-4.24x over the
+    repetitions); 25% of the peak.
+    Against PyTorch eager, on one device / data parallel on the 2 cores as devices: CNN
+    (Conv2D impl="patches") 2.25x / 4.79x (impl="conv": 0.77x on one), Transformer
+    (impl="custom_vjp") 2.29x / 2.86x (impl="written": 1.28x on one), Mamba 5.98x / 8.97x.
+    digits start-up: 12.0 s cold, 5.9 s cached (interpreter 0.6, import 1.2, compile 1.4,
+    training and the rest 2.8). Targets met: 9 of 13.
 
-    This session's five runs met 8, 6, 7, 7 and 6 of 13: W3 on 2 devices 3.55x, 3.34x,
-    3.42x with the models grouped by key, then 3.84x and 4.29x with a CPU sweep's chunks;
-    W1 against NumPy 1.95x, 2.07x, 2.53x, 2.49x, 1.95x; W2 90%, 84%, 99%, 93%, 79% of the
-    peak; the Transformer 1.70x, 1.49x, 1.73x, 1.37x, 1.52x. The previous session's last
-    run: 7 of 13, W3 2.98x on 2 devices, Transformer 1.60x.
+    This session's other run met 8 of 13 (load 1.6): W1 against NumPy 2.01x, W2 87% of the
+    peak, W3 4.12x on 2 devices (29% of the peak), CNN 3.31x / 4.08x, Transformer 1.67x /
+    2.60x. The model rows on every core are this session's change (``data_on_devices``).
+    The previous session's five runs met 8, 6, 7, 7 and 6 of 13: W3 on 2 devices 3.55x,
+    3.34x, 3.42x with the models grouped by key, then 3.84x and 4.29x with a CPU sweep's
+    chunks; W1 against NumPy 1.95x, 2.07x, 2.53x, 2.49x, 1.95x; W2 90%, 84%, 99%, 93%, 79%
+    of the peak; the Transformer (one device) 1.70x, 1.49x, 1.73x, 1.37x, 1.52x. The
+    session before's last run: 7 of 13, W3 2.98x on 2 devices, Transformer 1.60x.
     Two runs of an earlier session (the Transformer with autodiff): 5 and 7 of 13; W1 0.99x
     and 1.11x the scan, W2 82% and 86% of the peak, W3 2.94x and 3.17x on 2 devices, CNN
     2.13x and 3.28x, Transformer 1.30x and 1.31x, the cached digits run 8.9 and 9.1 s (the
