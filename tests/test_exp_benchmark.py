@@ -86,3 +86,30 @@ def test_the_model_rows_devices_divide_every_batch_and_the_child_request_round_t
     out = exp.models_measure(request)
     assert set(out) == {"cnn"} and "devices" not in out["cnn"]
     assert set(out["cnn"]["rate"]) == {"library", "library_conv"}
+
+
+def test_the_report_shows_the_model_rows_on_every_core_and_judges_them_there(smoke, tmp_path):
+    """A model row from a run with several CPU devices (its fields as ``models_vs_torch``
+    writes them, PyTorch included): the table's all-devices columns, the target judged on
+    every core, and both bars in the chart."""
+    from experiments import _benchmark_report as report
+    _, outdir = smoke
+    results = json.loads((outdir / "results.json").read_text())
+    raw = {"library": [0.10, 0.12], "library_devices": [0.05, 0.06], "library_conv": [0.3, 0.3],
+           "torch": [0.25, 0.30]}
+    results["models"]["cnn"] = {
+        "unit": "examples/s", "per_epoch": 1056, "devices": 2, "raw_epoch_s": raw,
+        "rate": {n: 1056 / sorted(v)[len(v) // 2] for n, v in raw.items()},
+        "conv_impl": "patches"}
+    row = results["models"]["cnn"]
+    row["speedup_torch"] = row["rate"]["library"] / row["rate"]["torch"]
+    row["speedup_torch_devices"] = row["rate"]["library_devices"] / row["rate"]["torch"]
+    rows = {t["name"]: t for t in report.targets(results)}
+    cnn = rows["CNN training: library (2 CPU devices, data parallel) vs PyTorch eager"]
+    assert cnn["value"] == pytest.approx(5.0) and cnn["met"] is True
+    assert cnn["spread"] == [pytest.approx(5.0), pytest.approx(5.0)]  # 0.25/0.05, 0.30/0.06
+    table = report.markdown({**results, "targets": list(rows.values())})
+    assert "| cnn | examples/s | 8,800 | 17,600 (2) | 3,520 | 2.50x | 5.00x | >= 2x |" in table
+    assert "library_devices" not in table  # not taken for another Conv2D impl
+    report.plot(results, tmp_path / "ratios.png")
+    assert (tmp_path / "ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
