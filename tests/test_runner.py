@@ -361,6 +361,8 @@ r = train.sweep(loss, params, (X, y), optimizer=train.sgd(0.1), keys=keys, epoch
 print(len(jax.devices()), r.mesh.devices.size, r.history["loss"].shape,
       r.state.params[0]["W"].shape[0], r.mesh.shape["models"], r.mesh.shape["data"])
 """
+    from tests import _memory
+    _memory.release("test_runner")  # this worker's caches out before the child starts
     env = env_with_devices(4)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300)

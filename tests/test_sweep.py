@@ -302,6 +302,8 @@ def _sweep_for_devices(models, devices=None):
 
 
 def test_sweep_spreads_models_over_two_devices():
+    from tests import _memory
+    _memory.release("test_sweep")  # this worker's caches out before the children start
     env = env_with_devices(2)
     out = {}
     for models in ((4, 3), (6,)):  # one process after the other: less memory at once
