@@ -91,9 +91,11 @@ Full run (Intel Xeon, 2 cores, CPU only, load 1.2 at the start; 3 min 11 s)::
     digits start-up: 12.0 s cold, 5.9 s cached (interpreter 0.6, import 1.2, compile 1.4,
     training and the rest 2.8). Targets met: 9 of 13.
 
-    This session's other run met 8 of 13 (load 1.6): W1 against NumPy 2.01x, W2 87% of the
-    peak, W3 4.12x on 2 devices (29% of the peak), CNN 3.31x / 4.08x, Transformer 1.67x /
-    2.60x. The model rows on every core are this session's change (``data_on_devices``).
+    This session's other two runs met 8 of 13 each: W1 against NumPy 2.01x and 2.21x, W2
+    87% and 83% of the peak, W3 4.12x and 3.92x on 2 devices (29% and 30% of the peak), CNN
+    3.31x / 4.08x and 2.68x / 3.51x, Transformer 1.67x / 2.60x and 3.21x / 2.58x (one device
+    faster than two in that run: one epoch of 16 steps per timing is noisy). The model rows
+    on every core are this session's change (``data_on_devices``).
     The previous session's five runs met 8, 6, 7, 7 and 6 of 13: W3 on 2 devices 3.55x,
     3.34x, 3.42x with the models grouped by key, then 3.84x and 4.29x with a CPU sweep's
     chunks; W1 against NumPy 1.95x, 2.07x, 2.53x, 2.49x, 1.95x; W2 90%, 84%, 99%, 93%, 79%
