@@ -71,31 +71,31 @@ library's speed-up over each peer on a log axis, target marks, and the shares of
 matmul peak). ``metrics.json`` holds the headline ratios: unlike every other experiment's,
 these are measurements and differ from run to run.
 
-Full run (Intel Xeon, 2 cores, CPU only, load 1.2 at the start; 3 min 11 s)::
+Full run (Intel Xeon, 2 cores, CPU only, load 1.1 at the start; 3 min 2 s)::
 
     python -m experiments run benchmark
 
-    W1 steady epoch 1.03 ms (fixed 12.4 ms a fit call); the library's speed-up: PyTorch
-    12.9x, scikit-learn 8.35x, Flax linen 2.38x, Flax nnx 6.83x, NumPy 1.93x, the plain
-    scan 1.31x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
-    W1 in a fresh process, 30 epochs, cold / cached: library 2.68 / 1.59 s, scan 1.65 /
-    1.07 s, linen 2.60 / 1.93 s, nnx 4.42 / 2.14 s; PyTorch 3.15 s, scikit-learn 1.39 s,
-    NumPy 0.18 s.
-    W2 97.8 steps/s, 240 GFLOP/s = 99% of the float32 matmul peak measured beside it (74%
-    to 106% over the repetitions), 1.24x PyTorch (77% of the peak).
-    W3 sweep against the loop of fits: 2.17x on 1 device, 3.56x on 2 (2.96x-4.24x over the
-    repetitions); 25% of the peak.
+    W1 steady epoch 0.88 ms (fixed 9.2 ms a fit call); the library's speed-up: PyTorch
+    14.2x, scikit-learn 9.49x, Flax linen 2.41x, Flax nnx 7.47x, NumPy 2.21x, the plain
+    scan 1.32x; test accuracy 95.26% (library), 94.99% (PyTorch), 95.54% (the others).
+    W1 in a fresh process, 30 epochs, cold / cached: library 2.77 / 1.58 s, scan 1.74 /
+    1.11 s, linen 2.62 / 1.84 s, nnx 4.26 / 2.20 s; PyTorch 3.33 s, scikit-learn 1.53 s,
+    NumPy 0.20 s.
+    W2 101.6 steps/s, 249 GFLOP/s = 83% of the float32 matmul peak measured beside it (74%
+    to 86% over the repetitions), 1.13x PyTorch (74% of the peak).
+    W3 sweep against the loop of fits: 2.02x on 1 device, 3.92x on 2 (3.77x-4.18x over the
+    repetitions); 30% of the peak.
     Against PyTorch eager, on one device / data parallel on the 2 cores as devices: CNN
-    (Conv2D impl="patches") 2.25x / 4.79x (impl="conv": 0.77x on one), Transformer
-    (impl="custom_vjp") 2.29x / 2.86x (impl="written": 1.28x on one), Mamba 5.98x / 8.97x.
-    digits start-up: 12.0 s cold, 5.9 s cached (interpreter 0.6, import 1.2, compile 1.4,
-    training and the rest 2.8). Targets met: 9 of 13.
+    (Conv2D impl="patches") 2.68x / 3.51x (impl="conv": 0.74x on one), Transformer
+    (impl="custom_vjp") 3.21x / 2.58x (impl="written": 1.02x on one; one device faster than
+    two in this run: one epoch of 16 steps per timing is noisy), Mamba 6.14x / 9.16x.
+    digits start-up: 10.3 s cold, 5.7 s cached (interpreter 0.5, import 1.1, compile 1.3,
+    training and the rest 2.8). Targets met: 8 of 13.
 
-    This session's other two runs met 8 of 13 each: W1 against NumPy 2.01x and 2.21x, W2
-    87% and 83% of the peak, W3 4.12x and 3.92x on 2 devices (29% and 30% of the peak), CNN
-    3.31x / 4.08x and 2.68x / 3.51x, Transformer 1.67x / 2.60x and 3.21x / 2.58x (one device
-    faster than two in that run: one epoch of 16 steps per timing is noisy). The model rows
-    on every core are this session's change (``data_on_devices``).
+    This session's other two runs met 8 and 9 of 13: W1 against NumPy 2.01x and 1.93x, W2
+    87% and 99% of the peak, W3 4.12x and 3.56x on 2 devices (29% and 25% of the peak), CNN
+    3.31x / 4.08x and 2.25x / 4.79x, Transformer 1.67x / 2.60x and 2.29x / 2.86x. The model
+    rows on every core are this session's change (``data_on_devices``).
     The previous session's five runs met 8, 6, 7, 7 and 6 of 13: W3 on 2 devices 3.55x,
     3.34x, 3.42x with the models grouped by key, then 3.84x and 4.29x with a CPU sweep's
     chunks; W1 against NumPy 1.95x, 2.07x, 2.53x, 2.49x, 1.95x; W2 90%, 84%, 99%, 93%, 79%
