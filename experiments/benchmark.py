@@ -847,7 +847,8 @@ def run(config: Config, outdir) -> dict:
         log(f"skipped: {peer} ({why})")
     have_torch = "torch" in available
     results = {"machine": _machine(), "versions": _versions(), "skipped": skipped,
-               "config": dataclasses.asdict(config), "torch_threads": systems.torch_threads(),
+               "config": dataclasses.asdict(config),
+               "torch_threads": systems.torch_threads() if have_torch else None,
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
         workdir = Path(tmp)
