@@ -215,7 +215,7 @@ from typing import Annotated, Callable, Literal
 import numpy as np
 
 from experiments import _benchmark_systems as systems
-from experiments._config import Distinct, OneOf, Range, Samples, Width, Widths
+from experiments._config import Distinct, OneOf, Range, Samples, Width, Widths, make_config
 
 PEERS = ("torch", "sklearn", "linen", "nnx", "numpy")  # peers (all rows); W1 also has "scan"
 MODELS = ("cnn", "transformer", "mamba")
@@ -727,11 +727,18 @@ def models_vs_torch(config: Config, have_torch: bool, data, log, devices: int = 
                 m["speedup_torch_devices"] = (m["rate"]["library_devices"]
                                               / m["rate"]["torch"])
         out[name] = m
-        log(f"{name}: " + ", ".join(f"{n} {r:,.0f} {unit}" for n, r in m["rate"].items())
-            + (f": library {m['speedup_torch']:.2f}x" if have_torch else "")
-            + (f", on {devices} devices {m['speedup_torch_devices']:.2f}x"
-               if have_torch and devices > 1 else ""))
+        log(_model_line(name, m))
     return out
+
+
+def _model_line(name: str, m: dict) -> str:
+    """A model row of :func:`models_vs_torch` as one log line."""
+    devices = m.get("devices")
+    return (f"{name}{f' ({devices} CPU devices)' if devices else ''}: "
+            + ", ".join(f"{n} {r:,.0f} {m['unit']}" for n, r in m["rate"].items())
+            + (f": library {m['speedup_torch']:.2f}x" if "speedup_torch" in m else "")
+            + (f", on {devices} devices {m['speedup_torch_devices']:.2f}x"
+               if "speedup_torch_devices" in m else ""))
 
 
 def models_devices(config: Config) -> int:
@@ -748,8 +755,7 @@ def models_devices(config: Config) -> int:
 
 def models_measure(request: dict) -> dict:
     """The model rows in a child process whose CPU cores are ``devices`` devices."""
-    config = Config(**{k: tuple(v) if isinstance(v, list) else v
-                       for k, v in request["config"].items()})
+    config = make_config(sys.modules[__name__], overrides=request["config"])  # lists: tuples
     return models_vs_torch(config, request["have_torch"], _digits(config.seed),
                            lambda text: print(text, file=sys.stderr, flush=True),
                            devices=request["devices"])
@@ -766,10 +772,7 @@ def models(config: Config, have_torch: bool, data, log) -> dict:
                   "config": dataclasses.asdict(config)})
     out.pop("process_s", None)
     for name, m in out.items():
-        log(f"{name} ({devices} CPU devices): " + ", ".join(
-            f"{n} {r:,.0f} {m['unit']}" for n, r in m["rate"].items())
-            + (f": library {m['speedup_torch']:.2f}x, on {devices} devices "
-               f"{m['speedup_torch_devices']:.2f}x" if have_torch else ""))
+        log(_model_line(name, m))
     return out
 
 

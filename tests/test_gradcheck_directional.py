@@ -102,7 +102,7 @@ def test_compiled_coordinate_check_passes_right_and_catches_wrong():
 def test_bad_arguments_are_clear_errors():
     params, X, Y = _problem()
     with pytest.raises(TypeError, match="key: expected a typed PRNG key"):  # a legacy raw key
-        gradcheck.check_directional(right, params, X, Y, key=jax.random.PRNGKey(0))
+        gradcheck.check_directional(right, params, X, Y, key=jax.random.key_data(jax.random.key(0)))
     with pytest.raises(ValueError, match=r"directions: expected an int >= 1, got 0"):
         gradcheck.check_directional(right, params, X, Y, key=jax.random.key(0), directions=0)
 

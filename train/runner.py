@@ -166,12 +166,13 @@ class Spec:
     rows: Any = None  # data parallel on one process: the NamedSharding of a batch's rows
 
 
-def _shard_rows(spec: Spec, batch):
-    """``batch`` split over the data axis (``spec.rows``), where its rows divide evenly."""
-    if spec.rows is None:
+def _shard_rows(rows, batch):
+    """``batch`` split over the data axis (``rows``: ``Spec.rows``), where its rows divide
+    evenly; unchanged when ``rows`` is None."""
+    if rows is None:
         return batch
-    parts = int(dict(spec.rows.mesh.shape)[_dist.DATA])
-    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, spec.rows)
+    parts = int(dict(rows.mesh.shape)[_dist.DATA])
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, rows)
                         if a.ndim and a.shape[0] % parts == 0 else a, batch)
 
 
@@ -196,10 +197,9 @@ def _eval_batch(evaluate, state, batch, key) -> dict:
     return {k_: jnp.asarray(v, jnp.float32) for k_, v in out.items()}
 
 
-def _evaluate(evaluate, state, data, key, batch_size: int, shard=None) -> dict:
+def _evaluate(evaluate, state, data, key, batch_size: int, rows=None) -> dict:
     """``evaluate`` over a whole array data set in batches, combined weighted by size
-    (``shard``: applied to every batch, the rows split over a data axis)."""
-    shard = shard or (lambda batch: batch)
+    (``rows``: each batch split over a data axis, :func:`_shard_rows`)."""
     m = _loop._num_examples(data)
     b = min(batch_size, m)
     full, rest = divmod(m, b)
@@ -209,13 +209,13 @@ def _evaluate(evaluate, state, data, key, batch_size: int, shard=None) -> dict:
 
     def body(_, i):
         batch = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, i * b, b), data)
-        return None, one(shard(batch), jax.random.fold_in(key, i))
+        return None, one(_shard_rows(rows, batch), jax.random.fold_in(key, i))
 
     _, means = jax.lax.scan(body, None, jnp.arange(full))  # name -> (full,) batch means
     total = {k: b * jnp.sum(v) for k, v in means.items()}
     if rest:
         tail = jax.tree.map(lambda a: a[full * b:], data)
-        out = one(shard(tail), jax.random.fold_in(key, full))
+        out = one(_shard_rows(rows, tail), jax.random.fold_in(key, full))
         total = {k: total[k] + rest * out[k] for k in total}
     return {k: v / m for k, v in total.items()}
 
@@ -331,7 +331,7 @@ def make_epoch(spec: Spec, group: bool = False) -> Callable:
 
         def body(state, xs):
             i, batch_idx = xs
-            return one_step(state, _shard_rows(spec, _loop._take(train, batch_idx)),
+            return one_step(state, _shard_rows(spec.rows, _loop._take(train, batch_idx)),
                             jax.random.fold_in(k_steps, i))
 
         steps = idx.shape[0]
@@ -341,7 +341,7 @@ def make_epoch(spec: Spec, group: bool = False) -> Callable:
             means = {k: jnp.mean(v, axis=0) for k, v in metrics.items()}
             evals = _evaluations(spec, state, train, val, k_train, k_val, evaluate_now,
                                  lambda f, s, d, k: _evaluate(f, s, d, k, spec.eval_batch_size,
-                                                           functools.partial(_shard_rows, spec)))
+                                                           spec.rows))
             return _track(spec, carry, state, key, carry.tracker.steps + steps, means, evals,
                           evaluate_now)
 
