@@ -204,6 +204,29 @@ def test_fit_with_aux_metrics_and_a_key(key):
     assert _trees_equal(again.params, result.params) and again.history == h
 
 
+def test_a_loop_of_fits_traces_once_and_still_checks_labels(key, monkeypatch):
+    """A fit repeated with the same loss, optimizer and shapes reads the abstract trace and
+    state of the first (no jax.eval_shape), ends where the first ends, and still refuses
+    labels out of range; new shapes trace again."""
+    X, y = _toy(key, n=24)
+    params = mlp.init(key, SIZES)
+    kwargs = dict(optimizer=train.sgd(0.3, l2=1e-3), epochs=2, batch_size=6, key=key,
+                  validation=(X[:8], y[:8]), progress=False)
+    first = train.fit(_tanh_loss, params, (X, y), **kwargs)
+    traced = []
+    real = jax.eval_shape
+    monkeypatch.setattr(jax, "eval_shape", lambda *a, **k: traced.append(1) or real(*a, **k))
+    again = train.fit(_tanh_loss, params, (X, y), **kwargs)
+    assert traced == [] and _trees_equal(again.params, first.params)
+    assert again.history == first.history
+    bad = y.copy()
+    bad[3] = SIZES[-1]
+    with pytest.raises(ValueError, match=r"Y: expected class labels in \[0, 3\)"):
+        train.fit(_tanh_loss, params, (X, bad), **kwargs)
+    train.fit(_tanh_loss, params, (X[:18], y[:18]), **kwargs)
+    assert traced  # 18 rows: a new signature
+
+
 def test_model_state_is_threaded_through_training_not_evaluation(key):
     """A model state counting the training examples the loss has seen."""
     X, y = _toy(key, n=20)

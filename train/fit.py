@@ -179,7 +179,7 @@ def fit(
         data_on_devices=data_on_devices)
     _runner._check_state(params, None, what="state.params")
 
-    def make_state():  # optimizer.init runs eager ops: only after the labels are checked
+    def make_state(params, model_state, hp):
         state = _loop.init_state(params, optimizer, model_state=model_state)
         if hp:
             state = state.replace(opt_state=_optim.set_hyperparams(state.opt_state, **hp))
@@ -187,7 +187,10 @@ def fit(
 
     names = tuple((metrics or {}).keys())
     result = _runner.run(
-        None, jax.eval_shape(make_state), tuple(train_np), make_state=make_state, epochs=epochs, key=key, batch_size=batch_size,
+        None, _loop.eval_shape_cached(make_state, ("fit", optimizer), params, model_state, hp),
+        tuple(train_np), epochs=epochs,
+        # optimizer.init runs eager ops: only after the labels are checked
+        make_state=lambda: make_state(params, model_state, hp), key=key, batch_size=batch_size,
         validation=None if val_np is None else tuple(val_np), eval_batch_size=eval_batch_size,
         eval_every=eval_every, patience=patience, min_delta=min_delta, order=order,
         progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,

@@ -104,6 +104,33 @@ class TrainState:
     model_state: Any = None  # non-trained state threaded through the loss (batch-norm stats)
 
 
+def signature(tree) -> tuple:
+    """The tree structure and every leaf's shape, dtype and weak type: what a trace sees."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((np.shape(a), str(a.dtype) if hasattr(a, "dtype") else
+                           str(np.asarray(a).dtype), getattr(a, "weak_type", False))
+                          for a in leaves)
+
+
+_SHAPES: dict = {}
+
+
+def eval_shape_cached(fn: Callable, owner: tuple, *args):
+    """``jax.eval_shape(fn, *args)``, cached on ``owner`` (its objects compared by identity
+    and held while cached: optax's transformations are tuples, which cannot be weakly
+    referenced) and the :func:`signature` of ``args``. ``fn`` must be determined by
+    ``owner``: a loop of fits with one optimizer traces its ``init`` once."""
+    key = (tuple(map(id, owner)), signature(args))
+    entry = _SHAPES.get(key)
+    if entry is not None and all(a is b for a, b in zip(entry[0], owner)):
+        return entry[1]
+    out = jax.eval_shape(fn, *args)
+    _SHAPES[key] = (owner, out)
+    while len(_SHAPES) > 16:
+        _SHAPES.pop(next(iter(_SHAPES)))
+    return out
+
+
 def init_state(params, optimizer: optax.GradientTransformation, *,
                model_state=None) -> TrainState:
     """A fresh :class:`TrainState`: ``optimizer.init(params)``, ``step = 0``.
@@ -533,7 +560,7 @@ def _check_hyperparams(optimizer, params, hyperparams, models: int | None = None
                         f"{type(hyperparams).__name__}")
     if not hyperparams:
         return {}
-    opt_state = jax.eval_shape(optimizer.init, params)
+    opt_state = eval_shape_cached(optimizer.init, ("init", optimizer), params)
     available = _optim.get_hyperparams(opt_state)
     scheduled = _optim.scheduled_hyperparams(opt_state)
     shape = () if models is None else (models,)

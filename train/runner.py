@@ -480,6 +480,17 @@ def cached(build: Callable, functions: tuple, settings: tuple):
     return program
 
 
+# The record names of a program's abstract trace, per program (held weakly) and input
+# signature: a run repeated with the same program and shapes (a loop of fits) reads them
+# instead of tracing again, as JAX reuses a jitted function's trace.
+_TRACED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _mesh_id(mesh) -> tuple | None:
+    return None if mesh is None else (tuple(dict(mesh.shape).items()),
+                                      tuple(d.id for d in mesh.devices.flat))
+
+
 class _Counted:
     """A jitted function and the number of times it was traced (= compiled)."""
 
@@ -585,7 +596,7 @@ class _Fed:
             idx = _loop.minibatch_indices(k_order, carry.tracker.steps, n=n,
                                           batch_size=spec.batch_size, order=spec.order)
             # the epoch's working copy of the state (fresh buffers: `step` donates them)
-            state = jax.tree.map(lambda a: _fresh(a), carry.state)
+            state = _fresh(carry.state)
             return key, k_steps, k_train, k_val, idx, state
 
         def step(state, batch, k_steps, i):
@@ -985,8 +996,8 @@ def run(
         """The carry and the data on the device(s); run abstractly first (by ``trace``).
         On a mesh (``fed``) the data stay in host memory and the carry is replicated (split
         over ``"models"`` in a sweep) over every process's devices."""
-        state = jax.tree.map(lambda a: _fresh(a), state)
-        best = jax.tree.map(lambda a: _fresh(a), keep(state))
+        state = _fresh(state)
+        best = _fresh(keep(state))
         tr = jax.vmap(tracker)(best) if models is not None else tracker(best)
         carry = Carry(state=state, key=_fresh(key), tracker=tr)
         if padded is not None:
@@ -1026,7 +1037,13 @@ def run(
                 return program.jitted(*build(state, key, train_data, val_data, True), 1,
                                       mask)
 
-            names.extend(jax.eval_shape(program_of, state, key, *arrays)[1])
+            signature = _loop.signature((state, key, arrays, padded, _mesh_id(mesh)))
+            known = _TRACED.setdefault(program, {})
+            if signature not in known:
+                if len(known) >= _CACHE_SIZE:
+                    known.pop(next(iter(known)))
+                known[signature] = tuple(jax.eval_shape(program_of, state, key, *arrays)[1])
+            names.extend(known[signature])
 
     if probe is None:
         trace()
@@ -1214,7 +1231,7 @@ def _stream_epoch_run(program: "_Streamed", carry, data, validation, epoch_index
                       evaluated: bool):
     """One epoch over a stream: a compiled step per batch, then evaluation and tracking."""
     key, _, k_steps, _, k_val = program.split_key(carry.key)
-    state = jax.tree.map(lambda a: _fresh(a), carry.state)  # step donates it
+    state = _fresh(carry.state)  # step donates it
     sums, count = None, 0
     for i, batch in enumerate(_stream_epoch(data, epoch_index)):
         state, metrics = program.one_step(state, batch, k_steps, i)
@@ -1330,16 +1347,18 @@ def _to_device(tree):
     return jax.tree.map(jnp.asarray, tree)
 
 
-def _fresh(a):
-    """A new buffer holding ``a`` (the compiled calls donate theirs): a device-to-device
-    copy, where ``jnp.array(a, copy=True)`` compiled a ``copy`` program per shape and dtype."""
-    return jax.device_put(a, may_alias=False)
+def _fresh(tree):
+    """New buffers holding ``tree``'s arrays (the compiled calls donate theirs): one batched
+    device-to-device copy, where ``jnp.array(a, copy=True)`` compiled a ``copy`` program per
+    shape and dtype."""
+    return jax.device_put(tree, may_alias=False)
 
 
 def _check_state(state, models, what: str = "state") -> None:
     leaves = jax.tree_util.tree_leaves_with_path(state)
     if not leaves:
         raise ValueError(f"{what}: expected a pytree with at least one array, got {state!r}")
+    floating = []
     for path, leaf in leaves:
         where = f"{what}{jax.tree_util.keystr(path)}"
         if not hasattr(leaf, "dtype") or not hasattr(leaf, "shape"):
@@ -1348,10 +1367,17 @@ def _check_state(state, models, what: str = "state") -> None:
             raise ValueError(f"{where}: expected a leading model axis of length {models}, got "
                              f"shape {np.shape(leaf)}")
         if jnp.issubdtype(leaf.dtype, jnp.inexact) and not isinstance(leaf, jax.ShapeDtypeStruct):
-            # on the host: an eager jnp.isfinite compiles two programs per leaf shape
-            if not np.isfinite(_dist.fetch(leaf)).all():
-                raise ValueError(f"{where}: expected finite values, got NaN or infinity; "
-                                 "training would start from a broken state")
+            floating.append((where, leaf))
+    # on the host (an eager jnp.isfinite compiles two programs per leaf shape), in one
+    # transfer where every array is addressable
+    if all(not isinstance(a, jax.Array) or a.is_fully_addressable for _, a in floating):
+        values = jax.device_get([a for _, a in floating])
+    else:
+        values = [_dist.fetch(a) for _, a in floating]
+    for (where, _), value in zip(floating, values):
+        if not np.isfinite(value).all():
+            raise ValueError(f"{where}: expected finite values, got NaN or infinity; "
+                             "training would start from a broken state")
 
 
 def _check_array_data(data, name: str) -> int:

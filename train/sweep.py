@@ -247,7 +247,7 @@ def sweep(
     params, keys, model_state = _reorder((params, keys, model_state), placed)
     hp = {k: v if np.ndim(v) == 0 else _reorder(v, placed) for k, v in hp.items()}
 
-    def make_state():  # optimizer.init runs eager ops: only after the labels are checked
+    def make_state(params, model_state, hp):
         state = jax.vmap(lambda p, ms: _loop.init_state(p, optimizer, model_state=ms))(
             params, model_state)
         if hp:
@@ -256,7 +256,11 @@ def sweep(
 
     names = tuple((metrics or {}).keys())
     result = _runner.run(
-        None, jax.eval_shape(make_state), tuple(train_np), make_state=make_state, epochs=epochs, key=keys, batch_size=batch_size,
+        None, _loop.eval_shape_cached(make_state, ("sweep", optimizer), params, model_state,
+                                      hp),
+        tuple(train_np), epochs=epochs,
+        # optimizer.init runs eager ops: only after the labels are checked
+        make_state=lambda: make_state(params, model_state, hp), key=keys, batch_size=batch_size,
         validation=None if val_np is None else tuple(val_np), eval_batch_size=eval_batch_size,
         eval_every=eval_every, patience=patience, min_delta=min_delta, order=order,
         progress=progress, epochs_per_call=epochs_per_call, models=models,
