@@ -277,11 +277,13 @@ def _plot_modes(results, metrics, config, path) -> None:
                          alpha=0.8, label=lab)
             h = res["history"]
             ep = np.arange(1, h["d_real"].shape[1] + 1)
+            dots = "o" if ep.size < 10 else None  # a short run: points, not empty lines
             axes[2].plot(ep, h["d_real"][j], color=f"C{v}", linewidth=0.9, alpha=0.8,
+                         marker=dots, ms=3,
                          label=f"{LABELS[name]}: mean D(real)" if j == 0 else None)
             axes[2].plot(ep, h["d_fake"][j], color=f"C{v}", linewidth=0.9, alpha=0.8,
-                         linestyle="--", label=f"{LABELS[name]}: mean D(fake)" if j == 0
-                         else None)
+                         marker=dots, ms=3, linestyle="--",
+                         label=f"{LABELS[name]}: mean D(fake)" if j == 0 else None)
     axes[0].axhline(config.n_modes, color="0.5", linewidth=0.8)
     axes[0].set(xlabel="epoch", ylabel=f"modes covered (of {config.n_modes})",
                 title="Modes covered (a mode: >= 1/5 of its fair share\nof the high-quality "

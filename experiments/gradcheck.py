@@ -335,7 +335,7 @@ def _model_objective(build: Callable, config: Config, loss: str, penalties: tupl
     model = build(config)
     obj = objective.make(model, loss, {name: getattr(config, name) for name in penalties})
     if model.stateful:
-        return model, lambda p, X, Y, state: obj(p, X, Y, model_state=state)[0]
+        return model, lambda p, X, Y, state: obj(p, X, Y, train=False, model_state=state)[0]
     return model, lambda p, X, Y, state: obj(p, X, Y)
 
 

@@ -45,6 +45,7 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import numpy as np
 
+from nets import _checks
 from nets import layers as L
 from nets import objective as _objective
 from nets.model import Model
@@ -182,11 +183,16 @@ def pca(X, k: int) -> PCA:
     """Principal components of the rows of ``X`` ``(n, n_in)`` by the SVD of the centred data,
     in float64 (ESL section 14.5.1): ``X - mean = U S V^T``, components the first ``k``
     rows of ``V^T``, variances ``S^2 / n``. The rank-``k`` reconstruction minimises the
-    mean squared error over all rank-``k`` affine maps (Eckart-Young)."""
+    mean squared error over all rank-``k`` affine maps (Eckart-Young). ``1 <= k <=
+    min(n, n_in)``."""
     X = np.asarray(X, np.float64)
-    if X.ndim != 2 or not 1 <= k <= X.shape[1]:
-        raise ValueError(f"X, k: expected a matrix (n, n_in) and 1 <= k <= n_in, got shape "
-                         f"{X.shape} and k={k!r}")
+    if X.ndim != 2 or 0 in X.shape:
+        raise ValueError(f"X: expected a matrix (n, n_in) of rows, got shape {X.shape}")
+    n, n_in = X.shape
+    _checks.check_int(k, "k", 1)
+    if k > min(n, n_in):
+        raise ValueError(f"k: expected at most min(n, n_in) = {min(n, n_in)} components for X "
+                         f"of shape {X.shape} (the SVD of {n} rows has no more), got k={k}")
     mean = X.mean(axis=0)
     _, s, Vt = np.linalg.svd(X - mean, full_matrices=False)
     variances = np.zeros(X.shape[1])

@@ -112,6 +112,31 @@ def _per_example(v: jax.Array, x: jax.Array) -> jax.Array:
     return v.reshape(v.shape + (1,) * (jnp.ndim(x) - v.ndim))
 
 
+def _check_t(t, T: int, x0) -> None:
+    """``t``: integer steps, a scalar or one per example of ``x0``; concrete ones in
+    ``[0, T]`` (a traced ``t`` is checked on its dtype and shape only)."""
+    try:
+        dtype = None if isinstance(t, bool) else (
+            t.dtype if hasattr(t, "dtype") else np.asarray(t).dtype)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.integer):
+        got = (f"dtype {dtype}" if dtype is not None and hasattr(t, "dtype")
+               else f"{type(t).__name__} {t!r}")
+        raise TypeError(f"t: expected an int or integer steps in [0, {T}], got {got} (the "
+                        f"paper's t indexes the schedule: pass integers)")
+    shape, n = tuple(jnp.shape(t)), (jnp.shape(x0)[0] if jnp.ndim(x0) >= 2 else None)
+    if shape != () and shape != (n,):
+        want = "()" if n is None else f"() or ({n},), one step per example of x0"
+        raise ValueError(f"t: expected shape {want}, got shape {shape}")
+    if isinstance(t, jax.core.Tracer):
+        return
+    values = np.asarray(t)
+    if values.size and (values.min() < 0 or values.max() > T):
+        raise ValueError(f"t: expected steps in [0, T] = [0, {T}], got values in "
+                         f"[{values.min()}, {values.max()}]")
+
+
 def q_sample(schedule: Schedule, x0: jax.Array, t, noise: jax.Array) -> jax.Array:
     """``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise`` (Ho et al. eq. 4).
 
@@ -121,6 +146,7 @@ def q_sample(schedule: Schedule, x0: jax.Array, t, noise: jax.Array) -> jax.Arra
     if jnp.shape(noise) != jnp.shape(x0):
         raise ValueError(f"noise: expected the shape of x0, {jnp.shape(x0)}, got "
                          f"{jnp.shape(noise)}")
+    _check_t(t, schedule.T, x0)
     abar = _per_example(schedule.alpha_bars[t], x0)
     return jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * noise
 
@@ -129,6 +155,10 @@ def time_embedding(t, dim: int, *, max_period: float = 10_000.0) -> jax.Array:
     """Sinusoidal embedding ``[sin(t w_k), cos(t w_k)]_{k < dim/2}``, ``w_k =
     max_period^(-k / (dim/2))`` (Vaswani et al. section 3.5); ``t`` of shape ``s`` gives
     ``s + (dim,)``. ``dim`` must be even."""
+    _checks.check_int(dim, "dim", 2)
+    if dim % 2:
+        raise ValueError(f"dim: time_embedding expected an even int (sin and cos halves), "
+                         f"got {dim}")
     half = dim // 2
     w = jnp.exp(-jnp.log(max_period) * jnp.arange(half) / half)  # (dim/2,)
     angle = jnp.asarray(t, jnp.float32)[..., None] * w
@@ -208,6 +238,15 @@ def init_state(net: Denoiser, optimizer, *, key: jax.Array) -> DiffusionState:
     return DiffusionState(params, optimizer.init(params), jax.tree.map(jnp.copy, params))
 
 
+def _check_batch(batch, data_dim: int) -> None:
+    """The step's ``batch``: an array ``(b, data_dim)`` (Python-level, before tracing on)."""
+    if not hasattr(batch, "ndim"):
+        hint = ("; the DDPM trains on X alone: pass X, not (X, y)"
+                if isinstance(batch, (tuple, list)) and len(batch) == 2 else "")
+        raise TypeError(f"batch: expected an array of shape (b, {data_dim}), got a "
+                        f"{type(batch).__name__}{hint}")
+
+
 def make_step(net: Denoiser, optimizer, schedule: Schedule, *, ema_decay: float = 0.999):
     """``step(state, batch, key) -> (state, {"loss"})`` for :func:`train.run`: one optax
     step on :func:`loss`, then ``ema <- ema_decay * ema + (1 - ema_decay) * params``."""
@@ -216,6 +255,7 @@ def make_step(net: Denoiser, optimizer, schedule: Schedule, *, ema_decay: float 
     _checks.check_real(ema_decay, "ema_decay", minimum=0, maximum=1)
 
     def step(state: DiffusionState, batch, key):
+        _check_batch(batch, net.data_dim)
         if batch.ndim != 2 or batch.shape[1] != net.data_dim:
             raise ValueError(f"batch: expected shape (b, {net.data_dim}), got {batch.shape}")
         value, grad = jax.value_and_grad(loss, argnums=1)(net, state.params, batch, key,

@@ -188,6 +188,11 @@ def make_step(generator: Model, discriminator: Model, g_optimizer, d_optimizer, 
         return jax.vmap(lambda v: discriminator.apply(d, v)[0])(_packed(x, pack))
 
     def step(state: GANState, batch, key):
+        if not hasattr(batch, "ndim"):
+            hint = ("; the GAN trains on X alone: pass X, not (X, y)"
+                    if isinstance(batch, (tuple, list)) and len(batch) == 2 else "")
+            raise TypeError(f"batch: expected an array of shape (b, "
+                            f"{generator.output_shape[0]}), got a {type(batch).__name__}{hint}")
         b = batch.shape[0]
         if batch.ndim != 2 or batch.shape[1] != generator.output_shape[0] or b % pack:
             raise ValueError(f"batch: expected shape (b, {generator.output_shape[0]}) with b "

@@ -34,9 +34,11 @@ A tiny CNN for 8x8 grey images, composed and vmapped over a batch:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from typing import Callable, NamedTuple
+import threading
+from typing import Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -436,13 +438,59 @@ def AvgPool(window, stride=None, padding="VALID") -> Layer:
 # embeddings and normalisation
 
 
+_token_recorders = threading.local()  # .stack: the lists of record_token_ranges() now active
+
+
+@contextlib.contextmanager
+def record_token_ranges() -> Iterator[list[int]]:
+    """Collects ``vocab_size`` each time an :func:`Embedding` is TRACED (its ``apply`` runs)
+    on integer ids while the context is active; yields the list it appends to. Nested
+    contexts all receive.
+
+    Token values cannot be checked while tracing, and an id outside ``[0, vocab_size)``
+    becomes a row of NaN: a caller holding concrete ids traces the model inside this
+    context and checks them against what it recorded. As for
+    :func:`nets.losses.record_label_ranges`, a jitted function JAX traced before records
+    nothing: trace a fresh wrapper (``lambda *a: fn(*a)``).
+
+    >>> import jax, jax.numpy as jnp
+    >>> emb = Embedding(7, 2)
+    >>> _, params, state = emb.init(jax.random.key(0), (3,))
+    >>> with record_token_ranges() as seen:
+    ...     _ = jax.eval_shape(lambda x: emb.apply(params, state, x)[0], jnp.zeros(3, int))
+    >>> seen
+    [7]
+    """
+    stack = _token_recorders.__dict__.setdefault("stack", [])
+    seen: list[int] = []
+    stack.append(seen)
+    try:
+        yield seen
+    finally:  # by identity: list.remove would drop an outer list with equal contents
+        del stack[next(i for i, s in enumerate(stack) if s is seen)]
+
+
+def _record_vocab(vocab_size: int) -> None:
+    for seen in getattr(_token_recorders, "stack", ()):
+        seen.append(int(vocab_size))
+
+
+def embed(E, x):
+    """Rows ``E[x]`` of the table ``E`` (V, d) for integer ids ``x`` of any shape, ``s -> s +
+    (d,)``; an id outside ``[0, V)``, negative ones included (no wrap-around), gives a row of
+    NaN."""
+    return jnp.asarray(E).at[jnp.asarray(x)].get(mode="fill", fill_value=jnp.nan,
+                                                 wrap_negative_indices=False)
+
+
 def Embedding(vocab_size: int, d: int, *, stddev: float = 1.0) -> Layer:
     """Token embedding, a table lookup (Bengio et al. 2003, JMLR 3).
 
     Shapes: integer tokens ``(T,) -> (T, d)`` (any integer shape ``s -> s + (d,)``); params
     ``{"E": (vocab_size, d)}`` drawn ``N(0, stddev^2)``. ``E`` has two axes, so
-    :mod:`nets.penalties` decays it. A token outside ``[0, vocab_size)`` gives a row of NaN
-    (visible downstream, never a silent clamp).
+    :mod:`nets.penalties` decays it. A token outside ``[0, vocab_size)``, a negative one
+    included, gives a row of NaN (visible downstream, never a silent clamp or wrap-around);
+    :func:`record_token_ranges` lets a caller check concrete ids before compiling.
     """
     for name, v in (("vocab_size", vocab_size), ("d", d)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -456,7 +504,8 @@ def Embedding(vocab_size: int, d: int, *, stddev: float = 1.0) -> Layer:
         if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
             raise TypeError(f"x: Embedding expected integer token ids, got dtype "
                             f"{jnp.result_type(x)}")
-        return jnp.take(params["E"], x, axis=0, mode="fill", fill_value=jnp.nan), state
+        _record_vocab(vocab_size)
+        return embed(params["E"], x), state
 
     return Layer(init, apply)
 
@@ -667,5 +716,6 @@ def concat(*branches: Layer) -> Layer:
 __all__ = [
     "Layer", "count_params", "dropout", "Dense", "Activation", "Sigmoid", "Tanh", "Relu",
     "Elu", "Softplus", "Identity", "Flatten", "Dropout", "Conv2D", "MaxPool", "AvgPool",
-    "Embedding", "LayerNorm", "BatchNorm", "serial", "residual", "concat", "DENSE_INITS",
+    "Embedding", "embed", "record_token_ranges", "LayerNorm", "BatchNorm", "serial", "residual",
+    "concat", "DENSE_INITS",
 ]

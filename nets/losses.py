@@ -80,13 +80,31 @@ def record_label_ranges() -> Iterator[list[int]]:
     stack.append(seen)
     try:
         yield seen
-    finally:
-        stack.remove(seen)
+    finally:  # by identity: list.remove would drop an outer list with equal contents
+        del stack[next(i for i, s in enumerate(stack) if s is seen)]
 
 
 def _record(num_classes: int) -> None:
     for seen in getattr(_recorders, "stack", ()):
         seen.append(int(num_classes))
+
+
+_binary_recorders = threading.local()  # .stack: the lists of record_binary_targets()
+
+
+@contextlib.contextmanager
+def record_binary_targets() -> Iterator[list[tuple]]:
+    """Collects the target shape each time :func:`binary_cross_entropy` is TRACED while the
+    context is active, as :func:`record_label_ranges` does for cross-entropy: a caller with
+    concrete targets then checks them against ``[0, 1]`` (labels ``-1/+1`` or ``0/2`` would
+    train to a negative loss, silently)."""
+    stack = _binary_recorders.__dict__.setdefault("stack", [])
+    seen: list[tuple] = []
+    stack.append(seen)
+    try:
+        yield seen
+    finally:
+        del stack[next(i for i, s in enumerate(stack) if s is seen)]
 
 
 def traced_label_classes(fn: Callable, *args, **kwargs) -> tuple[int, ...]:
@@ -226,6 +244,8 @@ def _check_binary_target(z, y) -> jax.Array:
     if y.shape not in ((), (1,)):
         raise ValueError(f"binary_cross_entropy: target y: expected shape () or (1,) (one "
                          f"example), got {_describe(y)}")
+    for seen in getattr(_binary_recorders, "stack", ()):
+        seen.append(tuple(y.shape))
     return y.astype(z.dtype).reshape(z.shape)
 
 
@@ -254,7 +274,9 @@ def cross_entropy(z: jax.Array, y) -> jax.Array:
     ``train.sweep`` (``tests/test_losses_xla.py`` keeps the case).
     """
     y = _check_class_target(z, y)
-    if y.ndim == 0:  # a label outside [0, M) gives NaN, never a plausible number
+    if y.ndim == 0:  # a label outside [0, M) gives NaN, never a plausible number (-1 too:
+        # take would read a negative index from the end)
+        y = jnp.where(y < 0, z.shape[-1], y)
         return jax.nn.logsumexp(z) - jnp.take(z, y, mode="fill", fill_value=jnp.nan)
     return jax.nn.logsumexp(z) - jnp.sum(y.astype(z.dtype) * z)
 
@@ -299,9 +321,11 @@ def squared_error(z: jax.Array, y) -> jax.Array:
 
 def binary_cross_entropy(z: jax.Array, y) -> jax.Array:
     """Binomial deviance/2 ``-[y log p + (1-y) log(1-p)]``, ``p = sigmoid(z)``, ``z`` of shape
-    ``(1,)``, ``y`` of shape ``()`` or ``(1,)``."""
+    ``(1,)``, ``y`` of shape ``()`` or ``(1,)`` in ``[0, 1]``. A target outside ``[0, 1]``
+    (labels ``-1/+1``) gives NaN, never a plausible number; ``train.fit`` refuses concrete
+    ones before compiling (:func:`record_binary_targets`)."""
     y = _check_binary_target(z, y)
-    return jnp.sum(jax.nn.softplus(z) - y * z)
+    return jnp.sum(jnp.where((y >= 0) & (y <= 1), jax.nn.softplus(z) - y * z, jnp.nan))
 
 
 def _cross_entropy_grad(z, y):

@@ -3,8 +3,11 @@
 ``Z`` has shape ``(n, M)``: the predicted class is ``argmax_k Z[i, k]`` (the same for
 logits and softmax probabilities). With one output unit, ``(n, 1)`` or ``(n,)`` (a sigmoid
 output, two classes), the prediction is ``Z > threshold``: ``threshold=0`` for logits,
-``0.5`` for probabilities. Labels are integers ``(n,)`` (``0/1`` for one unit) or one-hot /
-probability rows ``(n, M)`` (their argmax is the label). Each function is pure and jittable,
+``0.5`` for probabilities. Labels are integers ``(n,)`` in ``[0, M)`` (``0/1`` for one unit,
+where float 0/1 targets and ``(n, 1)`` are accepted too) or one-hot / probability rows
+``(n, M)`` as floats (their argmax is the label); float labels ``(n,)`` for ``M > 1``
+outputs and labels ``(n, 1)`` are refused (their dtypes and shapes are static, so traced
+labels too), and so are concrete labels out of range. Each function is pure and jittable,
 so it serves as ``fn`` in :meth:`nets.model.Model.metric`.
 
 Per position (sequence models): ``Z`` of shape ``(n, T, M)`` and integer labels ``(n, T)``
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nets.losses import IGNORE  # a per-position label that is not scored
 
@@ -36,6 +40,40 @@ def _check_positions(Z, y, name_z="Z", name_y="y"):
                          f"{tuple(jnp.shape(Z))[:-1]} (or probabilities of shape "
                          f"{tuple(jnp.shape(Z))}) for outputs {name_z} of shape "
                          f"{tuple(jnp.shape(Z))}, got shape {jnp.shape(y)}")
+
+
+def _check_labels(Z, y, name_y="y", *, positions=False, num_classes=None):
+    """Class labels against the outputs ``Z``: dtypes and shapes (static, so traced labels
+    too), and for concrete integer labels their range, ``[0, M)`` (``IGNORE`` allowed per
+    position). Float labels are refused where they would be compared with a class index
+    (``M > 1``); one output unit takes 0/1 targets as floats too (binary cross-entropy's)."""
+    shape, dtype = tuple(jnp.shape(y)), jnp.result_type(y)
+    n_out = 1 if jnp.ndim(Z) == 1 else jnp.shape(Z)[-1]
+    lead = tuple(jnp.shape(Z))[:-1] if positions else tuple(jnp.shape(Z))[:1]
+    integer = jnp.issubdtype(dtype, jnp.integer)
+    if shape == lead and not integer and (n_out > 1 or positions):
+        raise TypeError(f"{name_y}: expected integer class labels of shape {lead}, got dtype "
+                        f"{dtype} (float labels? pass {name_y}.astype(np.int32))")
+    if not positions and len(shape) == 2 and shape[1] != n_out:
+        raise ValueError(f"{name_y}: expected integer labels of shape {lead} or probabilities "
+                         f"of shape {(*lead, n_out)} (one column per output of Z), got shape "
+                         f"{shape}" + (f" (pass {name_y}.ravel() for labels)"
+                                       if shape[1] == 1 else ""))
+    if not positions and len(shape) == 2 and n_out > 1 and integer:
+        raise TypeError(f"{name_y}: expected probabilities of shape {shape} as floats, got dtype "
+                        f"{dtype} (one-hot integers? pass {name_y}.argmax(axis=-1))")
+    if integer and shape in (lead, (*lead, n_out)[:len(lead) + (n_out == 1)]) and not (
+            isinstance(y, jax.core.Tracer)):
+        values = np.asarray(y)
+        M = num_classes or max(n_out, 2)
+        low = IGNORE if positions else 0
+        bad = ((values < 0) & (values != low)) | (values >= M)
+        if values.size and bad.any():
+            allowed = f"[0, {M})" + (f" or {IGNORE} (not scored)" if positions else "")
+            first = values[bad].flat[0]
+            hint = " (labels from 1? subtract 1)" if first == M and values.min() >= 1 else ""
+            raise ValueError(f"{name_y}: expected class labels in {allowed} for Z with "
+                             f"{n_out} output{'s' if n_out > 1 else ''}, got {first}{hint}")
 
 
 def _position_labels(Z, y):
@@ -79,10 +117,12 @@ def error_rate(Z, y, *, threshold: float = 0.0) -> jax.Array:
     with positions ``(n, T, M)``, of misclassified scored positions (module doc)."""
     if jnp.ndim(Z) >= 3:
         _check_positions(Z, y)
+        _check_labels(Z, y, positions=True)
         labels, scored = _position_labels(Z, y)
         wrong = (jnp.argmax(Z, axis=-1) != labels) & scored
         return jnp.sum(wrong) / jnp.maximum(jnp.sum(scored), 1)
     _check_batch(Z, y)
+    _check_labels(Z, y)
     n_out = 1 if jnp.ndim(Z) == 1 else jnp.shape(Z)[-1]
     return jnp.mean(predicted_class(Z, threshold=threshold) != _labels(y, n_out))
 
@@ -97,6 +137,7 @@ def confusion_matrix(Z, y, *, num_classes: int | None = None,
     """Counts ``C[true, predicted]``, shape ``(M, M)`` (``M = num_classes``, by default
     ``Z.shape[-1]``, or 2 for one output unit), as int32."""
     _check_batch(Z, y)
+    _check_labels(Z, y, num_classes=num_classes)
     n_out = 1 if jnp.ndim(Z) == 1 else jnp.shape(Z)[-1]
     M = num_classes if num_classes is not None else max(n_out, 2)
     pred = predicted_class(Z, threshold=threshold)

@@ -47,9 +47,11 @@ class Model:
         classes, one unit); the losses of :mod:`nets.losses` apply it themselves, stably.
 
     Models are hashable and compare equal when built from the same layer functions, input
-    shape and output, so programs cached per model are reused. Construction traces the
-    layer's ``init`` abstractly (no arrays), so a layer that does not fit the input shape
-    raises here.
+    shape and output, so programs cached per model are reused. Construction checks the
+    input shape and output only; the layer's ``init`` is traced abstractly (no arrays,
+    nothing compiled) on first use (``output_shape``, :meth:`init`,
+    :func:`nets.objective.make`, ...), so a layer that does not fit the input shape raises
+    there, not at construction (a trace at construction would cost ~0.1 s per Transformer).
     """
 
     layer: _layers.Layer

@@ -14,6 +14,7 @@ from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nets import _checks
 from nets import losses as _losses
@@ -30,24 +31,40 @@ def mean_loss(apply_fn: Callable, params, X, Y, loss="cross_entropy") -> jax.Arr
     ``make(model, ...)`` with a :class:`nets.model.Model`, which splits one key per example.
     """
     loss = _losses.get(loss)
+    _check_rows(X, Y)
     Z = jax.vmap(apply_fn, in_axes=(None, 0))(params, X)
     return jnp.mean(jax.vmap(loss.fn)(Z, Y))
+
+
+def _check_rows(X, Y) -> None:
+    """One target per row of ``X``, on static shapes (concrete or traced arrays alike)."""
+    if any(isinstance(a, (dict, list, tuple)) or (not hasattr(a, "shape")
+                                                  and not np.isscalar(a)) for a in (X, Y)):
+        return  # pytrees of inputs: vmap checks them
+    if jnp.ndim(X) == 0:
+        raise ValueError("X: expected a batch of examples (n, ...), got a scalar")
+    n = jnp.shape(X)[0]
+    if jnp.ndim(Y) == 0 or jnp.shape(Y)[0] != n:
+        raise ValueError(f"Y: expected one target per row of X ({n} rows), got shape "
+                         f"{tuple(jnp.shape(Y))}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Objective:
     """The penalized objective of a :class:`nets.model.Model` (built by :func:`make`).
 
-    ``objective(params, X, Y, *, key=None, train=False, model_state=None)`` is
+    ``objective(params, X, Y, *, key=None, train=None, model_state=None)`` is
     ``(1/n) sum_i L[y_i, z_i] + sum_j lambda_j J_j(params)`` with
     ``Z = model.batch_apply(params, X, state=model_state, train=train, key=key)``: ``key`` is
     split into one key per example (different dropout masks across the batch). It returns
     the scalar when ``model_state is None`` and ``(loss, new_model_state)`` otherwise (the
     ``train.fit`` contract: the new model state LAST). A model with state (BatchNorm,
-    Dropout) must get ``model_state``. The mode is the explicit ``train`` flag, never
+    Dropout) must get ``model_state`` and an explicit ``train`` (``True`` for a training
+    step, ``False`` to evaluate; omitting it raises ``TypeError``); for a stateless model
+    the two modes agree and ``train`` may be omitted. The mode is never inferred from
     ``key is None``: with ``train=False`` a key is accepted (``train.fit`` passes one at
-    evaluation too) and no layer of :mod:`nets.layers` draws from it. ``takes_key = True`` tells ``train.fit`` to pass ``key=`` and
-    ``train=``.
+    evaluation too) and no layer of :mod:`nets.layers` draws from it. ``takes_key = True``
+    tells ``train.fit`` to pass ``key=`` and ``train=``.
     """
 
     model: Model
@@ -55,11 +72,17 @@ class Objective:
     penalties: tuple  # ((Penalty, lambda), ...) for nets.penalties.total
     takes_key: ClassVar[bool] = True
 
-    def __call__(self, params, X, Y, *, key=None, train: bool = False, model_state: Any = None):
+    def __call__(self, params, X, Y, *, key=None, train: bool | None = None,
+                 model_state: Any = None):
         if model_state is None and self.model.stateful:
             raise ValueError(
                 "model_state: this model carries state (BatchNorm running statistics or "
                 "Dropout rates); pass model_state= (the state from model.init(key))")
+        if train is None:
+            if self.model.stateful:
+                raise TypeError("train: this model has Dropout or BatchNorm; pass train=True "
+                                "for a training step or train=False to evaluate")
+            train = False  # stateless: evaluation and training compute the same
         self._check_targets(X, Y)
         Z, new_state = self.model.batch_apply(params, X, state=model_state, train=train,
                                               key=key)
@@ -100,6 +123,24 @@ class Objective:
         elif Y.shape != probabilities:
             raise ValueError(f"Y: expected integer labels of shape {labels} or probabilities of "
                              f"shape {probabilities}, got dtype {Y.dtype}, shape {Y.shape}")
+        else:
+            _check_probabilities(Y, self.loss.name)
+
+
+def _check_probabilities(Y, loss: str) -> None:
+    """Floating targets of cross-entropy: non-negative rows (the last axis) summing to 1,
+    to ``1e-3 + 1e-6 M`` (float32 rounding grows with the row's size ``M``)."""
+    Y = np.asarray(Y, np.float64)
+    sums = Y.sum(axis=-1)
+    tol = 1e-3 + 1e-6 * Y.shape[-1]
+    bad = (np.abs(sums - 1.0) > tol) | (Y < 0).any(axis=-1)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"Y: expected probability vectors (non-negative, summing to 1 per example) for "
+            f"{loss}, got rows summing to {np.min(sums):.4g} .. {np.max(sums):.4g}, min entry "
+            f"{np.min(Y):.4g} ({int(bad.sum())} bad rows, the first at index {where}); for "
+            f"real-valued targets use loss=\"squared_error\"")
 
 
 def make(model_or_apply, loss="cross_entropy", penalties=None) -> Callable:
@@ -107,13 +148,15 @@ def make(model_or_apply, loss="cross_entropy", penalties=None) -> Callable:
 
     Args:
       model_or_apply: a :class:`nets.model.Model`, giving an :class:`Objective`
-        ``objective(params, X, Y, *, key=None, train=False, model_state=None)``; or a
+        ``objective(params, X, Y, *, key=None, train=None, model_state=None)``; or a
         function ``apply_fn(params, x) -> z`` of one example, giving
         ``objective(params, X, Y)`` (:func:`mean_loss`, no per-example keys).
       loss: a name or :class:`nets.losses.Loss`. For a model whose output has positions
         (``output_shape`` ``(T, M)``, the sequence models), ``"cross_entropy"`` is
         :func:`nets.losses.per_position_cross_entropy`: labels ``(n, T)``, ``-1`` where a
         position is not scored, each example's loss the mean over its scored positions.
+        A classification loss (``cross_entropy``, ``binary_cross_entropy``) with a model of
+        output ``"identity"`` raises ``ValueError``.
       penalties: a spec for :func:`nets.penalties.terms` (e.g. ``{"l2": 1e-3}``). Only
         leaves with two or more axes are penalised: Dense ``W``, convolution kernels,
         embedding tables; biases and the LayerNorm/BatchNorm ``gamma``/``beta`` are not.
@@ -131,6 +174,13 @@ def make(model_or_apply, loss="cross_entropy", penalties=None) -> Callable:
     """
     loss = _losses.get(loss)
     terms = _penalties.terms(penalties)
+    if isinstance(model_or_apply, Model) and model_or_apply.output == "identity" and (
+            loss.output in ("softmax", "sigmoid")):
+        raise ValueError(
+            f"loss: {loss.name} reads the outputs as logits of a {loss.output}, but this model's "
+            f"output is 'identity' (regression or embeddings: an autoencoder, a denoiser, a "
+            f"GAN player); pass loss=\"squared_error\", or build the model with "
+            f"output={loss.output!r} to classify")
     if isinstance(model_or_apply, Model):  # a sequence model's (T, M): per position
         return Objective(model_or_apply, _losses.for_output(loss, model_or_apply.output_shape),
                          tuple(terms))

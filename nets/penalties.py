@@ -24,7 +24,7 @@ model axes) to :func:`weight_mask`, :func:`l2`, :func:`l1`, :func:`weight_elimin
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, NamedTuple, Sequence
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -140,12 +140,25 @@ def terms(penalties: Mapping[str, float] | Sequence | None) -> list[tuple[Penalt
     """
     if penalties is None:
         return []
-    items = penalties.items() if isinstance(penalties, Mapping) else penalties
+    expected = "penalties: expected a dict {name: lambda} or a list of (name, lambda) pairs"
+    if isinstance(penalties, Mapping):
+        items = list(penalties.items())
+    elif isinstance(penalties, (str, bytes, Penalty)) or not isinstance(penalties, Iterable):
+        hint = (f" (one penalty? pass {{{penalties!r}: lambda}})"
+                if isinstance(penalties, str) else
+                f" (a bare lambda? pass {{'l2': {penalties!r}}})"
+                if isinstance(penalties, (int, float, np.number)) else "")
+        raise TypeError(f"{expected}, got {type(penalties).__name__} {penalties!r}{hint}")
+    else:
+        items = list(penalties)
+        if (len(items) == 2 and isinstance(items[0], (str, Penalty))
+                and not isinstance(items[1], (tuple, list))):
+            raise TypeError(f"{expected}, got the single pair {penalties!r} (pass "
+                            f"[{penalties!r}] or {{name: lambda}})")
     out = []
     for item in items:
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise TypeError(
-                f"penalties: expected (name, lambda) pairs or a dict name -> lambda, got {item!r}")
+            raise TypeError(f"{expected}, got {item!r} among the items of {penalties!r}")
         penalty, lam = get(item[0]), item[1]
         if isinstance(lam, (bool, str, bytes, complex)) or not isinstance(
                 lam, (int, float, np.integer, np.floating, jax.Array, np.ndarray)):

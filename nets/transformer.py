@@ -257,14 +257,45 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
     return Model(L.serial(*layers), input_shape=(seq_len, *tail))
 
 
-def attention_maps(params, x, *, n_heads: int) -> list:
-    """The attention weights ``P`` (H, T, T) of every block of a causal :func:`model` for ONE
-    input ``x``, in the order of the blocks (the written attention, whatever ``impl`` the
-    model uses): the attention maps of the sequence experiment. Replays the model's forward pass up to each block's
-    attention from ``params`` (``(input layer, (), block_1, ..., block_L, LN, head...)``)."""
-    first = params[0]
-    h = (jnp.take(first["E"], x, axis=0) if "E" in first
-         else jax.vmap(lambda xt: first["W"] @ xt + first["b"])(x))
+def attention_maps(params, x, *, n_heads: int, causal: bool = True) -> list:
+    """The attention weights ``P`` (H, T, T) of every block of a :func:`model` for ONE
+    input ``x`` (ids ``(T,)`` or features ``(T, d_in)``; a batch: ``jax.vmap``), in the
+    order of the blocks (the written attention, whatever ``impl`` the model uses): the
+    attention maps of the sequence experiment. Replays the model's forward pass up to each
+    block's attention from ``params`` (``(input layer, (), block_1, ..., block_L, LN,
+    head...)``).
+
+    ``params`` do not record the head count or the mask: ``n_heads`` and ``causal`` must be
+    the model's (``d_model`` divisible by ``n_heads`` is checked; a wrong divisor is not
+    detectable and gives maps of the wrong heads). ``causal=False`` for an encoder."""
+    who = "attention_maps"
+    n_heads = _sequence.positive_int(n_heads, "n_heads", who)
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal: {who} expected a bool (the model's causal=), got "
+                        f"{type(causal).__name__} {causal!r}")
+    first = params[0] if isinstance(params, (tuple, list)) and len(params) >= 3 else None
+    if not (isinstance(first, dict) and ("E" in first or "W" in first)):
+        raise ValueError(f"params: {who} expected the params of transformer.model (input "
+                         f"layer, (), blocks..., LN, head...), got {type(params).__name__}")
+    d = first["E"].shape[1] if "E" in first else first["W"].shape[0]  # d_model
+    if d % n_heads:
+        raise ValueError(f"n_heads: {who} expected a divisor of the model's d_model = {d}, "
+                         f"got {n_heads} (pass the model's n_heads)")
+    shape = tuple(jnp.shape(x))
+    if "E" in first:
+        if len(shape) != 1:
+            raise ValueError(f"ids: {who} expected one sequence of shape (T,), got {shape}; "
+                             f"call it per sequence or jax.vmap")
+        if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
+            raise TypeError(f"ids: {who} expected integer token ids, got dtype "
+                            f"{jnp.result_type(x)}")
+        h = L.embed(first["E"], x)  # an id outside [0, V) gives NaN, as in the model
+    else:
+        d_in = first["W"].shape[1]
+        if shape[1:] != (d_in,) or len(shape) != 2:
+            raise ValueError(f"x: {who} expected one sequence of shape (T, {d_in}), got "
+                             f"{shape}; call it per sequence or jax.vmap")
+        h = jax.vmap(lambda xt: first["W"] @ xt + first["b"])(x)
     h = h + sinusoidal_encoding(*h.shape).astype(h.dtype)
     maps = []
     for p in params[2:]:
@@ -272,10 +303,17 @@ def attention_maps(params, x, *, n_heads: int) -> list:
                 and len(p[0]) == 2 and isinstance(p[0][1], dict) and "Wq" in p[0][1]):
             break  # past the last block
         (ln1, att), (ln2, mlp) = p
-        y, P = attention(att, _layer_norm(ln1, h), n_heads=n_heads, causal=True)
+        for name in ("Wq", "Wk", "Wv", "Wo"):
+            if jnp.shape(att[name]) != (d, d):
+                raise ValueError(f"params: {who} expected {name} of shape ({d}, {d}) in block "
+                                 f"{len(maps) + 1}, got {jnp.shape(att[name])}")
+        y, P = attention(att, _layer_norm(ln1, h), n_heads=n_heads, causal=bool(causal))
         maps.append(P)
         h = h + y
         h = h + mlp_block(1).apply(mlp, ((),) * len(mlp), _layer_norm(ln2, h))[0]  # stateless
+    if not maps:
+        raise ValueError(f"params: {who} found no Transformer block in params (expected the "
+                         f"params of transformer.model)")
     return maps
 
 

@@ -552,3 +552,59 @@ def test_load_csv_errors(tmp_path):
         path = _write(tmp_path, text, f"bad{i}.csv")
         with pytest.raises(ValueError, match=match):
             data.load_csv(path, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks found by a newcomer audit
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", [
+    lambda k: data.load_digits(key=k),
+    lambda k: data.random_split(np.zeros((10, 2)), key=k),
+    lambda k: data.esl_sum_of_sigmoids(10, key=k),
+    lambda k: data.esl_radial(10, key=k),
+    lambda k: data.gaussian_mixture(10, key=k),
+    lambda k: data.spirals(10, key=k),
+    lambda k: data.moons(10, key=k),
+])
+def test_int_key_names_key(call):
+    with pytest.raises(TypeError, match=r"^key: expected a typed PRNG key from "
+                                        r"jax.random.key\(seed\), got int"):
+        call(0)
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_random_split_returns_float32_and_int32(standardize):
+    """float64 inputs and int64 labels (what np.random gives) come back float32 / int32."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), rng.integers(0, 3, 20)
+    split = data.random_split(X, y, key=jax.random.key(1), standardize=standardize)
+    for X_s, y_s in split[:3]:
+        assert X_s.dtype == np.float32 and y_s.dtype == np.int32
+    targets = data.random_split(X, X[:, 0], key=jax.random.key(1)).train[1]
+    assert targets.dtype == np.float32  # real targets
+    with pytest.raises(ValueError, match=r"y: expected integer labels that fit in int32"):
+        data.random_split(X, np.full(20, 2**40), key=jax.random.key(1))
+
+
+def test_load_csv_refuses_non_finite_cells_and_keeps_int_labels(tmp_path):
+    with pytest.raises(ValueError, match=r"line 3, column 1: expected a finite number, got "
+                                         r"'NaN' \(2 non-finite cell\(s\) in all"):
+        data.load_csv(_write(tmp_path, "x1,x2,label\n1,2,0\nNaN,4,1\n5,6,nan\n"))
+    with pytest.raises(ValueError, match=r"line 1, column 3: expected a finite number, got "
+                                         r"'-inf'"):
+        data.load_csv(_write(tmp_path, "1,2,-inf\n3,4,1\n", "inf.csv"))
+    _, y = data.load_csv(_write(tmp_path, "1,2,0\n3,4,1.0\n", "ok.csv"))
+    assert y.dtype == np.int32
+
+
+def test_load_csv_wrong_delimiter_suggests_the_right_one(tmp_path):
+    """Read with the wrong delimiter, line 1 would pass for a header; refuse, naming it."""
+    with pytest.raises(ValueError, match=r"every line is a single column with delimiter=',', "
+                                         r"but every line holds ';' .*; pass delimiter=';'"):
+        data.load_csv(_write(tmp_path, "x1;x2;y\n1;2;0\n3;4;1\n"))
+    with pytest.raises(ValueError, match=r"pass delimiter='\\t'"):
+        data.load_csv(_write(tmp_path, "1\t2\n3\t4\n", "tab.csv"), label_column=None)
+    X, _ = data.load_csv(_write(tmp_path, "value\n1\n2\n", "one.csv"), label_column=None)
+    assert X.shape == (2, 1)  # a real single-column file

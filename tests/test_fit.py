@@ -327,6 +327,40 @@ def test_resume_from_a_checkpoint_is_bitwise_identical(key, tmp_path):
                   **{**kwargs, "batch_size": 5})
 
 
+def test_resume_refuses_what_it_would_silently_drop(key, tmp_path):
+    """New hyperparameters (a new optimizer's or hyperparams=), another optimizer, fewer
+    epochs than the checkpoint ran; settings the user did not pass are named as passed."""
+    X, y = _toy(key, n=24)
+    params = mlp.init(key, SIZES)
+    path = tmp_path / "fit.msgpack"
+    kwargs = dict(batch_size=6, key=key, validation=(X[:8], y[:8]), progress=False)
+    train.fit(_tanh_loss, params, (X, y), optimizer=train.sgd(0.1), epochs=2, checkpoint=path,
+              **kwargs)
+    again = dict(epochs=4, resume=path, **kwargs)
+    with pytest.raises(ValueError, match=r"resume: the checkpoint .* trained with "
+                                         r"learning_rate=0.1, this run asks for "
+                                         r"learning_rate=0.5; a resumed run continues"):
+        train.fit(_tanh_loss, params, (X, y), optimizer=train.sgd(0.5), **again)
+    with pytest.raises(ValueError, match=r"trained with l2=0, this run asks for l2=0.01"):
+        train.fit(_tanh_loss, params, (X, y), optimizer=train.sgd(0.1),
+                  hyperparams={"l2": 0.01}, **again)
+    with pytest.raises(ValueError, match=r"holds the state of another optimizer"):
+        train.fit(_tanh_loss, params, (X, y), optimizer=optax.adam(0.1), **again)
+    with pytest.raises(ValueError, match=r"epochs: the checkpoint .* has run 2 epochs, more "
+                                         r"than epochs=1"):
+        train.fit(_tanh_loss, params, (X, y), optimizer=train.sgd(0.1),
+                  **{**again, "epochs": 1})
+    with pytest.raises(ValueError, match=r"written with patience=None, this run has "
+                                         r"patience=2"):
+        train.fit(_tanh_loss, params, (X, y), optimizer=train.sgd(0.1), patience=2, **again)
+    with pytest.raises(ValueError, match=r"eval_batch_size=8, this run has eval_batch_size=6 "
+                                         r"\(by default the validation set's rows"):
+        train.fit(_tanh_loss, params, (X, y), optimizer=train.sgd(0.1),
+                  **{**again, "validation": (X[:6], y[:6])})
+    done = train.fit(_tanh_loss, params, (X, y), optimizer=train.sgd(0.1), **again)
+    assert done.epochs_run == 4
+
+
 # --- accuracy on the handwritten digits ------------------------------------------------------
 
 
@@ -389,6 +423,9 @@ _NAN_X[3, 1] = np.nan
     ({"patience": 0, "validation": (_X, _Y)}, ValueError, r"patience: expected an int >= 1, got 0"),
     ({"patience": 3}, ValueError, r"patience: early stopping monitors the validation loss"),
     ({"order": "shuffled"}, ValueError, r"order: expected one of \('random', 'sequential'\), got 'shuffled'"),
+    ({"metrics": {"error": nets.metrics.error_rate}}, TypeError,
+     r"metrics\['error'\]: expected a function fn\(params, X, Y\) -> batch mean, got "
+     r"error_rate\(Z, y.*model.metric\(nets.metrics.error_rate\)"),
     ({"key": jax.random.key_data(jax.random.key(0))}, TypeError, r"key: expected a typed PRNG key .*legacy"),
     ({"key": 0}, TypeError, r"key: expected a typed PRNG key from jax.random.key\(seed\), got int"),
     ({"key": jax.random.split(jax.random.key(0), 2)}, ValueError, r"key: expected a key array of shape \(\), got \(2,\)"),

@@ -172,3 +172,54 @@ def test_check_labels_other_values():
         _checks.check_labels(np.array([0.0, 1.0]), 3)
     with pytest.raises(TypeError, match=r"num_classes: expected an int >= 1, got 0"):
         _checks.check_labels(np.array([0]), 0)
+
+
+# --- values that tracing cannot see: NaN in the loss, refused by train.fit -------------------
+
+
+def test_negative_labels_and_binary_targets_outside_0_1_give_nan():
+    """-1 is not the last class (jnp.take would read it from the end), and a binary target
+    of 2 or -1 is not a plausible loss."""
+    z = jnp.array([0.0, 1.0, 2.0])
+    assert np.isnan(losses.cross_entropy(z, -1)) and np.isnan(losses.cross_entropy(z, 3))
+    assert np.isfinite(losses.cross_entropy(z, 2))
+    for y in (-1, 2, -0.5, 1.5):
+        assert np.isnan(losses.binary_cross_entropy(jnp.array([0.3]), y))
+    for y in (0, 1, 0.25):
+        assert np.isfinite(losses.binary_cross_entropy(jnp.array([0.3]), y))
+
+
+def _binary_loss(p, X, y):
+    return objective.mlp_objective(p, X, y, activation="tanh", loss="binary_cross_entropy")
+
+
+@pytest.mark.parametrize("y", [[-1, 1], [0, 2], [-1.0, 1.0], [0.0, 1.5]])
+def test_fit_refuses_binary_targets_outside_0_1(key, y):
+    params = mlp.init(key, (4, 3, 1))
+    X = np.zeros((8, 4), np.float32)
+    Y = np.resize(np.array(y, np.float32 if isinstance(y[0], float) else np.int32), 8)
+    kwargs = dict(optimizer=train.sgd(0.1), epochs=1, batch_size=4, key=key, progress=False)
+    with pytest.raises(ValueError, match=r"Y: expected binary targets in \[0, 1\]"):
+        train.fit(_binary_loss, params, (X, Y), **kwargs)
+    good = (np.arange(8) % 2).astype(Y.dtype)
+    with pytest.raises(ValueError, match=r"Y_val: expected binary targets in \[0, 1\]"):
+        train.fit(_binary_loss, params, (X, good), validation=(X, Y), **kwargs)
+
+
+def test_fit_refuses_token_ids_outside_the_vocabulary(key):
+    """X of an embedding's token ids against its vocabulary, before compiling (an id V is a
+    NaN row, and in a Transformer the NaN reaches every position through P V)."""
+    import nets
+    from nets import layers as L
+    model = nets.Model(L.serial(L.Embedding(5, 4), L.Flatten(), L.Dense(3)), input_shape=(6,))
+    params, _ = model.init(key)
+    X = (np.arange(48) % 5).reshape(8, 6).astype(np.int32)
+    y = (np.arange(8) % 3).astype(np.int32)
+    kwargs = dict(optimizer=train.sgd(0.1), epochs=1, batch_size=4, key=key, progress=False)
+    for bad in (5, -1):
+        Xb = X.copy()
+        Xb[2, 3] = bad
+        with pytest.raises(ValueError, match=r"X: expected token ids in \[0, 5\)"):
+            train.fit(objective.make(model), params, (Xb, y), **kwargs)
+        with pytest.raises(ValueError, match=r"X_val: expected token ids in \[0, 5\)"):
+            train.fit(objective.make(model), params, (X, y), validation=(Xb, y), **kwargs)

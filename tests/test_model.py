@@ -215,7 +215,7 @@ class TestObjective:
         @jax.jit
         def losses(states):
             train = jax.vmap(lambda s: f(params, X, y, key=key, train=True, model_state=s)[0])
-            return train(states), f(params, X, y, model_state=state)[0]
+            return train(states), f(params, X, y, train=False, model_state=state)[0]
 
         values, plain = losses(states)
         assert float(values[0]) == pytest.approx(float(plain), rel=1e-6)  # rate 0: no dropout
@@ -228,7 +228,7 @@ class TestObjective:
         X = rng.normal(size=(5, 4, 4, 1)).astype(np.float32)
         y = np.arange(5) % 3
         plain, decayed = jax.jit(lambda p: [
-            objective.make(model, penalties=spec)(p, X, y, model_state=state)[0]
+            objective.make(model, penalties=spec)(p, X, y, train=False, model_state=state)[0]
             for spec in (None, {"l2": 0.5})])(params)
         W = [np.asarray(params[0]["W"]), np.asarray(params[3]["W"])]
         expected = 0.5 * 0.5 * sum(float(np.sum(w ** 2)) for w in W)

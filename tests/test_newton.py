@@ -264,3 +264,19 @@ def test_hyperparameters_do_not_recompile(logistic, x64):
                    {"shrink": 0.5, "backtrack": 0.7, "max_damping": 1e5, "max_iter": 60}]:
         assert newton(objective, _zeros(5), **kwargs).converged
     assert newton_module._run._cache_size() == compiled
+
+
+def test_params_missing_a_key_name_the_params():
+    """Logistic regression's params without "b", or of the wrong shape: a ValueError naming
+    the params and the expected keys (not a bare KeyError); the same for any objective."""
+    objective = logistic_regression_objective(np.zeros((4, 2)), np.zeros(4))
+    with pytest.raises(ValueError, match=r'^params: expected the keys of \{"w": \(2,\), "b": '
+                                         r"\(\)\} for logistic regression, got a dict with keys "
+                                         r"\['w'\]"):
+        newton(objective, {"w": jnp.zeros(2)})
+    with pytest.raises(ValueError, match=r"^params\['w'\]: expected shape \(2,\) .* got shape "
+                                         r"\(3,\)"):
+        newton_step(objective, {"w": jnp.zeros(3), "b": jnp.zeros(())})
+    with pytest.raises(ValueError, match=r"^params: the objective reads the entry 'b', which "
+                                         r"params lacks \(params has keys \['w'\]\)"):
+        newton_init(_quadratic, {"w": jnp.ones(2)})

@@ -166,3 +166,21 @@ def test_equal_settings_give_one_optimizer_object():
     assert train.sgd(0.1, l2=0.01) is not train.sgd(0.2, l2=0.01)
     mask = {"w": True, "b": False}  # unhashable: still works, a fresh object each time
     assert train.sgd(0.1, mask=mask) is not train.sgd(0.1, mask=mask)
+
+
+@pytest.mark.parametrize("mask, match", [
+    ({"w": True}, r"^mask: expected a pytree of bools with the tree structure of the params .*"
+                  r"at the top level, mask lacks the key\(s\) \['b'\]"),
+    ({"w": True, "b": False, "c": True}, r"^mask: .* mask has key\(s\) \['c'\] that params lacks"),
+    ({"w": {"x": True}, "b": False}, r"^mask: .* at params\['w'\], mask is a dict, params an array"),
+    (lambda p: {"b": False}, r"^mask\(params\): .* mask\(params\) lacks the key\(s\) \['w'\]"),
+])
+def test_mask_of_another_structure_names_mask(mask, match):
+    """A mask that is not (a prefix of) the params' tree: a ValueError naming `mask` at init,
+    not JAX's pytree error."""
+    params = {"w": jnp.zeros(2), "b": jnp.zeros(())}
+    with pytest.raises(ValueError, match=match):
+        train.sgd(0.1, l2=1.0, mask=mask).init(params)
+    prefix = [True, {"W": True, "b": False}]  # a leaf of the mask may cover a subtree
+    layers = [{"W": jnp.ones((2, 2)), "b": jnp.ones(2)}] * 2
+    train.sgd(0.1, l2=1.0, mask=prefix).init(layers)

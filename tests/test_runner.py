@@ -112,9 +112,24 @@ def test_several_epochs_per_call_and_a_stream_give_the_same_run(key):
     stream = lambda epoch: [X[i:i + 64] for i in range(0, 256, 64)]  # noqa: E731
     streamed = train.run(gan_step, _gan_state(k_s), stream, **base)
     np.testing.assert_allclose(streamed.history["d_loss"], one.history["d_loss"], rtol=1e-5)
+    # a generator function (a fresh iterator every epoch) is a stream too
+    def generator(epoch):
+        for i in range(0, 256, 64):
+            yield X[i:i + 64]
+
+    generated = train.run(gan_step, _gan_state(k_s), generator, **base)
+    assert generated.history == streamed.history
     # a one-shot iterator cannot be replayed: a clear error, not a silently empty epoch 2
-    with pytest.raises(TypeError, match=r"data: a one-shot iterator cannot be replayed"):
-        train.run(gan_step, _gan_state(k_s), lambda e: iter([X[:64]]), **base)
+    with pytest.raises(TypeError, match=r"data: a one-shot iterator \(got generator\) cannot "
+                                        r"be replayed"):
+        train.run(gan_step, _gan_state(k_s), generator(0), **base)
+    with pytest.raises(TypeError, match=r"validation: a one-shot iterator \(got list_iterator"):
+        train.run(gan_step, _gan_state(k_s), stream, validation=iter([X[:64]]),
+                  evaluate=lambda s, b, k: {"m": jnp.mean(b)}, **base)
+    shared = iter([X[:64]])  # the same iterator every epoch: empty from epoch 2 on
+    with pytest.raises(ValueError, match=r"data: the stream gave no batches in epoch 1 \(a "
+                                         r"function returning the same iterator"):
+        train.run(gan_step, _gan_state(k_s), lambda e: shared, **base)
 
 
 def test_a_stream_resumes_bitwise(key, tmp_path):
@@ -383,6 +398,8 @@ def test_run_rejects_bad_arguments_before_tracing(key):
         (dict(eval_every=0), ValueError, r"eval_every: expected an int >= 1"),
         (dict(min_delta=-1.0), ValueError, r"min_delta: expected a finite number >= 0"),
         (dict(validation=X), ValueError, r"validation: a validation set needs an evaluate"),
+        (dict(evaluate=lambda s, b, k: {}), ValueError, r"evaluate: it evaluates the "
+                                                          r"validation set, and there is none"),
         (dict(patience=2, monitor="val_loss"), ValueError, r"patience: early stopping monitors"),
         (dict(key=jax.random.split(key, 2)), ValueError, r"key: expected a key array of "
                                                         r"shape \(\)"),
@@ -402,6 +419,13 @@ def test_run_rejects_bad_arguments_before_tracing(key):
                                          r"\['loss'\], got 'val_loss'"):
         train.run(lambda s, b, k: (s, {"loss": jnp.zeros(())}), s, X, epochs=1, batch_size=4,
                   key=key, monitor="val_loss", progress=False)
+    # a step that changes a leaf's shape or dtype: the library's message, not lax.scan's
+    for changed in (jnp.zeros(3), jnp.zeros((), jnp.int32)):
+        with pytest.raises(TypeError, match=r"step: expected the returned state to keep every "
+                                            r"leaf's shape and dtype .* state\['w'\] changed "
+                                            r"from float32\[\] to"):
+            train.run(lambda s, b, k, c=changed: ({"w": c}, {}), s, X, epochs=1, batch_size=4,
+                      key=key, progress=False)
 
 
 @pytest.mark.parametrize("labels, error, match", [

@@ -1,9 +1,9 @@
 """Data sets without downloads: checks, splits, real digits, ESL simulations, toy sets, files.
 
-Every random draw takes an explicit `jax.random` key (keyword `key`); the same key gives the
-same data, with or without float64 enabled. Everything returned is NumPy: inputs `float32`,
-class labels `int32` (unless a docstring says otherwise); put them on a device with
-`jnp.asarray` or `jax.device_put`.
+Every random draw takes an explicit typed key from `jax.random.key(seed)` (keyword `key`; an
+int is a TypeError); the same key gives the same data, with or without float64 enabled.
+Everything returned is NumPy: inputs `float32`, class labels `int32` (unless a docstring says
+otherwise); put them on a device with `jnp.asarray` or `jax.device_put`.
 
 * `validate`: the cheap input check `train.fit` runs before compiling anything.
 * `random_split`, `standardize`, `Split`: seeded (stratified) train/validation/test splits,
@@ -350,6 +350,18 @@ def _allocate(total: int, quotas: np.ndarray, capacity: np.ndarray) -> np.ndarra
     return counts
 
 
+def _as_float32_or_int32(y: np.ndarray | None) -> np.ndarray | None:
+    """Targets in the module's dtypes: integer labels int32, real targets float32, bools kept."""
+    if y is None or y.dtype.kind == "b":
+        return y
+    if y.dtype.kind in "iu":
+        if y.size and (y.min() < np.iinfo(np.int32).min or y.max() > np.iinfo(np.int32).max):
+            raise ValueError(f"y: expected integer labels that fit in int32, got values in "
+                             f"[{y.min()}, {y.max()}]")
+        return y.astype(np.int32, copy=False)
+    return y.astype(np.float32, copy=False)
+
+
 def random_split(
     X: Any,
     y: Any = None,
@@ -377,16 +389,19 @@ def random_split(
         stratify: keep class proportions in every set; None (default) stratifies when `y` is
             1-D integer labels.
         standardize: standardise all three inputs with the training mean and std
-            (`standardize`); the outputs are then float32.
+            (`standardize`).
 
     Returns:
         `Split(train, val, test, mean, std)`, each set an `(X, y)` pair (`y` None if not
-        given); `mean`, `std` are None when `standardize` is False.
+        given): `X` float32 (standardised in float64 first), `y` int32 for integer labels,
+        float32 for real targets, bool kept; `mean`, `std` float32, None when `standardize`
+        is False.
 
     References:
         Hastie, Tibshirani & Friedman, The Elements of Statistical Learning, 2nd ed., 7.2
         and 11.5.3.
     """
+    _checks.check_key(key, "key")
     X, y = validate(X, y)
     n = X.shape[0]
     fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction}
@@ -414,6 +429,7 @@ def random_split(
             + ("None" if y is None else f"dtype {y.dtype}, shape {y.shape}")
         )
 
+    y = _as_float32_or_int32(y)
     key_members, key_order = jax.random.split(key)
     perm = np.asarray(jax.random.permutation(key_members, n))
     if stratify:
@@ -451,7 +467,8 @@ def random_split(
             Xs["train"], Xs["val"], Xs["test"]
         )
     return Split(
-        *((Xs[s], None if y is None else y[index[s]]) for s in ("train", "val", "test")),
+        *((Xs[s].astype(np.float32, copy=False), None if y is None else y[index[s]])
+          for s in ("train", "val", "test")),
         mean,
         std,
     )
@@ -530,6 +547,7 @@ def load_digits(
         (neural networks on handwritten digits, there the 16x16 ZIP code data) and 11.5.3
         (scaling of the inputs).
     """
+    _checks.check_key(key, "key")
     if standardize is not None and not isinstance(standardize, (bool, np.bool_)):
         raise TypeError(f"standardize must be True, False or None; got {standardize!r}")
     if inputs is not None and inputs not in DIGITS_INPUTS:
@@ -604,6 +622,7 @@ def _radial_variance(p: int = 10) -> float:
 def _simulate(n: int, p: int, f_of_x, var_f: float, key: jax.Array, snr: Any) -> Regression:
     n = _check_count(n, "n")
     snr = _check_real(snr, "snr", positive=True)
+    _checks.check_key(key, "key")
     key_x, key_eps = jax.random.split(key)
     X = np.asarray(jax.random.normal(key_x, (n, p), dtype=jnp.float32))
     eps = np.asarray(jax.random.normal(key_eps, (n, 1), dtype=jnp.float32))
@@ -703,6 +722,7 @@ def gaussian_mixture(
     modes = _check_count(modes, "modes")
     radius = _check_real(radius, "radius", positive=True)
     std = _check_real(std, "std")
+    _checks.check_key(key, "key")
     key_mode, key_noise = jax.random.split(key)
     labels = np.asarray(jax.random.randint(key_mode, (n,), 0, modes, dtype=jnp.int32))
     noise = np.asarray(jax.random.normal(key_noise, (n, 2), dtype=jnp.float32))
@@ -736,6 +756,7 @@ def spirals(
     n = _check_count(n, "n")
     turns = _check_real(turns, "turns", positive=True)
     noise = _check_real(noise, "noise")
+    _checks.check_key(key, "key")
     key_t, key_noise = jax.random.split(key)
     t = np.sqrt(np.asarray(jax.random.uniform(key_t, (n,), dtype=jnp.float32), np.float64))
     labels = (np.arange(n) % 2).astype(np.int32)
@@ -764,6 +785,7 @@ def moons(n: int, *, key: jax.Array, noise: float = 0.1) -> tuple[np.ndarray, np
     """
     n = _check_count(n, "n")
     noise = _check_real(noise, "noise")
+    _checks.check_key(key, "key")
     key_t, key_noise = jax.random.split(key)
     t = np.pi * np.asarray(jax.random.uniform(key_t, (n,), dtype=jnp.float32), np.float64)
     labels = (np.arange(n) % 2).astype(np.int32)
@@ -882,9 +904,9 @@ def load_csv(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Reads a numeric CSV file: one example per line, one column of labels.
 
-    Blank lines are skipped; cells may be quoted. Every data cell must parse as a number
-    (`float`): missing values are errors, not NaN. Text class names are not mapped to
-    integers: encode them first.
+    Blank lines are skipped; cells may be quoted. Every data cell must parse as a finite
+    number (`float`): missing values, and cells spelled NaN or inf, are errors, not NaN.
+    Text class names are not mapped to integers: encode them first.
 
     Args:
         path: the file (UTF-8; a byte-order mark is ignored).
@@ -902,8 +924,9 @@ def load_csv(
 
     Raises:
         FileNotFoundError: no file at `path`.
-        ValueError: ragged rows or non-numeric cells (naming line and column), no data
-            rows, or `label_column` out of range.
+        ValueError: ragged rows, non-numeric or non-finite cells (naming line and column),
+            no data rows, `label_column` out of range, or every line one cell that another
+            delimiter would split (naming it).
     """
     if label_column is not None and (
         isinstance(label_column, bool) or not isinstance(label_column, (int, np.integer))
@@ -916,6 +939,7 @@ def load_csv(
         raise ValueError(f"{path!r} is not UTF-8 text ({err})") from None
     lines = text.splitlines()
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    _check_delimiter(path, numbered, delimiter)
     if numbered:
         lineno, first = numbered[0]
         cells = next(csv.reader([first], delimiter=delimiter))
@@ -943,6 +967,15 @@ def load_csv(
         )
     except ValueError:
         data = _parse_csv_rows(path, numbered, delimiter)  # raises with the line number
+    bad = ~np.isfinite(data)
+    if bad.any():
+        i, j = (int(k) for k in np.argwhere(bad)[0])
+        lineno, line = numbered[i]
+        cell = next(csv.reader([line], delimiter=delimiter))[j].strip()
+        raise ValueError(
+            f"{path!r}, line {lineno}, column {j + 1}: expected a finite number, got {cell!r} "
+            f"({int(bad.sum())} non-finite cell(s) in all; missing values are not read as NaN)"
+        )
     n_cols = data.shape[1]
     if label_column is None:
         return data.astype(np.float32), None
@@ -959,6 +992,27 @@ def load_csv(
     X = np.delete(data, label_column % n_cols, axis=1)
     whole = np.isfinite(y).all() and np.all(y == np.round(y)) and np.all(np.abs(y) < 2**31)
     return X.astype(np.float32), y.astype(np.int32 if whole else np.float32)
+
+
+_DELIMITERS = (",", ";", "\t", "|", " ")
+
+
+def _check_delimiter(path: str, numbered: list[tuple[int, str]], delimiter: str) -> None:
+    """Refuse a file whose every line is one cell under `delimiter` but several under another
+    common delimiter: read with the wrong one, its first line would pass for a header."""
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise TypeError(f"delimiter: expected a one-character string, got {delimiter!r}")
+    stripped = [line.strip() for _, line in numbered]
+    if not stripped or any(delimiter in line for line in stripped):
+        return
+    for other in _DELIMITERS:
+        if other != delimiter and all(other in line for line in stripped):
+            lineno, line = numbered[0]
+            raise ValueError(
+                f"{path!r}: every line is a single column with delimiter={delimiter!r}, but "
+                f"every line holds {other!r} (line {lineno}: {line.strip()[:60]!r}); pass "
+                f"delimiter={other!r}"
+            )
 
 
 def _parse_csv_rows(path: str, numbered: list[tuple[int, str]], delimiter: str) -> np.ndarray:

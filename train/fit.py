@@ -34,7 +34,9 @@ import numpy as np
 import optax
 
 from nets import _checks
+from nets import layers as _layers
 from nets import losses as _losses
+from nets.model import Model as _Model
 from train import data as _data
 from train import loop as _loop
 from train import optim as _optim
@@ -135,10 +137,13 @@ def fit(
         the end; on a mesh, an Orbax checkpoint folder written by every process (see
         :func:`train.run`). A fit resumes from either on any number of devices.
       checkpoint_every: epochs between checkpoints (needs ``checkpoint``).
-      resume: a checkpoint written by ``fit`` with the same settings and functions: the run
-        continues from it and ends with exactly the numbers of an uninterrupted run. A
-        checkpoint of a different configuration (batch size, metrics, patience, ...) is
-        refused.
+      resume: a checkpoint written by ``fit`` with the same settings, functions and data:
+        the run continues from it and ends with exactly the numbers of an uninterrupted run.
+        A checkpoint of a different configuration (batch size, metrics, patience, optimizer,
+        hyperparameters, ...) is refused; the functions and the data are yours to keep the
+        same. ``epochs`` may extend a finished run; with ``eval_every > 1`` the extended run
+        keeps the evaluation the shorter one made at its last epoch (its history shows it,
+        and ``patience`` counts it).
       epochs_per_call: epochs run in one compiled call (a ``lax.scan`` over epochs) before
         returning to Python for the history, the progress bar and checkpoints. Raise it when
         an epoch is a few steps (full-batch gradient descent); results are those of ``1`` up
@@ -258,20 +263,27 @@ def _check_loss_args(loss_fn, optimizer, metrics, has_aux, validation, patience)
         raise TypeError(f"has_aux: expected a bool, got {type(has_aux).__name__} {has_aux!r}")
 
 
-# The numbers of classes the cross-entropies of a loss were traced with, per loss function
-# (held weakly) and shapes: JAX reuses a program's trace, so a second fit of the same loss
-# records nothing and reads what the first one recorded.
+# What the losses of a loss function were traced with, per loss function (held weakly) and
+# shapes: the numbers of classes of its cross-entropies, whether it has a binary
+# cross-entropy, and the vocabulary sizes of its embeddings. JAX reuses a program's trace (and
+# so does the runner), so a second fit of the same loss records nothing and reads what the
+# first one recorded.
 _LABEL_CLASSES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _check_labels(trace, loss_fn, params, train_np, val_np) -> None:
-    """Class labels against the network's outputs, before compiling: runs the runner's one
-    trace inside :func:`nets.losses.record_label_ranges`, which learns the number of classes
-    ``M`` of every cross-entropy traced on integer labels, then checks every integer leaf of
-    ``Y`` (and ``Y_val``) against ``[0, M)`` with :func:`nets._checks.check_labels`. A leaf
-    with two or more axes, ``(n, T)``, holds per-position labels (a per-example label vector
-    would have failed the trace): ``nets.losses.IGNORE`` (-1, not scored) is allowed there."""
-    with _losses.record_label_ranges() as seen:
+    """Concrete data against what the loss was traced with, before compiling: runs the
+    runner's one trace inside the recorders of :mod:`nets.losses` and :mod:`nets.layers`,
+    which learn the number of classes ``M`` of every cross-entropy traced on integer labels,
+    whether a binary cross-entropy was traced, and the vocabulary size of every embedding
+    traced on token ids. Then every integer leaf of ``Y`` (and ``Y_val``) is checked against
+    ``[0, M)`` (:func:`nets._checks.check_labels`; a leaf with two or more axes, ``(n, T)``,
+    holds per-position labels, where ``nets.losses.IGNORE``, -1, is allowed), every leaf of
+    ``Y`` of a binary cross-entropy against ``[0, 1]``, and every integer leaf of ``X`` (and
+    ``X_val``) against ``[0, V)`` for the largest vocabulary ``V``."""
+    with _losses.record_label_ranges() as seen, \
+            _losses.record_binary_targets() as binary, \
+            _layers.record_token_ranges() as vocab:
         trace()
     signature = str(jax.tree.map(lambda a: (np.shape(a), str(np.asarray(a).dtype)
                                             if not hasattr(a, "dtype") else str(a.dtype)),
@@ -280,16 +292,59 @@ def _check_labels(trace, loss_fn, params, train_np, val_np) -> None:
         per_shape = _LABEL_CLASSES.setdefault(loss_fn, {})
     except TypeError:  # not weakly referenceable: no memory across fits
         per_shape = {}
-    if seen:
-        per_shape[signature] = tuple(sorted(set(seen)))
-    classes = per_shape.get(signature, ())
-    for M in classes:
-        for Y, name in ((train_np[1], "Y"), (None if val_np is None else val_np[1], "Y_val")):
-            for path, leaf in jax.tree_util.tree_leaves_with_path(Y):
-                if np.asarray(leaf).dtype.kind in "iu":
-                    ignore = _losses.IGNORE if np.ndim(leaf) >= 2 else None
-                    _checks.check_labels(leaf, M, name + jax.tree_util.keystr(path),
-                                         ignore=ignore)
+    if seen or binary or vocab:
+        per_shape[signature] = (tuple(sorted(set(seen))), bool(binary), max(vocab, default=0))
+    classes, is_binary, vocab_size = per_shape.get(signature, ((), False, 0))
+    vocab_size = max(vocab_size, _model_vocab(loss_fn, train_np[0]))
+    sets = (("", train_np), ("_val", val_np))
+    for suffix, pair in sets:
+        if pair is None:
+            continue
+        for path, leaf in jax.tree_util.tree_leaves_with_path(pair[1]):
+            name = "Y" + suffix + jax.tree_util.keystr(path)
+            leaf = np.asarray(leaf)
+            if leaf.dtype.kind in "iu":
+                for M in classes:
+                    ignore = _losses.IGNORE if leaf.ndim >= 2 else None
+                    _checks.check_labels(leaf, M, name, ignore=ignore)
+            if is_binary and leaf.dtype.kind in "iuf" and leaf.size and (
+                    leaf.min() < 0 or leaf.max() > 1):
+                raise ValueError(
+                    f"{name}: expected binary targets in [0, 1] for binary_cross_entropy, got "
+                    f"values in [{leaf.min()}, {leaf.max()}]"
+                    + ("; labels -1/+1? pass (Y + 1) // 2" if leaf.min() == -1 else ""))
+        if vocab_size:
+            for path, leaf in jax.tree_util.tree_leaves_with_path(pair[0]):
+                leaf = np.asarray(leaf)
+                if leaf.dtype.kind in "iu" and leaf.size and (
+                        leaf.min() < 0 or leaf.max() >= vocab_size):
+                    raise ValueError(
+                        f"X{suffix}{jax.tree_util.keystr(path)}: expected token ids in "
+                        f"[0, {vocab_size}) (the model's embedding has vocab_size "
+                        f"{vocab_size}), got values in [{leaf.min()}, {leaf.max()}]")
+
+
+_MODEL_VOCAB: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _model_vocab(loss_fn, X) -> int:
+    """The largest vocabulary of the embeddings of ``loss_fn.model`` (a
+    :class:`nets.Model`, as :func:`nets.objective.make` builds) on integer inputs ``X``, by
+    an abstract trace of its layer: the model's own programs are compiled once per model,
+    so a later trace of the loss may not run the embedding's Python again. 0 otherwise."""
+    model = getattr(loss_fn, "model", None)
+    if not isinstance(model, _Model) or not isinstance(X, np.ndarray) \
+            or X.dtype.kind not in "iu" or X.shape[1:] != tuple(model.input_shape):
+        return 0
+    key = (str(X.dtype),)
+    known = _MODEL_VOCAB.setdefault(model, {})
+    if key not in known:
+        _, params, state = model._abstract
+        with _layers.record_token_ranges() as vocab:
+            jax.eval_shape(lambda p, s, x: model.layer.apply(p, s, x, train=False, key=None),
+                           params, state, jax.ShapeDtypeStruct(model.input_shape, X.dtype))
+        known[key] = max(vocab, default=0)
+    return known[key]
 
 
 def _diverged(loss) -> str | None:

@@ -69,6 +69,7 @@ through :func:`train.runner.run`, with history and checkpoints, see ``tests/test
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping
 
 import flax.struct
@@ -174,7 +175,8 @@ def _call_loss(loss_fn, params, model_state, X, Y, key, *, train, has_aux, loss_
     if not hasattr(loss, "shape") or jnp.shape(loss) != ():
         raise TypeError(
             f"loss_fn: expected a scalar loss (the mean over the batch), got "
-            f"{type(loss).__name__} of shape {jnp.shape(loss) if hasattr(loss, 'shape') else None}"
+            + (f"an array of shape {jnp.shape(loss)} (per example? take the mean)"
+               if hasattr(loss, "shape") else type(loss).__name__)
             + ("; if it returns (loss, aux), pass has_aux=True" if isinstance(loss, tuple) else ""))
     if not isinstance(aux, Mapping):
         raise TypeError(f"loss_fn: with has_aux=True expected aux to be a dict of scalars, got "
@@ -451,6 +453,17 @@ def _check_common(loss_fn, optimizer, epochs, patience, metrics, order, validati
             if not callable(fn):
                 raise TypeError(f"metrics[{name!r}]: expected a function fn(params, X, Y), "
                                 f"got {type(fn).__name__}")
+            try:
+                inspect.signature(fn).bind_partial(None, None, None)
+            except TypeError:
+                raise TypeError(
+                    f"metrics[{name!r}]: expected a function fn(params, X, Y) -> batch mean, "
+                    f"got {getattr(fn, '__name__', type(fn).__name__)}"
+                    f"{inspect.signature(fn)}; a function of the outputs fn(Z, Y) such as "
+                    f"nets.metrics.error_rate goes through the model: "
+                    f"model.metric(nets.metrics.error_rate)") from None
+            except ValueError:  # no signature to read (a builtin): called as it is
+                pass
     if order not in ORDERS:
         raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
 

@@ -160,7 +160,13 @@ def _check_objective(objective, params) -> None:
     if not callable(objective):
         raise TypeError(f"objective: expected a function params -> scalar, got "
                         f"{type(objective).__name__}")
-    out = jax.eval_shape(objective, params)
+    try:
+        out = jax.eval_shape(objective, params)
+    except KeyError as err:  # a bare KeyError says neither what was read nor what params hold
+        held = (f"params has keys {sorted(map(str, params))}" if isinstance(params, dict)
+                else f"params is a {type(params).__name__}")
+        raise ValueError(f"params: the objective reads the entry {err}, which params lacks "
+                         f"({held})") from err
     shape = getattr(out, "shape", None)
     if shape != ():
         raise ValueError(f"objective: expected a scalar output, got "
@@ -532,6 +538,21 @@ def newton_step(objective: Callable, params, damping: float = 0.0):
     return _newton_step(objective, params, damping)
 
 
+def _check_logistic_params(params, d: int) -> None:
+    """``params`` as ``{"w": (d,), "b": ()}``, checked by structure and shape (trace time)."""
+    expected = f'{{"w": ({d},), "b": ()}}'
+    if not isinstance(params, dict) or set(params) != {"w", "b"}:
+        got = (f"a dict with keys {sorted(map(str, params))}" if isinstance(params, dict)
+               else type(params).__name__)
+        raise ValueError(f"params: expected the keys of {expected} for logistic regression, "
+                         f"got {got}")
+    for name, shapes in (("w", [(d,)]), ("b", [(), (1,)])):
+        shape = jnp.shape(params[name])
+        if shape not in shapes:
+            raise ValueError(f"params['{name}']: expected shape {shapes[0]} (params "
+                             f"{expected}, d = X.shape[1]), got shape {shape}")
+
+
 def logistic_regression_objective(X, y, l2: float = 0.0) -> Callable:
     """``objective(params)`` for logistic regression with params ``{"w": (d,), "b": ()}``:
 
@@ -539,7 +560,9 @@ def logistic_regression_objective(X, y, l2: float = 0.0) -> Callable:
 
     the mean binary cross-entropy from logits (:func:`nets.losses.binary_cross_entropy`);
     the intercept is not penalised. This is scikit-learn's ``LogisticRegression`` objective
-    with ``C = 1 / (n * l2)``, divided by ``n C``.
+    with ``C = 1 / (n * l2)``, divided by ``n C``. Other keys or shapes of ``params`` are a
+    ``ValueError`` naming them, raised when the objective is first traced (``newton`` does
+    that before compiling).
 
     Args:
       X: inputs, shape ``(n, d)``, finite.
@@ -559,6 +582,7 @@ def logistic_regression_objective(X, y, l2: float = 0.0) -> Callable:
     Xj, yj = jnp.asarray(X, dtype), jnp.asarray(y, dtype)
 
     def objective(params):
+        _check_logistic_params(params, d)
         z = Xj @ params["w"] + params["b"]  # (n,) logits
         loss = jax.vmap(_losses.binary_cross_entropy)(z[:, None], yj)  # (n,)
         return jnp.mean(loss) + 0.5 * l2 * jnp.sum(params["w"] ** 2)

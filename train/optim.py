@@ -89,6 +89,8 @@ def sgd(
         a function ``params -> pytree of bools``. Default :func:`nets.penalties.weight_mask`
         (leaves with two or more axes). Pass your own when a weight is a vector, e.g.
         logistic regression's ``{"w": (d,), "b": ()}``: ``mask={"w": True, "b": False}``.
+        Its tree structure (or a prefix of it) must be the params'; ``init`` and ``update``
+        raise a ``ValueError`` naming ``mask`` and what differs otherwise.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; its ``update`` needs ``params``.
@@ -118,8 +120,64 @@ def _build_sgd(learning_rate, l2, momentum, nesterov, mask):
     """The injected chain. Equal arguments give the SAME (immutable) object, so ``train.fit``
     and ``train.sweep``, which reuse compiled programs per optimizer object, do not compile
     again for ``train.sgd(...)`` called afresh with the same settings."""
+    if mask is not _penalties.weight_mask:  # the default fits any params
+        mask = _CheckedMask(mask)
     return optax.inject_hyperparams(_sgd_with_l2, static_args=("nesterov", "mask"))(
         learning_rate=learning_rate, l2=l2, momentum=momentum, nesterov=nesterov, mask=mask)
+
+
+class _CheckedMask:
+    """A user's ``mask`` (pytree or function) as the function optax calls on the params (at
+    ``init``) and on the updates (at ``update``), checking the tree structure first: at trace
+    time, so a mismatch is a clear error before anything compiles."""
+
+    def __init__(self, mask):
+        self.mask = mask
+
+    def __call__(self, params):
+        fn = callable(self.mask)
+        tree = self.mask(params) if fn else self.mask
+        try:  # what optax.masked does with the mask: each leaf covers a subtree of params
+            jax.tree.map(lambda m, p: None, tree, params)
+            return tree
+        except (ValueError, TypeError):
+            pass
+        name = "mask(params)" if fn else "mask"
+        problem = _mismatch(tree, params, name, "") or (
+            f"{name} has structure {jax.tree.structure(tree)}, params "
+            f"{jax.tree.structure(params)}")
+        raise ValueError(f"{name}: expected a pytree of bools with the tree structure of the "
+                         f"params (or a prefix of it), got one that differs: {problem}")
+
+
+def _mismatch(mask, params, name: str, path: str) -> str | None:
+    """The first place where ``mask`` is not a tree prefix of ``params``, in words."""
+    where = f"at params{path}" if path else "at the top level"
+    if mask is None and params is not None:
+        return f"{where}, {name} is None (False leaves a leaf undecayed)"
+    if type(mask) is not type(params) and isinstance(mask, (dict, list, tuple)):
+        leaf = jax.tree_util.treedef_is_leaf(jax.tree.structure(params))
+        return (f"{where}, {name} is a {type(mask).__name__}, params "
+                f"{'an array' if leaf else 'a ' + type(params).__name__}")
+    if isinstance(mask, dict):
+        missing = [k for k in params if k not in mask]
+        extra = [k for k in mask if k not in params]
+        if missing or extra:
+            parts = ([f"{name} lacks the key(s) {missing}"] if missing else []) + (
+                [f"{name} has key(s) {extra} that params lacks"] if extra else [])
+            return f"{where}, {' and '.join(parts)}"
+        pairs = [(f"[{k!r}]", mask[k], params[k]) for k in params]
+    elif isinstance(mask, (list, tuple)):
+        if len(mask) != len(params):
+            return f"{where}, {name} has {len(mask)} entries, params {len(params)}"
+        pairs = [(f"[{i}]", m, p) for i, (m, p) in enumerate(zip(mask, params))]
+    else:
+        return None
+    for key, m, p in pairs:
+        problem = _mismatch(m, p, name, path + key)
+        if problem is not None:
+            return problem
+    return None
 
 
 def _is_inject_state(x) -> bool:

@@ -76,6 +76,7 @@ batch-norm statistics, ...) hold a NaN or an infinity is undone and the run stop
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import functools
 import math
@@ -95,6 +96,7 @@ from nets import _checks
 from train import checkpoint as _checkpoint
 from train import distributed as _dist
 from train import loop as _loop
+from train import optim as _optim
 
 __all__ = ["run", "RunResult", "Tracker", "Carry", "STOP_REASONS"]
 
@@ -403,6 +405,13 @@ def _call_step(step, state, batch, key):
     if jax.tree.structure(new) != jax.tree.structure(state):
         raise TypeError(f"step: expected the returned state to have the structure of the state "
                         f"passed in, {jax.tree.structure(state)}, got {jax.tree.structure(new)}")
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(new)):
+        if jnp.shape(a) != jnp.shape(b) or jnp.result_type(a) != jnp.result_type(b):
+            raise TypeError(
+                f"step: expected the returned state to keep every leaf's shape and dtype (the "
+                f"loop carries it), got state{jax.tree_util.keystr(path)} changed from "
+                f"{jnp.result_type(a)}{list(jnp.shape(a))} to {jnp.result_type(b)}"
+                f"{list(jnp.shape(b))}")
     for name, v in metrics.items():
         if not isinstance(name, str) or jnp.shape(v) != ():
             raise TypeError(f"step: expected metrics to map names to scalars, got {name!r} of "
@@ -744,12 +753,17 @@ def _is_stream(data) -> bool:
 
 
 def _stream_epoch(data, epoch: int) -> Iterable:
-    it = data(epoch) if callable(data) else data
-    if iter(it) is it:
+    """The batches of one epoch: the list, or what ``data(epoch)`` returns (an iterable, or
+    a fresh iterator such as a generator's: a function called every epoch)."""
+    return data(epoch) if callable(data) else data
+
+
+def _check_not_one_shot(data, name: str) -> None:
+    if isinstance(data, collections.abc.Iterator):
         raise TypeError(
-            "data: a one-shot iterator cannot be replayed epoch after epoch; pass a list of "
-            "batches or a function epoch -> iterable of batches")
-    return it
+            f"{name}: a one-shot iterator (got {type(data).__name__}) cannot be replayed epoch "
+            "after epoch; pass a list of batches or a function epoch -> iterable of batches "
+            "(a generator function is one)")
 
 
 def run(
@@ -819,7 +833,9 @@ def run(
         (several devices along ``"data"``, or several processes) writes an Orbax checkpoint
         folder there instead, every process its own shards (:mod:`train.sharded_checkpoint`);
         so does any run given an existing Orbax checkpoint folder.
-      resume: a checkpoint of a run with the same configuration; the run continues from it.
+      resume: a checkpoint of a run with the same configuration (settings, injected
+        hyperparameters; the functions and data are the caller's to keep); the run
+        continues from it (``epochs`` counts the whole run, at least the checkpoint's).
         Verified first: a corrupt (or missing) file falls back to ``<resume>.prev`` with a
         warning; neither readable is an error (:mod:`train.checkpoint`). A file or an Orbax
         folder, whatever the devices and processes that wrote it.
@@ -881,6 +897,9 @@ def run(
                    data_on_devices=data_on_devices)
     if validation is not None and evaluate is None and factory is None:
         raise ValueError("validation: a validation set needs an evaluate function")
+    if validation is None and evaluate is not None and factory is None:
+        raise ValueError("evaluate: it evaluates the validation set, and there is none; pass "
+                         "validation=..., or train_evaluate= to evaluate the training data")
     if monitor is not None and not isinstance(monitor, str):
         raise TypeError(f"monitor: expected a history name, got {type(monitor).__name__}")
     if patience is not None and (monitor or "val_").startswith("val_") and validation is None \
@@ -890,6 +909,8 @@ def run(
     _check_state(state, models)
     group_size = _check_groups(key, models, group_size)
 
+    _check_not_one_shot(data, "data")
+    _check_not_one_shot(validation, "validation")
     stream = _is_stream(data)
     if stream:
         if models is not None:
@@ -1057,7 +1078,9 @@ def run(
 
     history: dict[str, list] = {}
     if resume is not None:
+        fresh = carry
         carry, history = _restore(resume, carry, settings, names, models)
+        _check_same_hyperparams(resume, fresh.state, carry.state)
         if fed is not None:
             carry = _dist.place(carry, fed.state_sh)
         elif mesh is not None:
@@ -1083,6 +1106,10 @@ def run(
         return bool(s[:models].all()) if models is not None else bool(s)
 
     done = done_epochs() if models is None else (len(history.get("epoch", [])))
+    if done > epochs:
+        raise ValueError(f"epochs: the checkpoint {os.fspath(resume)!r} has run {done} epochs, "
+                         f"more than epochs={epochs} (the whole run's epochs, resumed ones "
+                         f"included); pass epochs >= {done}")
     every = checkpoint_every or 1
     bar = tqdm(total=epochs, initial=min(done, epochs), desc=desc, unit="epoch",
                disable=(None if progress is None else not progress) if _dist.is_primary()
@@ -1238,7 +1265,9 @@ def _stream_epoch_run(program: "_Streamed", carry, data, validation, epoch_index
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
         count += 1
     if count == 0:
-        raise ValueError(f"data: the stream gave no batches in epoch {epoch_index}")
+        raise ValueError(f"data: the stream gave no batches in epoch {epoch_index}" + (
+            " (a function returning the same iterator every epoch? return a fresh one)"
+            if callable(data) and epoch_index > 0 else ""))
     means = {k: v / count for k, v in sums.items()}
     evals = {}
     if validation is not None:
@@ -1472,6 +1501,27 @@ def _save(path, carry, history, settings) -> None:
     })
 
 
+def _check_same_hyperparams(path, fresh, restored) -> None:
+    """A resumed run continues the checkpoint's run exactly, with the hyperparameters it
+    injected into its optimizer state: this run's own (a new ``train.sgd(0.5)``, or
+    ``hyperparams=``) must equal them, or they would be silently replaced."""
+    opt_state = getattr(fresh, "opt_state", None)
+    if opt_state is None:
+        return
+    want = _optim.get_hyperparams(opt_state)
+    got = _optim.get_hyperparams(getattr(restored, "opt_state", None))
+    for name in sorted((set(want) & set(got)) - _optim.scheduled_hyperparams(opt_state)):
+        a, b = _dist.fetch(want[name]), _dist.fetch(got[name])
+        if a.shape == b.shape and not np.array_equal(a, b):
+            show = lambda v: (f"{float(v.reshape(())):.6g}" if v.size == 1  # noqa: E731
+                              else np.array2string(v, precision=6, threshold=8))
+            raise ValueError(
+                f"resume: the checkpoint {os.fspath(path)!r} trained with {name}={show(b)}, "
+                f"this run asks for {name}={show(a)}; a resumed run continues the checkpoint's "
+                f"run as it was. To go on with new values, start a new run from its "
+                f"parameters (train.fit(..., result.params, hyperparams=...))")
+
+
 def _restore(path, carry, settings, names, models):
     """Reads a run's checkpoint (a file, or an Orbax folder) into the structure and the
     placement of ``carry``; refuses a changed config."""
@@ -1487,7 +1537,14 @@ def _restore(path, carry, settings, names, models):
                          "train.fit/train.run (expected entries carry, history, config)")
     _check_resumable(path, raw["config"], settings, raw["history"], names)
     like = {"carry": carry, "history": raw["history"], "config": raw["config"]}
-    restored = _checkpoint.conform(raw, like, path)
+    try:
+        restored = _checkpoint.conform(raw, like, path)
+    except ValueError as e:
+        if "carry/state/opt_state" not in str(e):
+            raise
+        raise ValueError(f"resume: the checkpoint {os.fspath(path)!r} holds the state of "
+                         f"another optimizer than this run's (resume with the same optimizer): "
+                         f"{e}") from e
     history = {}
     for name, values in restored["history"].items():
         values = np.asarray(values)
@@ -1498,6 +1555,17 @@ def _restore(path, carry, settings, names, models):
         else:
             history[name] = list(values)
     return restored["carry"], history
+
+
+# Settings stored as -1 where the run's argument was None, and what a setting the user may
+# not have passed follows from.
+_NONE_AS = {"batch_size": -1, "n": -1, "patience": -1}
+_SETTING_HINTS = {
+    "eval_batch_size": " (by default the validation set's rows, at most 1024: a different "
+                       "validation set?)",
+    "n": " (the number of training examples: different training data?)",
+    "validation": " (a validation set given or not)",
+}
 
 
 def _check_resumable(path, saved, settings, saved_history, names) -> None:
@@ -1511,9 +1579,11 @@ def _check_resumable(path, saved, settings, saved_history, names) -> None:
         if isinstance(want, tuple):
             want = list(want)
         if got != want:
+            show = lambda v: None if name in _NONE_AS and v == _NONE_AS[name] else v  # noqa: E731
             raise ValueError(
-                f"resume: the checkpoint {os.fspath(path)!r} was written with {name}={got!r}, "
-                f"this run has {name}={want!r}; resume with the same settings")
+                f"resume: the checkpoint {os.fspath(path)!r} was written with "
+                f"{name}={show(got)!r}, this run has {name}={show(want)!r}"
+                f"{_SETTING_HINTS.get(name, '')}; resume with the same settings")
     saved_names = set(saved_history) - {"epoch"}
     if names is not None and saved_names and saved_names != set(names):
         raise ValueError(
