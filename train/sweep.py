@@ -142,11 +142,22 @@ def _key_groups(keys) -> tuple[int, np.ndarray | None]:
 
 
 def _reorder(tree, order):
-    """Every leaf's model axis taken in ``order`` (``None``: unchanged)."""
+    """Every leaf's model axis taken in ``order`` (``None``: unchanged): the JAX arrays in
+    one compiled call (an eager gather per leaf cost about 1 ms each), NumPy's on the host."""
     if order is None:
         return tree
-    return jax.tree.map(lambda a: a[order] if isinstance(a, jax.Array) else np.asarray(a)[order],
-                        tree)
+    leaves, treedef = jax.tree.flatten(tree)
+    on_device = [i for i, a in enumerate(leaves) if isinstance(a, jax.Array)]
+    taken = _take_models([leaves[i] for i in on_device], np.asarray(order, np.int32))
+    leaves = [a if isinstance(a, jax.Array) else np.asarray(a)[order] for a in leaves]
+    for i, a in zip(on_device, taken):
+        leaves[i] = a
+    return jax.tree.unflatten(treedef, leaves)
+
+
+@jax.jit
+def _take_models(arrays, order):
+    return [a[order] for a in arrays]
 
 
 def _leading(tree) -> set[int]:
