@@ -379,6 +379,8 @@ def Conv2D(features: int, kernel_size, *, stride=1, padding="SAME", init: str = 
         if jnp.shape(x)[2] != params["W"].shape[2]:
             raise ValueError(f"x: Conv2D expected {params['W'].shape[2]} input channels, got "
                              f"shape {jnp.shape(x)}")
+        if not jnp.issubdtype(jnp.result_type(x), jnp.inexact):  # uint8 pixels, as Dense
+            x = jnp.asarray(x, params["W"].dtype)
         y = conv(x, params["W"], stride, pad)
         return (y + params["b"] if "b" in params else y), state
 

@@ -95,8 +95,11 @@ def l2(params, *, stacked: int = 0) -> jax.Array:
 
 
 def l1(params, *, stacked: int = 0) -> jax.Array:
-    """``sum |W|`` over the weights (one value per model with ``stacked``)."""
-    return _sum_over_weights(jnp.abs, params, stacked)
+    """``sum |W|`` over the weights (one value per model with ``stacked``), written
+    ``W sign(W)`` so that ``jax.grad`` gives the subgradient ``sign(W)``, 0 at ``W = 0`` (as
+    the hand-derived gradient and central differences do; ``jnp.abs`` differentiates to 1
+    there, pushing a zero weight one way)."""
+    return _sum_over_weights(lambda W: W * jnp.sign(W), params, stacked)
 
 
 def weight_elimination(params, *, stacked: int = 0) -> jax.Array:

@@ -16,7 +16,8 @@ with ``Wq, Wk, Wv, Wo`` of shape ``(d, d)`` (the note's orientation: ``q_t = Wq 
 its gradient with respect to any later input is exactly zero (masked scores are
 replaced, not added to, so no derivative flows into them). ``impl="written"`` computes the
 lines above; ``impl="jax"`` calls ``jax.nn.dot_product_attention(..., is_causal=True)``
-(the same numbers, an XLA or cuDNN kernel on a GPU); ``impl="custom_vjp"`` computes the
+(the same numbers to float32 precision, also in float64: JAX computes its softmax in
+float32; an XLA or cuDNN kernel on a GPU); ``impl="custom_vjp"`` computes the
 same forward pass and differentiates it by the hand-derived backward pass (per head, from
 ``dO = dL/dO``; :mod:`nets.backprop_sequence` derives it for one head):
 

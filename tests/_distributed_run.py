@@ -158,6 +158,16 @@ def mesh(out_path: str) -> None:
                     "shard_shape": list(W.addressable_shards[0].data.shape),
                     "devices": len(W.sharding.device_set), "batch_specs": sorted(set(seen))}
 
+    # meshes a user builds: jax.make_mesh's default Explicit axes, a data-only sweep mesh
+    two = jax.devices()[:2]
+    out["user_meshes"] = {
+        "fit": _diff(one.params, _fit(mesh=jax.make_mesh((4,), ("data",))).params),
+        "sweep_data": _diff(s_one.params, train.sweep(
+            loss, stacked, (X, y), mesh=jax.make_mesh((2,), ("data",), devices=two), **kw).params),
+        "sweep_models": _diff(s_one.params, train.sweep(
+            loss, stacked, (X, y), mesh=jax.make_mesh((2,), ("models",), devices=two),
+            **kw).params)}
+
     # checkpoints: 4 devices (an Orbax folder) -> 1 device, and a file on 1 -> 4 devices
     tmp = os.path.dirname(out_path)
     folder, file = os.path.join(tmp, "four"), os.path.join(tmp, "one.msgpack")

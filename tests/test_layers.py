@@ -474,3 +474,15 @@ def test_layer_norm_custom_vjp_is_autodiff_of_the_formula(shape):
     with pytest.raises(ValueError, match=r"impl: LayerNorm expected one of \('autodiff', "
                                          r"'custom_vjp'\), got 'fast'"):
         L.LayerNorm(impl="fast")
+
+
+def test_integer_pixels_are_promoted_by_conv_as_by_dense():
+    """uint8 images: Conv2D computes in its kernel's dtype, as Dense promotes (lax's conv
+    refused mixed dtypes with its own message)."""
+    layer = L.serial(L.Conv2D(2, 3), L.Flatten(), L.Dense(3))
+    _, params, state = layer.init(jax.random.key(0), (5, 5, 1))
+    x = (np.arange(25) % 7).reshape(5, 5, 1).astype(np.uint8)
+    z, _ = layer.apply(params, state, x)
+    want, _ = layer.apply(params, state, x.astype(np.float32))
+    assert z.dtype == jnp.float32
+    np.testing.assert_array_equal(z, want)

@@ -73,3 +73,15 @@ def test_stacked_errors(stack):
     with pytest.raises(ValueError, match=r"params\[0\]\['b'\]: expected leading model axes "
                        r"\(5,\) like params\[0\]\['W'\] \(stacked=1\), got shape \(4, 3\)"):
         penalties.weight_mask(ragged, stacked=1)
+
+
+def test_l1_gradient_at_zero_is_the_subgradient_zero():
+    """jax.grad of sum |W| at W = 0 is sign(0) = 0, as the hand-derived gradient and central
+    differences give (jnp.abs differentiates to 1 there: a zero weight was pushed to -lr
+    lambda, then back, every step)."""
+    params = [{"W": jnp.array([[0.0, 1.5], [-2.0, 0.0]]), "b": jnp.zeros(2)}]
+    auto = jax.grad(penalties.l1)(params)[0]["W"]
+    hand = penalties.get("l1").grad(params)[0]["W"]
+    np.testing.assert_array_equal(auto, [[0.0, 1.0], [-1.0, 0.0]])
+    np.testing.assert_array_equal(hand, auto)
+    assert float(penalties.l1(params)) == 3.5

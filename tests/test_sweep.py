@@ -376,6 +376,8 @@ _KEYS = jax.random.split(jax.random.key(0), 3)
     ({"optimizer": __import__("optax").sgd(0.1), "hyperparams": {"learning_rate": 0.1}}, ValueError, r"injected hyperparameters \[\], got 'learning_rate'; build the optimizer with optax.inject_hyperparams"),
     ({"model_state": {"mean": jnp.zeros((2, 4))}}, ValueError, r"model_state: expected every leaf to have a leading model axis of length 3"),
     ({"devices": []}, ValueError, r"devices: expected at least one device"),
+    ({"devices": ["cpu"]}, TypeError, r"devices: expected a list of jax devices .*got str 'cpu'"),
+    ({"hyperparams": {"learning_rate": "0.1"}}, TypeError, r"hyperparams\['learning_rate'\]: expected a number or an array, got str '0.1'"),
     ({"epochs": 0}, ValueError, r"epochs: expected an int >= 1, got 0"),
     ({"batch_size": 13}, ValueError, r"batch_size: expected 1 <= batch_size <= n = 12"),
     ({"patience": 2}, ValueError, r"patience: early stopping monitors the validation loss"),

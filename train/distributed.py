@@ -214,6 +214,16 @@ def _axis(mesh: Mesh, name: str) -> int:
     return int(dict(mesh.shape).get(name, 1))
 
 
+def _auto_axes(mesh: Mesh) -> Mesh:
+    """``mesh`` with every axis ``AxisType.Auto``: the library places its arrays by sharding
+    constraints, which ``Explicit`` axes (``jax.make_mesh``'s default) reject inside
+    ``vmap``; the same devices and axis names."""
+    auto = jax.sharding.AxisType.Auto
+    if all(t == auto for t in mesh.axis_types):
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(auto,) * len(mesh.axis_names))
+
+
 def resolve_mesh(mesh, batch_size: int | None) -> Mesh | None:
     """``fit``/``run``'s ``mesh=`` as a mesh with a ``"data"`` axis, or None for one device.
 
@@ -232,6 +242,7 @@ def resolve_mesh(mesh, batch_size: int | None) -> Mesh | None:
     elif not isinstance(mesh, Mesh):
         raise TypeError(f"mesh: expected a jax.sharding.Mesh with a 'data' axis or a number "
                         f"of devices, got {type(mesh).__name__}")
+    mesh = _auto_axes(mesh)
     shape = dict(mesh.shape)
     if DATA not in shape:
         raise ValueError(f"mesh: expected an axis named 'data', got axes {tuple(shape)}")
@@ -276,6 +287,9 @@ def sweep_mesh(models: int, mesh, devices, batch_size: int | None,
         if extra:
             raise ValueError(f"mesh: expected the axes 'models' and/or 'data', got "
                              f"{tuple(shape)}")
+        if MODELS not in shape:  # a data-only mesh: one model slot, a models axis of size 1
+            mesh = Mesh(np.expand_dims(mesh.devices, 0), (MODELS, *mesh.axis_names))
+        mesh = _auto_axes(mesh)
         used = _axis(mesh, MODELS)
         check_divides(batch_size, _axis(mesh, DATA), "batch_size")
         _check_every_process(mesh)
@@ -288,7 +302,15 @@ def sweep_mesh(models: int, mesh, devices, batch_size: int | None,
             raise ValueError(f"mesh: expected 1 <= devices <= {jax.device_count()}, got {mesh}")
         devs = jax.devices()[:int(mesh)]
     else:
-        devs = list(jax.devices() if devices is None else devices)
+        try:
+            devs = list(jax.devices() if devices is None else devices)
+        except TypeError:
+            raise TypeError(f"devices: expected a list of jax devices, got "
+                            f"{type(devices).__name__}") from None
+        bad = [d for d in devs if not isinstance(d, jax.Device)]
+        if bad:
+            raise TypeError(f"devices: expected a list of jax devices (jax.devices()), got "
+                            f"{type(bad[0]).__name__} {bad[0]!r} among them")
     if not devs:
         raise ValueError("devices: expected at least one device, got none")
     used = devices_for(models, len(devs))

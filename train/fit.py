@@ -136,7 +136,9 @@ def fit(
         run's settings), atomically, every ``checkpoint_every`` epochs (default 1) and at
         the end; on a mesh, an Orbax checkpoint folder written by every process (see
         :func:`train.run`). A fit resumes from either on any number of devices.
-      checkpoint_every: epochs between checkpoints (needs ``checkpoint``).
+      checkpoint_every: epochs between checkpoints (needs ``checkpoint``); with
+        ``epochs_per_call > 1`` a checkpoint is written after the call that reaches or passes
+        a multiple (every 3 with calls of 2 epochs: after epochs 4, 6, ...).
       resume: a checkpoint written by ``fit`` with the same settings, functions and data:
         the run continues from it and ends with exactly the numbers of an uninterrupted run.
         A checkpoint of a different configuration (batch size, metrics, patience, optimizer,

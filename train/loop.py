@@ -586,6 +586,8 @@ def _check_hyperparams(optimizer, params, hyperparams, models: int | None = None
                 + ("" if available else "; build the optimizer with "
                    "optax.inject_hyperparams (train.sgd is)"))
         try:
+            if np.asarray(value).dtype.kind not in "biuf":  # "0.1" would parse as a number
+                raise TypeError
             v = np.asarray(value, dtype=float)
         except (TypeError, ValueError):
             raise TypeError(f"hyperparams[{name!r}]: expected a number"

@@ -957,6 +957,8 @@ def run(
     # (each batch fed from the host, split over "data"); a sweep spreads its models over
     # "models" and, with devices to spare, its batches over "data".
     requested, mesh, padded, fed = mesh, None, None, None
+    if isinstance(devices, jax.Device):  # one device given bare
+        devices = [devices]
     if models is not None:
         # the devices and the padding count whole groups (padding copies the last model,
         # so an added group's members share the last model's key)

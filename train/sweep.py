@@ -91,7 +91,8 @@ class SweepResult:
     """What :func:`sweep` returns; every array has a leading axis of ``models``."""
 
     params: Any  # stacked (models, ...): best-validation params with patience, else final
-    history: dict[str, np.ndarray]  # name -> (models, E): as fit's history; NaN once stopped
+    history: dict[str, np.ndarray]  # name -> (models, E): fit's names without "epoch" (the
+    # column index is the epoch - 1); NaN once a model stopped
     best_epoch: np.ndarray  # (models,) int: 1-based epoch of the lowest monitored value
     stop_reason: list[str]  # per model: "epochs", "early_stopping" or "non_finite"
     epochs_run: np.ndarray  # (models,) int: epochs each model ran (a non-finite one included)
