@@ -25,12 +25,18 @@ that every field of every registered experiment states a constraint (or is a boo
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
+import inspect
+import io
 import itertools
 import math
 import numbers
+import re
 import sys
+import textwrap
+import tokenize
 import types
 import typing
 from typing import Annotated, Any, Literal
@@ -43,7 +49,8 @@ __all__ = ["MAX_COUNT", "MAX_REPLICATES", "MAX_SAMPLES", "MAX_WIDTH", "SEED_LIMI
            "Count", "Distinct", "Fraction", "Increasing", "Literal", "Names", "NonEmpty",
            "NonNegative", "NonNegatives", "OneOf", "Positive", "Positives", "Probability",
            "Range", "Rates", "Replicates", "Rule", "Samples", "Width", "Widths", "allowed",
-           "constraints", "convert", "describe_fields", "make_config", "validate"]
+           "comments", "constraints", "convert", "describe_config", "describe_fields",
+           "make_config", "validate"]
 
 MAX_WIDTH = 16_384  # units or channels of one layer: a 16384 x 16384 float32 W is 1 GiB
 MAX_SAMPLES = 1_000_000  # examples drawn, held or sampled at once, and batch sizes
@@ -319,6 +326,68 @@ def describe_fields(cls) -> str:
         rule = allowed(cls, f.name)
         lines.append(f"  {f.name}: {_type_name(hints[f.name])} = {_default(f)!r}"
                      + (f"  ({rule})" if rule else ""))
+    return "\n".join(lines)
+
+
+@functools.cache
+def comments(cls) -> dict[str, str]:
+    """`{field: its comment}` of config class `cls`, read from its source: the comment on the
+    field's line(s), else the comment lines just above it ('' when there is neither, or no
+    source)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+        tree = ast.parse(source)
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):
+        return {f.name: "" for f in dataclasses.fields(cls)}
+    # line -> (the comment stands on a line of its own, its text)
+    notes = {t.start[0]: (not t.line[:t.start[1]].strip(), t.string.lstrip("#").strip())
+             for t in tokens if t.type == tokenize.COMMENT}
+    found = {}
+    for stmt in tree.body[0].body:
+        if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+            continue
+        text = [notes[i][1] for i in range(stmt.lineno, stmt.end_lineno + 1)
+                if i in notes and not notes[i][0]]
+        if not text:
+            line = stmt.lineno - 1
+            while line in notes and notes[line][0]:
+                text.insert(0, notes[line][1])
+                line -= 1
+        found[stmt.target.id] = " ".join(text)
+    return {f.name: found.get(f.name, "") for f in dataclasses.fields(cls)}
+
+
+def _setting(value) -> str:
+    """`value` as `--set` takes it: tuples comma-separated, None as `none`."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) if value else "(empty)"
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) \
+        else str(value)
+
+
+def describe_config(module, width: int = 100) -> str:
+    """Every config field of experiment `module`, for `run NAME --help`: a line
+    `name: type = default` (with its `--smoke` value, if `SMOKE` sets it), then, indented, the
+    field's comment and what it allows."""
+    cls = module.Config
+    hints, notes = typing.get_type_hints(cls), comments(cls)
+    smoke = getattr(module, "SMOKE", {})
+    lines = []
+    for f in dataclasses.fields(cls):
+        head = f"  {f.name}: {_type_name(hints[f.name])} = {_setting(_default(f))}"
+        if f.name in smoke:
+            head += f"  (--smoke: {_setting(smoke[f.name])})"
+        lines.append(head)
+        # no line break inside a range: "[1, 16_384]" (a no-break space is not one textwrap
+        # breaks at)
+        rule = re.sub(r"[\[(][^\[\]()]*[\])]", lambda m: m[0].replace(" ", "\xa0"),
+                      allowed(cls, f.name))
+        text = "; ".join(t for t in (notes[f.name], rule and f"allowed: {rule}") if t)
+        if text:
+            lines += [line.replace("\xa0", " ") for line in textwrap.wrap(
+                text, width, initial_indent=" " * 6, subsequent_indent=" " * 6,
+                break_on_hyphens=False)]
     return "\n".join(lines)
 
 

@@ -4,12 +4,13 @@ A run folder (default `runs/<name>/<UTC time>-seed<N>`) holds:
 
 - `config.json`: every config field, written before the run starts;
 - `metrics.json`: exactly what `run` returned, as deterministic JSON (same seed, same
-  machine: byte-identical files). No timings here: they go to `environment.json`.
+  machine: byte-identical files). No timings here: the run's wall time goes to
+  `environment.json`, an experiment's own timings to its `timings.json`.
   Non-finite floats are written as the strings `"nan"`, `"inf"`, `"-inf"` (a diverged
   run is a result, not an error);
 - `environment.json`: library versions, backend and devices, x64 flag, command line,
   start time and wall time;
-- whatever `run` wrote (PNG figures, `history.csv`).
+- whatever `run` wrote (PNG figures, `history.csv`, `timings.json`).
 
 The run writes into a staging folder `<folder>.partial-<host>-<pid>` beside the target, renamed
 to the target only on success; on any failure it is removed and the error re-raised. A run

@@ -63,7 +63,7 @@ class Config:
     peak_calls: Annotated[int, Range(1, 1000)] = 10  # products dispatched per timing
     w2_sizes: Widths = (784, 1024, 1024, 10)  # W2's widths, input to output
     w2_batches: Annotated[tuple[int, ...], NonEmpty(), Distinct(), Range(1, 1_000_000)] = (
-        256, 4096)
+        256, 4096)  # W2's batch sizes, each timed in float32 and bfloat16
     w2_steps: Annotated[int, Range(1, 10_000)] = 20  # steps per epoch (the data: random)
     w2_epochs: Annotated[int, Range(1, 10_000)] = 20  # E: steady = (t(2E) - t(E)) / E
     sweep_lambdas: Annotated[int, Range(1, 1024)] = 32  # lambdas (geometric in [1e-5, 1e-2])
@@ -71,16 +71,17 @@ class Config:
     sweep_epochs: Annotated[int, Range(1, 10_000)] = 20  # epochs of every model
     loop_models: Annotated[int, Range(0, 1_000_000)] = 64  # fits timed in the loop; 0: all
     tf_width: Width = 1024  # d_model
-    tf_heads: Annotated[int, Range(1, 256)] = 16
-    tf_layers: Annotated[int, Range(1, 128)] = 8
+    tf_heads: Annotated[int, Range(1, 256)] = 16  # attention heads (tf_width a multiple)
+    tf_layers: Annotated[int, Range(1, 128)] = 8  # pre-LN Transformer blocks
     tf_len: Annotated[int, Range(2, 65_536)] = 1024  # tokens per sequence
     tf_vocab: Annotated[int, Range(2, 1_000_000)] = 256  # token ids = classes
     tf_batch: Samples = 16  # sequences per step
     tf_steps: Annotated[int, Range(1, 10_000)] = 8  # steps per epoch
     tf_epochs: Annotated[int, Range(1, 10_000)] = 2  # E: steady = (t(2E) - t(E)) / E
+    # the attention implementations timed (nets.transformer.model's impl)
     tf_impls: Annotated[tuple[str, ...], NonEmpty(), Distinct(), OneOf(IMPLS)] = IMPLS
     allow_cpu: bool = False  # run on a CPU backend too (the smoke run: toy sizes)
-    seed: int = 0
+    seed: int = 0  # initial weights, random data and data order
 
 
 SMOKE = {"repeats": 1, "matmul_sizes": (32,), "peak_calls": 2, "w2_sizes": (16, 32, 10),

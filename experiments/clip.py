@@ -35,7 +35,9 @@ Writes ``similarity.png`` (cosine similarities of 20 held-out images, two per cl
 against the 10 class captions of the unseen template, images drawn above their columns,
 each column's largest marked), ``curves.png`` (training loss against its floor, the logit
 scale, validation zero-shot accuracy and cross-entropy per epoch), ``history.csv`` (per
-epoch) and ``zero_shot.csv`` (per template: seen or not, accuracy on the test digits).
+epoch), ``zero_shot.csv`` (per template: seen or not, accuracy on the test digits) and
+``timings.json`` (training seconds, compilation included; timings stay out of
+``metrics.json``, which the same seed reproduces byte for byte).
 
 Full run: ``python -m experiments run clip --no-progress`` (seed 0; embedding 32; image CNN
 16-32 channels and a dense layer of 64; text Transformer of 2 causal pre-LN blocks, width 32,
@@ -91,7 +93,7 @@ from experiments._config import (
     Samples,
     Width,
 )
-from experiments._framework import progress_enabled, write_csv
+from experiments._framework import progress_enabled, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import clip as C
 from nets import tokenizer as tk
@@ -303,7 +305,6 @@ def run(config: Config, outdir) -> dict:
         "n_train_pairs": n_pairs, "n_test": len(y_test), "vocab_size": tok.vocab_size,
         "seq_len": tok.length, "steps_per_epoch": n_pairs // config.batch_size,
         "n_params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
-        "train_seconds": seconds,
     }
     print(f"  zero-shot accuracy on {len(y_test)} held-out digits, unseen template "
           f"{UNSEEN_TEMPLATES[0]!r}: {100 * headline:.1f}% (chance 10%); seen template "
@@ -313,6 +314,8 @@ def run(config: Config, outdir) -> dict:
     write_csv(outdir / "history.csv", [
         {"epoch": e + 1, **{k: float(v[e]) for k, v in h.items()}}
         for e in range(len(h["loss"]))])
+    write_json(outdir / "timings.json", {"train_seconds": seconds,
+                                         "device": str(jax.devices()[0])})
     write_csv(outdir / "zero_shot.csv", [
         {"template": t, "seen_in_training": t in TRAIN_TEMPLATES, "accuracy": acc[t]}
         for t in templates])

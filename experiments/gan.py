@@ -30,8 +30,9 @@ Writes ``samples.png`` (the generator's samples of the first replicate at severa
 training, plain GAN above PacGAN, the mode centres marked), ``modes.png`` (modes covered and
 high-quality share against training epochs, a line per replicate; the discriminator's
 outputs), ``history.csv`` (per variant, replicate and epoch: ``d_loss``, ``g_loss``,
-``d_real``, ``d_fake``) and ``snapshots.csv`` (per variant, replicate and snapshot: modes
-covered, high-quality share, samples per mode).
+``d_real``, ``d_fake``), ``snapshots.csv`` (per variant, replicate and snapshot: modes
+covered, high-quality share, samples per mode) and ``timings.json`` (training seconds per
+variant; timings stay out of ``metrics.json``, which the same seed reproduces byte for byte).
 
 Full run: ``python -m experiments run gan --no-progress`` (seed 0; 3 replicates per variant,
 96 epochs of 100 steps, 12 snapshots; the settings were fixed before the first run, except
@@ -81,7 +82,7 @@ from experiments._config import (
     Width,
     Widths,
 )
-from experiments._framework import progress_enabled, write_csv
+from experiments._framework import progress_enabled, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import gan
 
@@ -182,7 +183,6 @@ def _summary(result: dict, n_modes: int) -> dict:
         "high_quality_over_training": [[s["high_quality"] for s in snap] for snap in scores],
         "largest_mode_share_final": [float(max(s["mode_share"])) for s in final],
         "top_mode_changes": hops,
-        "seconds": result["seconds"],
     }
 
 
@@ -203,7 +203,7 @@ def run(config: Config, outdir) -> dict:
         o = out[name]
         print(f"  {LABELS[name]}: modes covered {o['final_modes_covered']} of "
               f"{config.n_modes}, high quality {np.round(o['final_high_quality'], 3).tolist()}, "
-              f"{o['seconds']:.1f} s")
+              f"{results[name]['seconds']:.1f} s")
     # a real sample of the same size, scored the same way: what a perfect generator reaches
     ref = gan.mode_metrics(gan.ring_data(jax.random.fold_in(key_data, 1), config.n_eval,
                                          n_modes=config.n_modes, radius=config.radius,
@@ -230,6 +230,8 @@ def run(config: Config, outdir) -> dict:
                               "high_quality": s["high_quality"],
                               **{f"mode_{k}": c for k, c in enumerate(s["counts"])}})
     write_csv(outdir / "snapshots.csv", snaps)
+    write_json(outdir / "timings.json", {"seconds": {n: r["seconds"] for n, r in results.items()},
+                                         "device": str(jax.devices()[0])})
     _plot_samples(results, centres, config, outdir / "samples.png")
     _plot_modes(results, metrics, config, outdir / "modes.png")
     return metrics

@@ -48,8 +48,10 @@ Writes ``accuracy.png`` (test accuracy, or MSE for adding, against length, a lin
 model), ``cost.png`` (seconds per step against length), ``attention.png`` (attention maps of
 the Transformer on one induction example, and the scores), ``generalization.png`` (accuracy
 against evaluation length, trained at one length), ``results.csv`` (task, model, length:
-score, parameters, training seconds with compilation, final epoch's loss), ``history.csv``
-(training loss per epoch) and ``cost.csv``.
+score, parameters, final epoch's loss), ``history.csv`` (training loss per epoch),
+``cost.csv`` (seconds per step) and ``timings.json`` (training seconds per task, model and
+length, compilation included, their total, and the seconds per step). Timings stay out of
+``metrics.json`` and ``results.csv``, which the same seed reproduces byte for byte.
 
 Full run: ``python -m experiments run sequence --no-progress`` (seed 0, the defaults:
 lengths 16, 32, 64; vocabulary 8, K = 4 tokens to copy; 640 steps, 5 epochs of 128 steps of
@@ -126,7 +128,7 @@ import train
 from experiments._config import (
     Annotated, Count, Distinct, Increasing, Literal, Names, NonEmpty, Positive, Range, Samples,
     Width)
-from experiments._framework import progress_enabled, write_csv
+from experiments._framework import progress_enabled, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import losses, mamba, metrics as _metrics, objective, rnn, transformer
 from nets.model import Model
@@ -341,7 +343,7 @@ def run(config: Config, outdir) -> dict:
                 if f == "adding" and "adding" in config.tasks
                 or f == "token" and set(TOKEN_TASKS) & set(config.tasks)]
     nets, objs, trained, inits = {}, {}, {}, {}
-    results, history = [], []
+    results, history, run_seconds = [], [], {}
     start = time.perf_counter()
     for L in config.lengths:
         data = {task: (make_data(task, config, L, config.n_train, 0),
@@ -367,8 +369,9 @@ def run(config: Config, outdir) -> dict:
                 seconds = time.perf_counter() - t0
                 trained[task, kind, L] = fit.params
                 value = score(task, _predict(net, fit.params, Xt), Yt)
+                run_seconds[f"{task}/{kind}/{L}"] = seconds
                 results.append({"task": task, "model": kind, "length": L, "score": value,
-                                "params": n_params(net), "train_seconds": seconds,
+                                "params": n_params(net),
                                 "final_loss": fit.history["loss"][-1]})
                 history += [{"task": task, "model": kind, "length": L, "epoch": e + 1,
                              "loss": v} for e, v in enumerate(fit.history["loss"])]
@@ -382,18 +385,20 @@ def run(config: Config, outdir) -> dict:
            "chance_accuracy": 1.0 / config.vocab, "steps": config.epochs * (
                config.n_train // config.batch_size),
            "params": {kind: {family: n_params(nets[kind, family, config.lengths[0]])
-                             for family in families} for kind in config.models},
-           "train_seconds": train_seconds}
+                             for family in families} for kind in config.models}}
     for task in config.tasks:
         out[task] = {kind: {str(r["length"]): r["score"] for r in results
                             if r["task"] == task and r["model"] == kind}
                      for kind in config.models}
-    out["seconds_per_step"] = {kind: {str(L): s for (k, L), s in cost.items() if k == kind}
-                               for kind in config.models}
     write_csv(outdir / "results.csv", results)
     write_csv(outdir / "history.csv", history)
     write_csv(outdir / "cost.csv", [{"model": k, "length": L, "seconds_per_step": s}
                                     for (k, L), s in cost.items()])
+    write_json(outdir / "timings.json", {
+        "train_seconds": train_seconds, "train_seconds_per_run": run_seconds,
+        "seconds_per_step": {kind: {str(L): s for (k, L), s in cost.items() if k == kind}
+                             for kind in config.models},
+        "device": str(jax.devices()[0])})
     _plot_scores(config, out, outdir / "accuracy.png")
     _plot_cost(config, cost, outdir / "cost.png")
     if "induction" in config.tasks and "transformer" in config.models:

@@ -204,11 +204,17 @@ def conv2d_backward(dy, x, W, *, stride=1, padding="SAME"):
     who = "conv2d_backward"
     x, dy, W = _image_batch(x, "x", who), _image_batch(dy, "dy", who), np.asarray(W)
     stride = _layers._pair(stride, "stride", who)
+    if W.ndim != 4:
+        raise ValueError(f"W: {who} expected a 4-D kernel of shape (kh, kw, C_in, C_out) "
+                         f"(HWIO), got shape {W.shape}")
     kh, kw, C_in, C_out = W.shape
     n, H, Wd, _ = x.shape
+    if x.shape[3] != C_in:
+        raise ValueError(f"x: {who} expected {C_in} channels (C_in of the kernel W of shape "
+                         f"{W.shape}, HWIO), got x of shape {x.shape} with {x.shape[3]}")
     (top, bottom), (left, right) = _explicit_pads((H, Wd), (kh, kw), stride, padding, who)
     out_hw = (_out_size(H, kh, stride[0], top, bottom), _out_size(Wd, kw, stride[1], left, right))
-    if x.shape[3] != C_in or dy.shape != (n, *out_hw, C_out):
+    if dy.shape != (n, *out_hw, C_out):
         raise ValueError(f"dy: {who} expected shape {(n, *out_hw, C_out)} for x of shape "
                          f"{x.shape} and W of shape {W.shape}, got {dy.shape}")
     xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))  # (n, H_p, W_p, C_in)

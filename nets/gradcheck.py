@@ -162,6 +162,7 @@ def _triangulate(objective, reference, params, X, Y, hyper, coords, eps):
 def finite_differences(f: Callable, params, *, eps: float = 1e-6, coords=None) -> np.ndarray:
     """Central differences of scalar ``f(params)`` along flat coordinates ``coords``
     (all by default), as a vector. Call inside ``jax.enable_x64(True)`` for float64."""
+    eps = _check_eps(eps)
     flat, unravel = ravel_pytree(params)
     coords = np.arange(flat.size) if coords is None else np.asarray(coords)
     return np.asarray(_central_differences(lambda w: f(unravel(w)), flat, coords, eps))
@@ -246,6 +247,18 @@ def _triangulate_compiled(objective, reference, params, X, Y, hyper, coords, eps
     return value, g_ad, g_ref, fd
 
 
+def _check_eps(eps) -> float:
+    """The finite-difference step: a finite number > 0 (0 divides by zero, a negative step
+    flips the sign of the default floor)."""
+    return _checks.check_real(eps, "eps", minimum=0, strict=True)
+
+
+def _check_max_coords(max_coords) -> int | None:
+    if max_coords is None:
+        return None
+    return _checks.check_int(max_coords, "max_coords", 1, what=" (or None: every coordinate)")
+
+
 def _check_floor(floor) -> None:
     if floor is not None and not (isinstance(floor, (int, float)) and not isinstance(floor, bool)
                                   and 0 <= floor < float("inf")):
@@ -310,9 +323,9 @@ def check(objective: Callable, params, X, Y, *, reference: Callable | None = Non
       reference: optional ``reference(params, X, Y[, hyper]) -> grads`` (e.g. the
         hand-derived backprop), called once on concrete arrays (it may be NumPy:
         :func:`nets.backprop.conv2d_backward`).
-      eps: finite-difference step.
-      max_coords: check at most this many randomly chosen coordinates per leaf
-        (``None``: all), for models too large to difference everywhere.
+      eps: finite-difference step, a finite number ``> 0``.
+      max_coords: check at most this many randomly chosen coordinates per leaf, an int
+        ``>= 1`` (``None``: all), for models too large to difference everywhere.
       seed: seed of that choice (NumPy; the check itself is deterministic).
       hyper: optional pytree of traced arguments (e.g. penalty lambdas); with the same
         ``objective`` and ``reference`` objects, one compilation serves every value.
@@ -331,6 +344,8 @@ def check(objective: Callable, params, X, Y, *, reference: Callable | None = Non
     Returns:
       A :class:`Report` with one row per leaf, and the floor used.
     """
+    eps = _check_eps(eps)
+    max_coords = _check_max_coords(max_coords)
     _check_floor(floor)
     objective, reference = _with_hyper(objective, reference, hyper)
     with jax.enable_x64(True):
@@ -399,7 +414,7 @@ def check_directional(objective: Callable, params, X, Y, *, key: jax.Array,
       directions: random directions per leaf (``>= 1``).
       reference: optional ``reference(params, X, Y[, hyper]) -> grads``; compared with
         autodiff on every element, and along the same directions with the differences.
-      eps: finite-difference step.
+      eps: finite-difference step, a finite number ``> 0``.
       hyper: optional pytree of traced arguments, as in :func:`check`.
       floor: as in :func:`check` (``None``: ``1e-2 max(1, |R|)`` at ``eps = 1e-6``).
 
@@ -415,6 +430,7 @@ def check_directional(objective: Callable, params, X, Y, *, key: jax.Array,
     """
     _checks.check_key(key)
     directions = _checks.check_int(directions, "directions", 1)
+    eps = _check_eps(eps)
     _check_floor(floor)
     objective, reference = _with_hyper(objective, reference, hyper)
     with jax.enable_x64(True):
@@ -482,6 +498,9 @@ def check_mlp(params, X, Y, *, activation="sigmoid", loss="cross_entropy", l2=0.
     central differences, in float64, per element (``floor`` as in :func:`check`). Inputs
     are checked first (:func:`nets.backprop.checked_inputs`); then each of the three is one
     compiled program per activation, loss and shape, which serves every penalty strength."""
+    eps = _check_eps(eps)
+    max_coords = _check_max_coords(max_coords)
+    _check_floor(floor)
     with jax.enable_x64(True):  # every argument checked on concrete values, nothing compiled
         _backprop.checked_inputs(_to_float64(params), X, Y, loss=loss, l2=l2, penalties=penalties)
     lams = {p.name: 0.0 for p in _penalties.PENALTIES.values()}

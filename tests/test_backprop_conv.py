@@ -186,5 +186,15 @@ def test_bad_shapes_are_clear_errors():
         backprop.conv2d_backward(np.zeros((1, 5, 5, 3)), x, W)
     with pytest.raises(ValueError, match=r"x: conv2d_backward expected a batch of images"):
         backprop.conv2d_backward(np.zeros((5, 5, 4)), x[0], W)
+    # A kernel that is not 4-D, and an input whose channels are not the kernel's C_in: named
+    # as W and x (not an unpacking error, not a dy of the very shape it expects).
+    with pytest.raises(ValueError, match=r"^W: conv2d_backward expected a 4-D kernel of shape "
+                                         r"\(kh, kw, C_in, C_out\) \(HWIO\), got shape "
+                                         r"\(3, 2, 4\)$"):
+        backprop.conv2d_backward(np.zeros((1, 5, 5, 4)), x, W[0])
+    with pytest.raises(ValueError, match=r"^x: conv2d_backward expected 3 channels \(C_in of "
+                                         r"the kernel W of shape \(3, 3, 3, 4\), HWIO\), got x "
+                                         r"of shape \(1, 5, 5, 2\) with 2$"):
+        backprop.conv2d_backward(np.zeros((1, 5, 5, 4)), x, np.zeros((3, 3, 3, 4)))
     with pytest.raises(ValueError, match=r"dy: max_pool_backward expected shape \(1, 2, 2, 2\)"):
         backprop.max_pool_backward(np.zeros((1, 3, 3, 2)), x, window=2)

@@ -259,3 +259,87 @@ def test_key_and_scalar_mismatches(key, tmp_path):
 def test_pathlib_and_str_paths_agree(tmp_path):
     checkpoint.save(str(tmp_path / "c"), [1, 2.0])
     assert checkpoint.restore(pathlib.Path(tmp_path / "c"), like=[0, 0.0]) == [1, 2.0]
+
+
+def test_a_leading_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    """"~/..." went to a folder literally named "~" under the current folder."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    checkpoint.save("~/runs/c", {"step": 1})
+    checkpoint.save(pathlib.Path("~/runs/c"), {"step": 2})
+    assert sorted(os.listdir(home / "runs")) == ["c", "c.prev"] and os.listdir(cwd) == []
+    assert checkpoint.restore("~/runs/c", like={"step": 0}) == {"step": 2}
+    assert checkpoint.read("~/runs/c") == ({"step": 2}, str(home / "runs" / "c"))
+    assert checkpoint.previous_path("~/runs/c") == str(home / "runs" / "c.prev")
+
+
+def test_a_python_scalar_template_restores_only_what_it_holds_exactly(tmp_path):
+    """A saved float under an int template was truncated (1.7 -> 1) without a word."""
+    path = tmp_path / "c"
+    checkpoint.save(path, {"lr": 1.7, "step": 2, "flag": True, "big": 2 ** 53 + 1})
+    like = {"lr": 0.0, "step": 0, "flag": False, "big": 0}
+    assert checkpoint.restore(path, like=like) == {"lr": 1.7, "step": 2, "flag": True,
+                                                   "big": 2 ** 53 + 1}
+    back = checkpoint.restore(path, like={**like, "step": 0.0})  # an int as a float: exact
+    assert type(back["step"]) is float and back["step"] == 2.0
+    for key, template, got in [("lr", 0, "float \\(1.7\\)"), ("flag", 0, "bool \\(True\\)"),
+                               ("step", False, "int \\(2\\)"),
+                               ("big", 0.0, f"int \\({2 ** 53 + 1}\\)")]:
+        with pytest.raises(ValueError, match=rf"at '{key}': expected type "
+                                             rf"{type(template).__name__}, got a value of type "
+                                             rf"{got}: a Python .* holds exactly"):
+            checkpoint.restore(path, like={**like, key: template})
+
+
+def test_none_in_the_template_where_a_value_was_saved_names_the_leaf(tmp_path):
+    checkpoint.save(tmp_path / "c", {"x": 1.5, "p": {"W": np.ones(2)}})
+    for like, where, saved in [({"x": None, "p": {"W": np.ones(2)}}, "x", "a value of type float"),
+                               ({"x": 0.0, "p": {"W": None}}, "p/W", r"an array float64\[2\]"),
+                               ({"x": 0.0, "p": None}, "p", r"a subtree with keys \['W'\]")]:
+        with pytest.raises(ValueError, match=rf"does not match the template at '{where}': the "
+                                             rf"template has None, the checkpoint has {saved} "
+                                             r"\(None in a template matches only a saved None"):
+            checkpoint.restore(tmp_path / "c", like=like)
+
+
+def test_save_never_replaces_a_file_that_is_not_a_checkpoint(tmp_path):
+    """It warned and replaced it (three weeks of notes lost); a pickle file was taken for an
+    older checkpoint. A checkpoint, an older headerless one and an empty file are replaced."""
+    import pickle
+
+    notes, pkl = tmp_path / "notes.txt", tmp_path / "model.pkl"
+    notes.write_text("three weeks of lab notes")
+    pkl.write_bytes(pickle.dumps({"W": [1.0, 2.0]}))
+    for path, what in [(notes, r"no header b'JAXNETS-CKPT\\n'"), (pkl, "a pickle file")]:
+        before = path.read_bytes()
+        for keep in (True, False):
+            with pytest.raises(FileExistsError, match=rf"^checkpoint: '.*{path.name}' exists and "
+                                                      rf"is not a checkpoint \({what}\); remove "
+                                                      r"it or choose another path$"):
+                checkpoint.save(path, {"step": 1}, keep_previous=keep)
+        assert path.read_bytes() == before
+    with pytest.raises(FileExistsError, match="is not a checkpoint"):
+        checkpoint.check_destination(notes)  # the same refusal, before a run
+    with pytest.raises(IsADirectoryError, match=r"^checkpoint: '.*' is a folder; expected a file"):
+        checkpoint.save(tmp_path, {"step": 1})
+    assert sorted(os.listdir(tmp_path)) == ["model.pkl", "notes.txt"]  # nothing left behind
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    checkpoint.save(empty, {"step": 1})
+    assert checkpoint.restore(empty) == {"step": 1} and not os.path.exists(f"{empty}.prev")
+
+
+def test_a_pickle_file_is_named_as_one_and_never_taken_for_an_older_checkpoint(tmp_path):
+    import pickle
+    import warnings
+
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps({"W": [1.0, 2.0]}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not "written by an older version" first
+        with pytest.raises(checkpoint.CheckpointCorruptError,
+                           match=r"model\.pkl' is a pickle file; checkpoints are never read "
+                                 r"with pickle"):
+            checkpoint.restore(path)

@@ -149,6 +149,16 @@ def test_checkpoints_without_a_checksum_are_still_read_with_a_warning(tmp_path):
     path.write_bytes(serialization.msgpack_serialize(serialization.to_state_dict(_state(4))))
     with pytest.warns(RuntimeWarning, match=r"old\.msgpack' has no checksum"):
         assert _equal(checkpoint.restore(path, like=_state(0)), _state(4))
+    # such a file is a checkpoint: save replaces it (and keeps it as the previous one); a file
+    # that starts like msgpack but does not decode as it is not, and is never replaced
+    checkpoint.save(path, _state(5))
+    assert _equal(checkpoint.restore(path, like=_state(0)), _state(5))
+    assert (tmp_path / "old.msgpack.prev").exists()
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"\x81\xc1 not msgpack")
+    with pytest.raises(FileExistsError, match=r"other\.bin' exists and is not a checkpoint"):
+        checkpoint.save(other, _state(5))
+    assert other.read_bytes() == b"\x81\xc1 not msgpack"
 
 
 # --- litter --------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 
 import csv
 import dataclasses
+import json
 import math
+import re
 
 import pytest
 
@@ -12,14 +14,14 @@ from experiments import clip as exp
 
 FIGURES = {"similarity.png", "curves.png"}
 FILES = {"config.json", "environment.json", "metrics.json", "history.csv", "zero_shot.csv",
-         *FIGURES}
+         "timings.json", *FIGURES}
 METRICS = {"zero_shot_accuracy", "test_error", "chance", "unseen_template",
            "zero_shot_accuracy_unseen", "zero_shot_accuracy_seen",
            "mean_zero_shot_accuracy_unseen", "mean_zero_shot_accuracy_seen",
            "zero_shot_accuracy_unseen_ensemble", "nearest_class_mean_accuracy",
            "linear_probe_accuracy", "new_words", "final_logit_scale", "final_train_loss",
            "class_floor", "final_val_zero_shot_accuracy", "n_train_pairs", "n_test",
-           "vocab_size", "seq_len", "steps_per_epoch", "n_params", "train_seconds"}
+           "vocab_size", "seq_len", "steps_per_epoch", "n_params"}
 HISTORY = {"epoch", "loss", "logit_scale", "val_zero_shot", "val_zero_shot_seen",
            "val_zero_shot_loss"}
 
@@ -61,6 +63,18 @@ def test_smoke_metrics_have_the_expected_keys_and_ranges(smoke):
     assert metrics["steps_per_epoch"] == metrics["n_train_pairs"] // c.batch_size
     assert 0 < metrics["class_floor"] < math.log(c.batch_size)
     assert math.isfinite(metrics["final_train_loss"])
+
+
+def test_smoke_metrics_hold_no_timings(smoke):
+    """Same seed, same machine: a byte-identical metrics.json, so no key names a time."""
+    _, outdir = smoke
+    keys = re.findall(r'"([^"]*)":', (outdir / "metrics.json").read_text())
+    assert keys and not [k for k in keys if re.search("second|time", k, re.IGNORECASE)]
+
+
+def test_smoke_timings_are_in_timings_json(smoke):
+    _, outdir = smoke
+    assert json.loads((outdir / "timings.json").read_text())["train_seconds"] > 0
 
 
 def test_smoke_history_and_zero_shot_table(smoke):

@@ -4,6 +4,8 @@ refused before anything is compiled."""
 
 import csv
 import dataclasses
+import json
+import re
 
 import pytest
 
@@ -12,11 +14,10 @@ from tests import _smoke
 
 FIGURES = {"samples.png", "modes.png"}
 FILES = {"config.json", "environment.json", "metrics.json", "history.csv", "snapshots.csv",
-         *FIGURES}
+         "timings.json", *FIGURES}
 SUMMARY = {"final_modes_covered", "final_high_quality", "mean_final_modes_covered",
            "mean_final_high_quality", "replicates_collapsed", "modes_covered_over_training",
-           "high_quality_over_training", "largest_mode_share_final", "top_mode_changes",
-           "seconds"}
+           "high_quality_over_training", "largest_mode_share_final", "top_mode_changes"}
 
 
 def config():
@@ -47,6 +48,27 @@ def test_smoke_metrics_have_the_expected_keys(smoke):
         assert all(0 <= k <= c.n_modes for k in m["final_modes_covered"])
         assert all(0.0 <= q <= 1.0 for q in m["final_high_quality"])
         assert 0 <= m["replicates_collapsed"] <= c.seeds
+
+
+def test_smoke_metrics_hold_no_timings(smoke):
+    """Same seed, same machine: a byte-identical metrics.json, so no key names a time."""
+    _, outdir = smoke
+    keys = re.findall(r'"([^"]*)":', (outdir / "metrics.json").read_text())
+    assert keys and not [k for k in keys if re.search("second|time", k, re.IGNORECASE)]
+
+
+def test_smoke_timings_are_in_timings_json(smoke):
+    _, outdir = smoke
+    timings = json.loads((outdir / "timings.json").read_text())
+    assert set(timings["seconds"]) == set(exp.VARIANTS)
+    assert all(s > 0 for s in timings["seconds"].values())
+
+
+def test_same_seed_gives_byte_identical_metrics(smoke, tmp_path_factory):
+    """The README's promise, on a second smoke run (a few seconds: its programs are cached)."""
+    _, first = smoke
+    _, second = _smoke.run(tmp_path_factory, "gan")
+    assert (first / "metrics.json").read_bytes() == (second / "metrics.json").read_bytes()
 
 
 def test_smoke_history_and_snapshots_have_a_row_each(smoke):

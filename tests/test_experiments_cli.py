@@ -164,6 +164,51 @@ def test_unknown_key_lists_valid_keys_with_types_and_defaults(registered, capsys
         assert line in err
 
 
+def _help(capsys, *argv) -> tuple[int, str, str]:
+    """`main(argv)` where argparse exits: (status, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return exit_.value.code or 0, out, err
+
+
+def test_run_name_help_lists_config_keys_with_defaults_types_and_meanings(registered, capsys):
+    status, out, err = _help(capsys, "run", "toy", "--help")
+    assert status == 0 and err == ""
+    assert out.startswith("usage: python -m experiments run")
+    assert f"toy: {toy.__doc__.splitlines()[0]}" in out
+    keys = [line.split(":")[0].strip() for line in out.split("config keys (--set")[1].splitlines()
+            if line.startswith("  ") and not line.startswith("   ")]
+    assert keys == [f.name for f in dataclasses.fields(toy.Config)]
+    for line in ("  n: int = 1000  (--smoke: 100)", "      number of draws",
+                 "  widths: tuple[int, ...] = 4,8", "  limit: int | None = none",
+                 "  mode: Literal['fast', 'slow'] = fast", "  centered: bool = false",
+                 "      PRNG seed for the draws; allowed: an integer in [0, 2**32)"):
+        assert line in out.splitlines(), line
+    assert _help(capsys, "run", "toy", "-h", "--seed", "3")[1] == out  # -h, anywhere after NAME
+
+
+def test_run_name_help_of_a_real_experiment_says_what_each_key_allows(capsys):
+    from experiments import _config, gan
+
+    status, out, _ = _help(capsys, "run", "gan", "--help")
+    assert status == 0
+    flat = " ".join(out.split())  # the descriptions are wrapped to the terminal's width
+    notes = _config.comments(gan.Config)
+    for f in dataclasses.fields(gan.Config):
+        assert f"{f.name}: " in out and notes[f.name] and " ".join(notes[f.name].split()) in flat
+        assert f"allowed: {_config.allowed(gan.Config, f.name)}" in flat, f.name
+    assert "  hidden: tuple[int, ...] = 128,128  (--smoke: 8)" in out.splitlines()
+    assert "allowed: an integer in [2, 64]" in flat  # pack: Annotated[int, Range(2, 64)]
+
+
+def test_run_help_without_a_name_and_with_an_unknown_name(capsys):
+    status, out, _ = _help(capsys, "run", "--help")
+    assert status == 0 and "run NAME --help" in out and "config keys (" not in out
+    status, out, err = _help(capsys, "run", "nope", "--help")
+    assert status == 2 and out == "" and "unknown experiment 'nope'" in err
+
+
 @pytest.mark.parametrize("item, words", [
     ("n=abc", ("n", "int", "'abc'")),
     ("centered=maybe", ("centered", "bool", "'maybe'")),

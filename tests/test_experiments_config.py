@@ -74,6 +74,25 @@ def test_every_field_states_what_it_allows(name):
     _config.make_config(MODULES[name], smoke=True)
 
 
+@pytest.mark.parametrize("name", experiments.EXPERIMENTS)
+def test_every_field_says_what_it_means(name):
+    """`run NAME --help` shows each field's comment: a new field without one fails here."""
+    notes = _config.comments(MODULES[name].Config)
+    assert list(notes) == [f.name for f in dataclasses.fields(MODULES[name].Config)]
+    assert not [k for k, v in notes.items() if not v], f"{name}: fields with no comment"
+
+
+def test_comments_are_read_beside_or_above_a_field():
+    diffusion, sequence = MODULES["diffusion"].Config, MODULES["sequence"].Config
+    assert _config.comments(diffusion)["T"] == "diffusion steps"
+    assert _config.comments(diffusion)["keep"] == "steps t shown in reverse_*.png (each in [0, T])"
+    assert _config.comments(sequence)["transformer_impl"].startswith(
+        'the Transformer\'s backward pass: "written" (autodiff, the published numbers) or '
+        '"custom_vjp" (hand-derived')
+    assert _config.comments(sequence)["generalize_models"] == (
+        "models tested at other lengths (among `models`)")
+
+
 def _bad_values(hint) -> list:
     """Values no field of that type allows: negative, NaN/infinite, or far past any cap."""
     hint = _plain(hint)

@@ -359,6 +359,13 @@ def test_resume_refuses_what_it_would_silently_drop(key, tmp_path):
                   **{**again, "validation": (X[:6], y[:6])})
     done = train.fit(_tanh_loss, params, (X, y), optimizer=train.sgd(0.1), **again)
     assert done.epochs_run == 4
+    notes = tmp_path / "notes.txt"  # not a checkpoint: refused before training, kept
+    notes.write_text("my notes")
+    with pytest.raises(FileExistsError, match=r"checkpoint: .*notes.txt' exists and is not a "
+                                              r"checkpoint"):
+        train.fit(_never_called, params, (X, y), optimizer=train.sgd(0.1), epochs=1,
+                  checkpoint=notes, batch_size=6, key=key, progress=False)
+    assert notes.read_text() == "my notes"
 
 
 # --- accuracy on the handwritten digits ------------------------------------------------------

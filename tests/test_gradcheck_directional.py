@@ -107,6 +107,33 @@ def test_bad_arguments_are_clear_errors():
         gradcheck.check_directional(right, params, X, Y, key=jax.random.key(0), directions=0)
 
 
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"eps": 0.0}, ValueError, r"^eps: expected a finite number > 0, got 0.0$"),
+    ({"eps": -1e-6}, ValueError, r"^eps: expected a finite number > 0, got -1e-06$"),
+    ({"eps": float("inf")}, ValueError, r"^eps: expected a finite number > 0, got inf$"),
+    ({"eps": "1e-6"}, TypeError, r"^eps: expected a real number, got str"),
+    ({"max_coords": 0}, ValueError,
+     r"^max_coords: expected an int >= 1 \(or None: every coordinate\), got 0$"),
+    ({"max_coords": -1}, ValueError, r"^max_coords: expected an int >= 1 .*, got -1$"),
+    ({"max_coords": 2.0}, TypeError, r"^max_coords: expected an int >= 1 .*, got float 2.0$"),
+])
+def test_eps_and_max_coords_are_checked_before_anything_runs(kwargs, error, match):
+    """eps = 0 divided by zero, eps < 0 blamed `floor`, max_coords = -1 was a NumPy error and
+    max_coords = 0 checked no coordinate yet read as a pass: each is now a clear error, from
+    every entry point that takes it (the MLP's too)."""
+    params, X, Y = _problem()
+    calls = [lambda: gradcheck.check(right, params, X, Y, **kwargs),
+             lambda: gradcheck.check_mlp([{"W": np.ones((2, 5)), "b": np.zeros(2)}], X,
+                                         np.arange(6) % 2, **kwargs)]
+    if "eps" in kwargs:
+        calls += [lambda: gradcheck.check_directional(right, params, X, Y, key=jax.random.key(0),
+                                                      **kwargs),
+                  lambda: gradcheck.finite_differences(jnp.sum, jnp.ones(2), **kwargs)]
+    for call in calls:
+        with pytest.raises(error, match=match):
+            call()
+
+
 class _Unhashable:
     """A callable objective that cannot be hashed (an eq dataclass, say)."""
 

@@ -218,7 +218,9 @@ def _quadratic(p):
         ({"params": {"w": np.array([1.0, np.nan]), "b": np.zeros(())}}, ValueError,
          r"params\['w'\]: expected finite initial values, got nan at index \(1,\)"),
         ({"params": {"w": np.array([1, 2]), "b": np.zeros(())}}, TypeError,
-         r"params\['w'\]: expected floating-point parameters, got dtype int"),
+         r"params\['w'\]: expected float32 or float64 parameters, got dtype int"),
+        ({"params": {"w": jnp.ones(2, jnp.float16), "b": jnp.zeros(())}}, TypeError,
+         r"params\['w'\]: expected float32 or float64 parameters, got dtype float16"),
         ({"max_iter": 0}, ValueError, r"max_iter: expected an int >= 1, got 0"),
         ({"max_iter": 2.5}, TypeError, r"max_iter: expected an int >= 1, got float 2.5"),
         ({"tol": 0.0}, ValueError, r"tol: expected a positive finite tolerance, got 0.0"),
@@ -280,3 +282,43 @@ def test_params_missing_a_key_name_the_params():
     with pytest.raises(ValueError, match=r"^params: the objective reads the entry 'b', which "
                                          r"params lacks \(params has keys \['w'\]\)"):
         newton_init(_quadratic, {"w": jnp.ones(2)})
+
+
+def test_float64_objective_with_float32_params_names_both_dtypes():
+    """An objective built under jax.enable_x64 (a float64 value) and float32 params: a
+    TypeError naming params and both dtypes before compiling, not a while_loop carry error;
+    newton_step carries no value, so it still steps."""
+    params = {"w": jnp.zeros(2), "b": jnp.zeros(())}  # float32: made with x64 off
+    with jax.enable_x64(True):
+        objective = logistic_regression_objective(np.eye(2), np.array([0.0, 1.0]))
+        for run in (newton, newton_init):
+            with pytest.raises(TypeError, match=r"^params: expected float64 arrays, the dtype "
+                                                r"of the objective's value .* got float32"):
+                run(objective, params)
+
+
+def test_calls_inside_jit_or_vmap_are_refused_before_compiling():
+    """An objective closing over a traced value (one fit per data set under jax.vmap), one
+    that needs a traced value concretely, and newton under jax.jit with nothing traced: the
+    "do not call it inside jax.jit or jax.vmap" TypeError, not a ConcretizationTypeError."""
+    inside = r"do not call it inside jax.jit or jax.vmap"
+    with pytest.raises(TypeError, match=r"^objective: expected a function of concrete values, "
+                                        r"got one that closes over a value traced .*" + inside):
+        jax.vmap(lambda a: newton(lambda p: jnp.sum((p - a) ** 2), jnp.zeros(2)).params)(
+            jnp.ones(3))
+    with pytest.raises(TypeError, match=r"^objective: expected a function JAX can trace.*"
+                                        + inside):
+        jax.vmap(lambda a: newton_step(lambda p: jnp.sum((p - int(a)) ** 2), jnp.zeros(2)))(
+            jnp.ones(3))
+    with pytest.raises(TypeError, match=r"^newton: expected to be called on concrete values.*"
+                                        + inside):
+        jax.jit(lambda: newton_init(lambda p: jnp.sum(p ** 2), np.zeros(2)).value)()
+
+
+def test_newton_step_on_a_singular_hessian_raises_instead_of_returning_inf():
+    with pytest.raises(ValueError, match=r"^damping: expected a damping that makes H \+ damping "
+                                         r"I non-singular at params, got 0: the Newton step has "
+                                         r"2 non-finite entries"):
+        newton_step(lambda p: jnp.sum(p), jnp.zeros(2))  # linear: H = 0
+    np.testing.assert_allclose(newton_step(lambda p: jnp.sum(p), jnp.zeros(2), damping=2.0),
+                               [-0.5, -0.5])

@@ -14,7 +14,9 @@ fsyncs it, reads it back and verifies its checksum; only then does the current c
 (if it verifies) become `<path>.prev` and the new file replace `<path>` (`os.replace`). A
 kill at any point leaves `<path>` whole, old or new. When `<path>` is missing or corrupt,
 `restore` falls back to `<path>.prev` with a `RuntimeWarning` naming both files; when both
-are unreadable it raises an error naming both.
+are unreadable it raises an error naming both. `save` never replaces a file that is not a
+checkpoint (a `FileExistsError`: its data would be lost), and `restore` names a pickle file
+as one (checkpoints are never read with pickle). A leading `~` in a path is the home folder.
 
 **Litter.** A writer killed mid-write leaves a temporary file
 `.<name>.<host>-<pid>-<hex>.tmp`; `restore` never reads one, and the next `save` into the
@@ -65,7 +67,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-__all__ = ["CheckpointCorruptError", "conform", "previous_path", "read", "restore", "save"]
+__all__ = ["CheckpointCorruptError", "check_destination", "conform", "previous_path", "read",
+           "restore", "save"]
 
 # The marker that replaces a typed PRNG key array in the stored state dict:
 # {_KEY_MARKER: impl name (e.g. "threefry2x32"), _KEY_DATA: uint32 array of key bits}.
@@ -128,6 +131,9 @@ _MAGIC = b"JAXNETS-CKPT\n"
 _VERSION = 1
 _HEADER = struct.Struct(f"<{len(_MAGIC)}sBQ32s")  # magic, version, payload bytes, SHA-256
 _MSGPACK_MAPS = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])  # how an older (headerless) file starts
+# pickle's PROTO opcode and a protocol number (2 to 5). A msgpack file starting with 0x80 is
+# the empty map and nothing after it, so the two are never confused.
+_PICKLE = re.compile(rb"\A\x80[\x02-\x05]")
 
 # A temporary file of `save`: .<name>.<owner>-<hex>.tmp (the new checkpoint) or
 # .<name>.prev.<owner>-<hex>.tmp (the previous one, on its way to <name>.prev); <owner> is
@@ -140,8 +146,15 @@ class CheckpointCorruptError(ValueError):
 
 
 def previous_path(path: str | os.PathLike) -> str:
-    """Where `save` keeps the checkpoint before the latest one: `<path>.prev`."""
-    return os.fspath(path) + ".prev"
+    """Where `save` keeps the checkpoint before the latest one: `<path>.prev` (`~` expanded)."""
+    return _path(path) + ".prev"
+
+
+def _path(path: str | os.PathLike) -> str:
+    """A path argument as a string, with a leading `~` expanded to the home folder (as a
+    shell would: the checkpoint of `"~/runs/ckpt.msgpack"` goes to the home folder, not to a
+    folder named `~`)."""
+    return os.path.expanduser(os.fspath(path))
 
 
 def _host() -> str:
@@ -195,16 +208,13 @@ def _payload(path: str, data: bytes) -> bytes | None:
     def corrupt(what: str) -> CheckpointCorruptError:
         return CheckpointCorruptError(f"checkpoint {path!r} is corrupt: {what}")
 
-    n = len(_MAGIC)
-    if data[:n] != _MAGIC:
-        same = sum(a == b for a, b in zip(data[:n], _MAGIC))
-        if same <= n // 2 and data[:1] and data[0] in _MSGPACK_MAPS:
-            return None  # written before checksums: plain msgpack of a state dict
-        if same > n // 2:
-            raise corrupt("its header is damaged")
-        raise CheckpointCorruptError(
-            f"{path!r} is not a checkpoint written by train.checkpoint (it does not start with "
-            f"the header {_MAGIC!r})")
+    kind = _kind(data)
+    if kind == "older":
+        return None  # written before checksums: plain msgpack of a state dict
+    if kind == "damaged":
+        raise corrupt("its header is damaged")
+    if kind != "checkpoint":
+        raise CheckpointCorruptError(f"{path!r} {_not_a_checkpoint(kind)}")
     if len(data) < _HEADER.size:
         raise corrupt(f"truncated inside its header ({len(data)} bytes)")
     _, version, length, digest = _HEADER.unpack_from(data)
@@ -218,6 +228,33 @@ def _payload(path: str, data: bytes) -> bytes | None:
     if hashlib.sha256(payload).digest() != digest:
         raise corrupt("SHA-256 checksum mismatch (a damaged byte)")
     return payload
+
+
+def _kind(head: bytes) -> str:
+    """What a file is, from its first bytes (at least ``len(_MAGIC)`` of them, or all):
+    ``"checkpoint"`` (the header's magic), ``"damaged"`` (a magic with a few bytes changed),
+    ``"older"`` (a headerless msgpack map, as written before checksums), ``"pickle"``,
+    ``"empty"`` or ``"other"``."""
+    n = len(_MAGIC)
+    if head[:n] == _MAGIC:
+        return "checkpoint"
+    if not head:
+        return "empty"
+    if _PICKLE.match(head):
+        return "pickle"
+    same = sum(a == b for a, b in zip(head[:n], _MAGIC))
+    if same > n // 2:
+        return "damaged"
+    return "older" if head[0] in _MSGPACK_MAPS else "other"
+
+
+def _not_a_checkpoint(kind: str) -> str:
+    if kind == "pickle":
+        return ("is a pickle file; checkpoints are never read with pickle (unpickling runs "
+                "arbitrary code): train.checkpoint reads only files that train.checkpoint.save "
+                "wrote")
+    return (f"is not a checkpoint written by train.checkpoint (it does not start with the "
+            f"header {_MAGIC!r})")
 
 
 def _read_one(path: str) -> Any:
@@ -274,9 +311,13 @@ def _keep_as_previous(path: str, staged: str) -> None:
     over `<path>.prev`), so a kill at any moment leaves `path` whole."""
     try:
         with open(path, "rb") as f:
-            _payload(path, f.read())
+            data = f.read()
     except FileNotFoundError:
         return
+    if not data:
+        return  # an empty file (a path from tempfile.mkstemp): nothing to keep
+    try:
+        _payload(path, data)
     except CheckpointCorruptError as e:
         warnings.warn(f"{e}; it is replaced and not kept as {previous_path(path)!r}",
                       RuntimeWarning, stacklevel=3)
@@ -304,7 +345,7 @@ def save(path: str | os.PathLike, state: Any, *, keep_previous: bool = True) -> 
     writers killed earlier (their process gone) are removed.
 
     Args:
-        path: destination file, e.g. `"runs/digits/ckpt.msgpack"`.
+        path: destination file, e.g. `"runs/digits/ckpt.msgpack"` (`~` is expanded).
         state: a pytree of arrays (NumPy or JAX, including typed PRNG key arrays), Python
             scalars, strings and `None`, in dicts (string or int keys), lists, tuples, NamedTuples
             and `flax.struct` dataclasses. Arrays must be fully addressable from this process
@@ -314,9 +355,13 @@ def save(path: str | os.PathLike, state: Any, *, keep_previous: bool = True) -> 
 
     Raises:
         TypeError: a leaf of a type msgpack cannot store; the message names its path.
+        FileExistsError: `path` is an existing file that is not a checkpoint (it is never
+            replaced; an existing checkpoint is).
+        IsADirectoryError: `path` is a folder.
         OSError: the file could not be written, or did not read back intact.
     """
-    path = os.fspath(path)
+    path = _path(path)
+    check_destination(path)
     data = _pack(serialization.msgpack_serialize(_encode(serialization.to_state_dict(state))))
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -343,6 +388,33 @@ def save(path: str | os.PathLike, state: Any, *, keep_previous: bool = True) -> 
                 pass
         raise
     _fsync_directory(directory)
+
+
+def check_destination(path: str | os.PathLike) -> None:
+    """Raises what `save(path, ...)` would raise for its destination, without writing: a
+    folder (`IsADirectoryError`), or an existing file that is not a checkpoint
+    (`FileExistsError`: its data would be lost). A checkpoint, also a damaged one or one of
+    the older headerless format, and an empty file are replaced. Call it before a long run
+    that saves at its end."""
+    path = _path(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"checkpoint: {path!r} is a folder; expected a file path such "
+                                f"as {os.path.join(path, 'ckpt.msgpack')!r}")
+    try:
+        with open(path, "rb") as f:
+            kind = _kind(f.read(len(_MAGIC)))
+            if kind == "older":  # a headerless checkpoint only if it decodes as msgpack
+                f.seek(0)
+                try:
+                    serialization.msgpack_restore(f.read())
+                except Exception:  # msgpack raises several unrelated types
+                    kind = "other"
+    except FileNotFoundError:
+        return
+    if kind in ("pickle", "other"):
+        what = "a pickle file" if kind == "pickle" else f"no header {_MAGIC!r}"
+        raise FileExistsError(f"checkpoint: {path!r} exists and is not a checkpoint ({what}); "
+                              "remove it or choose another path")
 
 
 def _fsync_directory(directory: str) -> None:
@@ -374,7 +446,7 @@ def read(path: str | os.PathLike) -> tuple[Any, str]:
         CheckpointCorruptError (a ValueError): `path` is corrupt and there is no readable
             `<path>.prev`; the message names both files.
     """
-    path = os.fspath(path)
+    path = _path(path)
     try:
         return _read_one(path), path
     except (FileNotFoundError, CheckpointCorruptError) as e:
@@ -398,7 +470,7 @@ def restore(path: str | os.PathLike, like: Any = None) -> Any:
     """Reads a checkpoint written by `save`, verified (falling back to `<path>.prev`, see `read`).
 
     Args:
-        path: the checkpoint file.
+        path: the checkpoint file (`~` is expanded).
         like: optional template pytree with the structure, shapes and dtypes of the saved
             state (e.g. a freshly initialised state, or `jax.eval_shape` of one: leaves may be
             `jax.ShapeDtypeStruct`). Lists in the template must have the saved length.
@@ -495,11 +567,38 @@ def _check_structure(template: Any, saved: Any, where: str, path: str) -> None:
             )
         for k, v in template.items():
             _check_structure(v, saved[str(k)], _join(where, k), path)
-    elif isinstance(saved, dict) and not _is_key_marker(saved) and template is not None:
+    elif template is None and saved is not None:
+        raise ValueError(
+            f"checkpoint {path!r} does not match the template at {name!r}: the template has "
+            f"None, the checkpoint has {_describe(saved)} (None in a template matches only a "
+            f"saved None; put a value of the saved kind there, e.g. a jax.ShapeDtypeStruct)"
+        )
+    elif isinstance(saved, dict) and not _is_key_marker(saved):
         raise ValueError(
             f"checkpoint {path!r} does not match the template at {name!r}: the template has "
             f"{_describe(template)}, the checkpoint has {_describe(saved)}"
         )
+
+
+def _scalar_kind(value: Any) -> str:
+    """``"b"``, ``"i"``, ``"f"`` or ``"c"``: bool, integer, real or complex (Python or NumPy)."""
+    if isinstance(value, np.generic):
+        return {"u": "i"}.get(value.dtype.kind, value.dtype.kind)
+    return ("b" if isinstance(value, bool) else "i" if isinstance(value, int)
+            else "f" if isinstance(value, float) else "c")
+
+
+def _holds(kind: type, value: Any) -> bool:
+    """Whether a saved scalar ``value`` restores as the template's Python type ``kind``
+    exactly: a bool only as a bool, an int as an int (or as a float or complex that holds it
+    exactly), a float as a float or complex; never a float as an int (1.7 -> 1)."""
+    got = _scalar_kind(value)
+    want = {bool: "b", int: "i", float: "f", complex: "c"}[kind]
+    if got == want:
+        return True
+    if got == "i" and want in "fc":
+        return kind(value) == value  # exact (an int beyond 2**53 is not)
+    return got == "f" and want == "c"
 
 
 def _restore_leaf(where: str, template: Any, value: Any, path: str) -> Any:
@@ -538,12 +637,15 @@ def _restore_leaf(where: str, template: Any, value: Any, path: str) -> Any:
     if isinstance(template, _SCALARS):
         if isinstance(value, np.ndarray) and value.shape == ():
             value = value[()]
-        if not isinstance(value, (*_SCALARS, np.generic)) or (
-            isinstance(value, (complex, np.complexfloating))
-            and not isinstance(template, complex)
-        ):
-            raise mismatch(f"expected type {type(template).__name__}, got {_describe(value)}")
-        return type(template)(value)
+        kind = type(template)
+        if not isinstance(value, (*_SCALARS, np.generic)):
+            raise mismatch(f"expected type {kind.__name__}, got {_describe(value)}")
+        if not _holds(kind, value):
+            raise mismatch(
+                f"expected type {kind.__name__}, got {_describe(value)} ({value!r}): a Python "
+                f"{kind.__name__} in the template restores only a saved value it holds exactly "
+                f"(nothing is truncated or rounded); put a {type(value).__name__} there")
+        return kind(value)
     if template is not None and not isinstance(value, type(template)):
         raise mismatch(f"expected type {type(template).__name__}, got {_describe(value)}")
     return value

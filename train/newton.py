@@ -29,7 +29,10 @@ with ``jnp.linalg.solve`` (never an explicit inverse), and moves to ``x + t d``.
 memory; each solve and Cholesky test costs ``O(P^3)``. So one iteration is ``O(P^3)`` in the
 number of parameters ``P``: use it for logistic regression and small nets (a few hundred
 parameters), not for the digits MLP of the main job. Use float64 (``jax.enable_x64``) for
-tolerances below about ``1e-5``: in float32 the gradient norm stalls near round-off.
+tolerances below about ``1e-5``: in float32 the gradient norm stalls near round-off. The
+iteration runs in the dtype of ``params`` (float32 or float64): an objective built under
+``jax.enable_x64`` (a float64 value) needs float64 ``params`` too, or it is a ``TypeError``
+naming both dtypes.
 
 The whole loop runs compiled (``jax.lax.while_loop`` inside ``jax.jit``), recording the
 objective, gradient norm, damping and step length after every accepted step. To time steps
@@ -127,6 +130,10 @@ class _Config(NamedTuple):
 # Input checks (concrete values, before anything is traced or compiled)
 
 
+_TRACED = ("newton runs its own jit, do not call it inside jax.jit or jax.vmap (one fit per "
+           "data set: call it in a Python loop)")
+
+
 def _check_params(params, max_params: int | None = None) -> int:
     """Raise unless ``params`` is a non-empty pytree of finite floating arrays; return P."""
     leaves = jax.tree_util.tree_leaves_with_path(params)
@@ -136,11 +143,11 @@ def _check_params(params, max_params: int | None = None) -> int:
     for path, leaf in leaves:
         where = "params" + jax.tree_util.keystr(path)
         if isinstance(leaf, jax.core.Tracer):
-            raise TypeError(f"{where}: expected a concrete array; newton runs its own jit, do "
-                            "not call it inside jax.jit or jax.vmap")
+            raise TypeError(f"{where}: expected a concrete array, got a traced one; {_TRACED}")
         arr = np.asarray(leaf)
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise TypeError(f"{where}: expected floating-point parameters, got dtype {arr.dtype}")
+        if arr.dtype not in (np.float32, np.float64):  # float16, bfloat16: no LAPACK solve
+            raise TypeError(f"{where}: expected float32 or float64 parameters, got dtype "
+                            f"{arr.dtype}")
         if not np.all(np.isfinite(arr)):
             bad = tuple(np.argwhere(~np.isfinite(arr))[0].tolist())
             raise ValueError(f"{where}: expected finite initial values, got {arr[bad]} at "
@@ -156,23 +163,45 @@ def _check_params(params, max_params: int | None = None) -> int:
     return size
 
 
-def _check_objective(objective, params) -> None:
+def _check_objective(objective, params, *, carried: bool = True) -> None:
+    """Trace ``objective`` at ``params`` abstractly (nothing is compiled) and check its output.
+
+    ``carried``: the objective's value is carried through the compiled loop in the dtype of
+    ``params`` (:func:`newton`, :func:`newton_init`), so it may not be of a wider dtype.
+    """
     if not callable(objective):
         raise TypeError(f"objective: expected a function params -> scalar, got "
                         f"{type(objective).__name__}")
     try:
-        out = jax.eval_shape(objective, params)
+        closed, out = jax.make_jaxpr(objective, return_shape=True)(params)
     except KeyError as err:  # a bare KeyError says neither what was read nor what params hold
         held = (f"params has keys {sorted(map(str, params))}" if isinstance(params, dict)
                 else f"params is a {type(params).__name__}")
         raise ValueError(f"params: the objective reads the entry {err}, which params lacks "
                          f"({held})") from err
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError) as err:
+        first = str(err).splitlines()[0]
+        raise TypeError(
+            "objective: expected a function JAX can trace, got one that needs a concrete value "
+            "of a traced one (Python `if`/int()/float()/NumPy on params, or on a value traced "
+            f"by an enclosing jax.jit or jax.vmap: {_TRACED}); JAX said: {first}") from err
+    if any(isinstance(c, jax.core.Tracer) for c in closed.consts):
+        raise TypeError(f"objective: expected a function of concrete values, got one that "
+                        f"closes over a value traced by an enclosing jax.jit or jax.vmap; "
+                        f"{_TRACED}")
     shape = getattr(out, "shape", None)
     if shape != ():
         raise ValueError(f"objective: expected a scalar output, got "
                          f"{'shape ' + str(shape) if shape is not None else type(out).__name__}")
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise TypeError(f"objective: expected a floating-point scalar, got dtype {out.dtype}")
+    dtype = jax.eval_shape(lambda p: ravel_pytree(p)[0], params).dtype
+    if carried and jnp.promote_types(out.dtype, dtype) != dtype:
+        raise TypeError(
+            f"params: expected {out.dtype} arrays, the dtype of the objective's value (Newton's "
+            f"method iterates in the dtype of params), got {dtype}; for {out.dtype} create "
+            f"params under jax.enable_x64, e.g. jax.tree.map(lambda a: jnp.asarray(a, "
+            f"jnp.{out.dtype}), params)")
 
 
 def _config(tol, armijo, backtrack, grow, shrink, max_damping) -> _Config:
@@ -388,6 +417,7 @@ def newton_init(objective: Callable, params, *, damping: float = 0.0,
     damping = _checks.check_number(damping, "damping", "a finite damping >= 0", lambda v: v >= 0)
     _check_objective(objective, params)
     state = _initial_state_jit(objective, params, damping)
+    _check_concrete(state.value)
     _check_initial(state)
     return state
 
@@ -485,6 +515,7 @@ def newton(
     state, history = _run(objective, params, jnp.asarray(damping, dtype),
                           _as_arrays(cfg, dtype), jnp.asarray(max_iter, jnp.int32), line_search,
                           max_backtracks, _history_size(max_iter))
+    _check_concrete(state.iteration)
     if int(state.iteration) == 0:
         _check_initial(state)
 
@@ -523,7 +554,9 @@ def _newton_step(objective, params, damping):
     x, unravel, f = _flat(objective, params)
     g = jax.grad(f)(x)
     H = jax.hessian(f)(x)
-    return unravel(x + jnp.linalg.solve(H + damping * jnp.eye(x.size, dtype=x.dtype), -g))
+    x_new = x + jnp.linalg.solve(H + damping * jnp.eye(x.size, dtype=x.dtype), -g)
+    return (unravel(x_new), jnp.all(jnp.isfinite(g)), jnp.all(jnp.isfinite(H)),
+            jnp.sum(~jnp.isfinite(x_new)))
 
 
 def newton_step(objective: Callable, params, damping: float = 0.0):
@@ -531,11 +564,34 @@ def newton_step(objective: Callable, params, damping: float = 0.0):
 
     No line search and no adaptation; on a strictly convex quadratic with ``damping=0`` it
     lands on the minimiser. ``params`` is any pytree; the result has the same structure.
+
+    Never returns NaN or infinity: a gradient or Hessian that is not finite at ``params``,
+    or a step that is not finite (``H + damping I`` singular, e.g. a linear objective with
+    ``damping=0``), is a ``ValueError`` (:func:`newton` adapts the damping instead).
     """
     _check_params(params)
     damping = _checks.check_number(damping, "damping", "a finite damping >= 0", lambda v: v >= 0)
-    _check_objective(objective, params)
-    return _newton_step(objective, params, damping)
+    _check_objective(objective, params, carried=False)
+    new, g_ok, h_ok, bad = _newton_step(objective, params, damping)
+    _check_concrete(bad)
+    if not (bool(g_ok) and bool(h_ok)):
+        raise ValueError(f"objective: expected a finite gradient and Hessian at params, got a "
+                         f"non-finite {'gradient' if not bool(g_ok) else 'Hessian'}")
+    if int(bad):
+        raise ValueError(
+            f"damping: expected a damping that makes H + damping I non-singular at params, got "
+            f"{damping:g}: the Newton step has {int(bad)} non-finite entries (H + damping I is "
+            "singular, e.g. a linear objective); pass damping > 0, or use newton(), which "
+            "adapts the damping")
+    return new
+
+
+def _check_concrete(value) -> None:
+    """Raise when a result of the compiled code is still a tracer: newton was called inside
+    an enclosing transformation (jax.jit, jax.vmap) with nothing traced in its arguments."""
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"newton: expected to be called on concrete values, got a call inside "
+                        f"a jax transformation (a traced result); {_TRACED}")
 
 
 def _check_logistic_params(params, d: int) -> None:

@@ -909,6 +909,8 @@ def run(
     _check_state(state, models)
     group_size = _check_groups(key, models, group_size)
 
+    checkpoint, resume = (None if p is None else os.path.expanduser(os.fspath(p))
+                          for p in (checkpoint, resume))
     _check_not_one_shot(data, "data")
     _check_not_one_shot(validation, "validation")
     stream = _is_stream(data)
@@ -1476,6 +1478,7 @@ def _checkpoint_kind(path, sharded: bool) -> str | None:
     if sharded or _is_orbax_folder(path):
         return "orbax"
     _check_writable(path, "checkpoint")
+    _checkpoint.check_destination(path)  # an existing file that is not a checkpoint: refused
     return "file"
 
 
