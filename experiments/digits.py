@@ -292,7 +292,9 @@ def _plot_learning_curves(history, best_epoch, stop_reason, single, ensemble, fi
     ax_err.set_ylabel("misclassified (%)")
     top = max(5.0, 1.2 * 100 * float(np.max(history["val_error"][len(epoch) // 10:])))
     ax_err.set_ylim(0, min(top, 100))
-    ax_err.set_title("Error rate")
+    clipped = 100 * max(np.max(history["val_error"]), np.max(history["train_error"])) > top
+    ax_err.set_title("Error rate" + (" (zoomed: the first epochs are above the top)"
+                                     if clipped else ""))
     last = int(epoch[-1])
     for ax in (ax_loss, ax_err):
         ax.axvline(best_epoch, color="k", ls="--", lw=1,

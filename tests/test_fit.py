@@ -484,7 +484,7 @@ def _aux_loss(p, X, y):
     (lambda p, X, y: (jnp.zeros(()), {"a": jnp.zeros(2)}), {"has_aux": True}, TypeError,
      r"loss_fn: expected aux to map names to scalars, got aux\['a'\] of shape \(2,\)"),
     (_aux_loss, {"has_aux": True, "metrics": {"error": lambda p, X, y: jnp.zeros(())}},
-     ValueError, r"metrics: the name 'error' is taken by the loss's aux dict"),
+     ValueError, r"metrics: the name 'error' is both a training-set evaluation .*rename one"),
     (lambda p, X, y: jnp.zeros(()), {"metrics": {"e": lambda p, X, y: jnp.zeros(2)}},
      TypeError, r"metrics\['e'\]: expected a scalar, got shape \(2,\)"),
     (lambda p, X, y, *, model_state, train: (jnp.zeros(()), {"a": model_state}),

@@ -218,6 +218,8 @@ def test_min_delta_stops_on_a_plateau(key):
     stops = train.run(step, {"x": jnp.ones(())}, X, min_delta=0.01, **kwargs)
     assert stops.stop_reason == "early_stopping" and stops.epochs_run == 4
     assert stops.best_epoch == 1
+    numpy = train.run(step, {"x": jnp.ones(())}, X, min_delta=np.float32(0.01), **kwargs)
+    assert numpy.history == stops.history  # a NumPy scalar from a config is a number too
 
 
 @pytest.mark.parametrize("how", ["early_stopping", "non_finite", "epochs"])

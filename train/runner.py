@@ -135,7 +135,8 @@ class RunResult:
 
     state: Any  # the final state (the last finite one after a non-finite epoch)
     best: Any  # best_of(state) at best_epoch (best_of of the initial state when it is 0)
-    history: dict  # name -> list of floats per epoch ((models, E) arrays with models=)
+    history: dict  # name -> list of floats per epoch, with "epoch"; with models=: name ->
+    # (models, E) arrays, without "epoch" (the column index is the epoch - 1)
     best_epoch: Any  # int, 1-based epoch of the best monitored value (0: none improved)
     stop_reason: Any  # "epochs", "early_stopping" or "non_finite" (a list with models=)
     epochs_run: Any  # epochs run, a non-finite one included
@@ -263,8 +264,9 @@ def _track(spec: Spec, carry: Carry, new_state, key, steps, means: dict, evals: 
     record = dict(means)
     for name, value in evals.items():
         if name in record:
-            raise ValueError(f"metrics: the name {name!r} is taken by the loss's aux dict (a "
-                             "step metric)")
+            raise ValueError(f"metrics: the name {name!r} is both a training-set evaluation "
+                             f"(train_evaluate, or fit's metrics=) and a metric the step "
+                             f"returns (the loss's aux dict in fit); rename one of them")
         record[name] = value
     monitor = spec.monitor
     if monitor is None:  # the default: the validation loss, else the training loss, else none
@@ -822,7 +824,9 @@ def run(
       patience: stop after this many evaluations without an improvement of the monitored
         value, and report the best state (``best``).
       monitor: the history name to minimise (default ``"val_loss"`` when recorded, else
-        ``"loss"`` when recorded, else none: every finite epoch is the best so far).
+        ``"loss"`` when recorded, else none: every finite epoch is the best so far). Always
+        minimised: to stop on an accuracy, have ``evaluate`` return its negative (or the
+        error rate).
       min_delta: an improvement must lower the monitored value by more than this.
       best_of: ``state -> the part to keep at the best epoch`` (default the whole state).
       order: ``"random"`` or ``"sequential"`` (array data).
@@ -1222,7 +1226,8 @@ def check_settings(*, epochs, eval_every, epochs_per_call, models, key, patience
     _checks.check_key(key, "key", () if models is None else (models,))
     if patience is not None:
         _checks.check_int(patience, "patience", 1)
-    if not isinstance(min_delta, (int, float)) or isinstance(min_delta, bool) or not (
+    if not isinstance(min_delta, (int, float, np.integer, np.floating)) \
+            or isinstance(min_delta, (bool, np.bool_)) or not (
             math.isfinite(min_delta) and min_delta >= 0):
         raise ValueError(f"min_delta: expected a finite number >= 0, got {min_delta!r}")
     if progress not in (None, True, False):
