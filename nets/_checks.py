@@ -40,6 +40,58 @@ def check_int(value, name: str, minimum: int | None = None, maximum: int | None 
     return value
 
 
+def check_pair(value, name: str, who: str = "") -> tuple[int, int]:
+    """A positive int (Python or NumPy), used for both axes, or a pair of them, as a
+    ``tuple[int, int]``; bools, floats and other lengths are refused.
+
+    >>> check_pair(2.0, "stride", "LocallyConnected2D")
+    Traceback (most recent call last):
+      ...
+    ValueError: stride: LocallyConnected2D expected a positive int or a pair of them, got 2.0
+    """
+    def one(v):
+        if isinstance(v, bool):
+            raise TypeError
+        v = operator.index(v)
+        if v < 1:
+            raise TypeError
+        return v
+
+    try:
+        if isinstance(value, (tuple, list)):
+            if len(value) != 2:
+                raise TypeError
+            return (one(value[0]), one(value[1]))
+        v = one(value)
+        return (v, v)
+    except TypeError:
+        raise ValueError(f"{name}: {who + ' ' if who else ''}expected a positive int or a pair "
+                         f"of them, got {value!r}") from None
+
+
+def check_ints(values, name: str, who: str = "", minimum: int = 1) -> tuple[int, ...]:
+    """A non-empty tuple or list of ints ``>= minimum`` (Python or NumPy) as a tuple of
+    Python ints; a bare int (a common slip for a one-entry tuple) gets a hint."""
+    prefix = f"{name}: {who + ' ' if who else ''}expected a non-empty tuple of ints >= {minimum}"
+    if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
+        raise TypeError(f"{prefix}, got the int {values!r} (one entry? pass ({values!r},))")
+    if not isinstance(values, (tuple, list)) or not values:
+        raise (TypeError if not isinstance(values, (tuple, list)) else ValueError)(
+            f"{prefix}, got {type(values).__name__} {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, bool):
+            raise ValueError(f"{prefix}, got {values!r}")
+        try:
+            v = operator.index(v)
+        except TypeError:
+            raise ValueError(f"{prefix}, got {values!r}") from None
+        if v < minimum:
+            raise ValueError(f"{prefix}, got {values!r}")
+        out.append(v)
+    return tuple(out)
+
+
 def check_real(value, name: str, *, minimum: float | None = None, strict: bool = False,
                maximum: float | None = None, finite: bool = True) -> float:
     """``value`` as a ``float`` above ``minimum`` (``> minimum`` with ``strict``) and below

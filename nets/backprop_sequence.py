@@ -62,6 +62,19 @@ def _array(value, name, who, ndim):
     return value
 
 
+def _vector(value, name, who, n):
+    """An optional ``(n,)`` vector of real numbers (an initial state, a gradient from above)."""
+    if value is None:
+        return None
+    value = np.asarray(value)
+    if value.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: {who} expected real numbers, got dtype {value.dtype}")
+    if value.shape != (n,):
+        raise ValueError(f"{name}: {who} expected shape ({n},) (one state of the n = {n} "
+                         f"units), got shape {value.shape}")
+    return value
+
+
 # ---------------------------------------------------------------------------------------
 # LSTM
 
@@ -82,6 +95,10 @@ def lstm_forward(params, xs, h0=None, c0=None):
     who = "lstm_forward"
     W, U, b, n = _lstm_params(params, who)
     xs = _array(xs, "xs", who, 2)
+    if xs.shape[1] != W.shape[1]:
+        raise ValueError(f"xs: {who} expected one sequence of shape (T, {W.shape[1]}) (W is "
+                         f"{W.shape}), got shape {xs.shape}")
+    h0, c0 = _vector(h0, "h0", who, n), _vector(c0, "c0", who, n)
     T = xs.shape[0]
     dtype = np.result_type(xs, W)
     h = np.zeros((T + 1, n), dtype)
@@ -130,6 +147,7 @@ def lstm_backward(params, xs, dys, *, h0=None, c0=None, dc_T=None):
     T = xs.shape[0]
     if dys.shape != (T, n):
         raise ValueError(f"dys: {who} expected shape {(T, n)}, got {dys.shape}")
+    dc_T = _vector(dc_T, "dc_T", who, n)
     fw = lstm_forward(params, xs, h0, c0)
     h, c = fw["h"], fw["c"]
     dW, dU, db = np.zeros_like(W, dtype=h.dtype), np.zeros_like(U, dtype=h.dtype), \

@@ -162,7 +162,8 @@ class CLIP:
       vocab_size: token ids lie in ``[0, vocab_size)``.
       end_id: the end token, present in every caption (the text encoder reads there).
       max_scale: the logit scale's clip (the paper's 100).
-      init_temperature: ``tau`` at initialisation, ``t = log(1 / tau)`` (the paper's 0.07).
+      init_temperature: ``tau`` at initialisation, ``t = log(1 / tau)`` (the paper's 0.07);
+        in ``[1 / max_scale, 1]``, the range the projection of :func:`make_step` keeps.
     """
 
     image: Model
@@ -192,6 +193,11 @@ class CLIP:
             raise ValueError(f"init_temperature: expected 1 / init_temperature <= max_scale = "
                              f"{self.max_scale}, got {self.init_temperature} (scale "
                              f"{1 / self.init_temperature:g})")
+        if self.init_temperature > 1.0:  # t = log(1 / tau) < 0: make_step projects t onto 0
+            raise ValueError(f"init_temperature: expected a temperature in [1 / max_scale, 1] = "
+                             f"[{1 / self.max_scale:g}, 1] (each step projects t = log(1 / "
+                             f"init_temperature) into [0, log max_scale], so a scale below 1 "
+                             f"would jump to 1 at the first step), got {self.init_temperature}")
 
     @property
     def embed_dim(self) -> int:
@@ -263,7 +269,7 @@ def logit_scale(log_scale, max_scale: float = 100.0) -> jax.Array:
     ``max_scale`` up to one rounding of ``exp``), ``max_scale`` exactly above it; the
     derivative with respect to ``t`` is live up to and at the boundary, 0 above it (module
     doc)."""
-    log_max = math.log(max_scale)
+    log_max = math.log(_checks.check_real(max_scale, "max_scale", minimum=0, strict=True))
     t = jnp.asarray(log_scale)
     live = t <= log_max
     # exp of the clipped t (finite, so the unused branch adds no NaN to the derivative); above

@@ -77,7 +77,7 @@ from jax.extend import core as _core
 
 from nets import _checks
 from nets import layers as L
-from nets.layers import Layer, _check_init, _check_out, _pair, _padding, _shape, count_params
+from nets.layers import Layer, _check_init, _check_out, _padding, _shape, count_params
 from nets.model import Model
 
 ESL_TABLE_11_1 = {  # ESL Table 11.1: links (connections), weights (parameters), test accuracy
@@ -162,10 +162,11 @@ def LocallyConnected2D(features: int, kernel_size, *, stride=1, padding="SAME",
     ((4, 4, 2), (4, 4, 3, 3, 1, 2), (32,))
     """
     who = "LocallyConnected2D"
-    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+    if isinstance(features, bool) or not isinstance(features, (int, np.integer)) or features < 1:
         raise ValueError(f"features: {who} expected a positive int, got {features!r}")
-    kernel = _pair(kernel_size, "kernel_size", who)
-    stride = _pair(stride, "stride", who)
+    features = int(features)
+    kernel = _checks.check_pair(kernel_size, "kernel_size", who)
+    stride = _checks.check_pair(stride, "stride", who)
     pad = _padding(padding, who)
     _check_init(init, scale, who)
 
@@ -317,8 +318,8 @@ def _first_stride(input_shape, first_stride, who):
             raise ValueError(f"input_shape: {who} picks the stride that gives ESL's 8x8 first "
                              f"hidden layer, which needs a square image whose side is a "
                              f"multiple of 8, got {input_shape}; pass first_stride")
-        return H // 8
-    return _pair(first_stride, "first_stride", who)[0]
+        return (H // 8, H // 8)
+    return _checks.check_pair(first_stride, "first_stride", who)
 
 
 def _size(shape):
@@ -337,7 +338,7 @@ def net2(input_shape=(8, 8, 1), *, hidden: int = 12, activation="sigmoid",
          init: str = "glorot") -> Net:
     """ESL's Net-2: one fully connected hidden layer of ``hidden`` (12) units."""
     input_shape = _image(input_shape, "net2")
-    _checks.check_int(hidden, "hidden: net2", 1)
+    hidden = _checks.check_int(hidden, "hidden: net2", 1)
     layer = L.serial(L.Flatten(), L.Dense(hidden, init=init), L.Activation(activation),
                      L.Dense(10, init=init))
     return _net("net2", layer, input_shape,
@@ -347,16 +348,17 @@ def net2(input_shape=(8, 8, 1), *, hidden: int = 12, activation="sigmoid",
 def _esl_hidden(name, input_shape, first_stride, activation, init):
     """The two hidden layers of Net-3 (local, local), Net-4 (shared, local), Net-5
     (shared, shared) and their output shapes."""
-    s = _first_stride(input_shape, first_stride, name)
+    s = _first_stride(input_shape, first_stride, name)  # (along H, along W)
     maps1, shared1 = (1, False) if name == "net3" else (2, True)
     maps2, shared2 = (4, True) if name == "net5" else (1, False)
     h1 = LocallyConnected2D(maps1, 3, stride=s, share=shared1, init=init)
     h2 = LocallyConnected2D(maps2, 5, stride=2, share=shared2, init=init)
     g = L.Activation(activation)
-    shape1 = (-(-input_shape[0] // s), -(-input_shape[1] // s), maps1)
+    shape1 = (-(-input_shape[0] // s[0]), -(-input_shape[1] // s[1]), maps1)
     shape2 = (-(-shape1[0] // 2), -(-shape1[1] // 2), maps2)
     kind = {False: "local", True: "shared"}
-    text = (f"{_size(input_shape)} -> {_size(shape1)} {kind[shared1]} 3x3 (stride {s}) -> "
+    stride = s[0] if s[0] == s[1] else f"{s[0]}x{s[1]}"
+    text = (f"{_size(input_shape)} -> {_size(shape1)} {kind[shared1]} 3x3 (stride {stride}) -> "
             f"{_size(shape2)} {kind[shared2]} 5x5 (stride 2) -> 10")
     return L.serial(h1, g, h2, g, L.Flatten(), L.Dense(10, init=init)), text
 
@@ -364,7 +366,8 @@ def _esl_hidden(name, input_shape, first_stride, activation, init):
 def net3(input_shape=(8, 8, 1), *, first_stride=None, activation="sigmoid",
          init: str = "glorot") -> Net:
     """ESL's Net-3: two locally connected hidden layers, no weight sharing: 8x8 units on
-    3x3 patches (stride ``first_stride``), then 4x4 units on 5x5 patches (stride 2)."""
+    3x3 patches (stride ``first_stride``: an int, or a pair ``(along H, along W)``), then 4x4
+    units on 5x5 patches (stride 2)."""
     input_shape = _image(input_shape, "net3")
     layer, text = _esl_hidden("net3", input_shape, first_stride, activation, init)
     return _net("net3", layer, input_shape, text)
@@ -411,13 +414,13 @@ def modern_cnn(input_shape=(8, 8, 1), *, features=(16, 32), kernel_size: int = 3
     Hinton 2012 (ReLU and max pooling).
     """
     input_shape = _image(input_shape, "modern_cnn")
-    _checks.check_int(n_classes, "n_classes: modern_cnn", 1)
+    n_classes = _checks.check_int(n_classes, "n_classes: modern_cnn", 1)
+    if isinstance(kernel_size, np.integer):  # NumPy ints as Python ones (Conv2D checks the rest)
+        kernel_size = int(kernel_size)
     if conv_impl not in L.CONV_IMPLS:
         raise ValueError(f"conv_impl: modern_cnn expected one of {L.CONV_IMPLS}, got "
                          f"{conv_impl!r}")
-    if not features or any(isinstance(f, bool) or not isinstance(f, int) or f < 1
-                           for f in features):
-        raise ValueError(f"features: modern_cnn expected positive ints, got {features!r}")
+    features = _checks.check_ints(features, "features", "modern_cnn")
     blocks, shape, text = [], input_shape, [_size(input_shape)]
     for f in features:
         blocks += [L.Conv2D(f, kernel_size, init=init, impl=conv_impl), L.Relu(),
@@ -436,7 +439,19 @@ def first_layer_filters(net_name: str, params) -> np.ndarray:
     if net_name not in ("net4", "net5", "cnn"):
         raise ValueError(f"net_name: expected 'net4', 'net5' or 'cnn' (a shared first layer), "
                          f"got {net_name!r}")
-    W = np.asarray(params[0]["W"])  # (..., kh, kw, 1, maps)
+    try:
+        W = np.asarray(params[0]["W"])  # (..., kh, kw, 1, maps)
+    except (KeyError, IndexError, TypeError):
+        raise ValueError(f"params: expected {net_name}'s parameters (a list whose first layer "
+                         f"holds a kernel 'W'), got {type(params).__name__}") from None
+    kernel = {"net4": (3, 3, 1, 2), "net5": (3, 3, 1, 2)}.get(net_name)
+    ok = W.ndim in (4, 5) and W.shape[-2] == 1 and (
+        kernel is None or W.shape[-4:] == kernel)
+    if not ok:
+        want = (f"(kh, kw, 1, maps) = {kernel}" if kernel else "(kh, kw, 1, maps)")
+        raise ValueError(
+            f"params: expected {net_name}'s shared first-layer kernel of shape {want} (one "
+            f"input channel; stacked: (models, ...)), got a first-layer 'W' of shape {W.shape}")
     return np.moveaxis(W[..., 0, :], -1, -3)
 
 

@@ -167,10 +167,11 @@ def model(input_shape=(8, 8, 1), *, growth: int = 8, blocks=(4, 4), stem: int | 
     input_shape = _image(input_shape, blocks, "densenet.model")
     stem = 2 * growth if stem is None else _positive_int(stem, "stem", "densenet.model")
     n_classes = _positive_int(n_classes, "n_classes", "densenet.model")
-    if isinstance(compression, bool) or not isinstance(compression, (int, float)) or not (
-            0.0 < compression <= 1.0):
+    if isinstance(compression, bool) or not isinstance(
+            compression, (int, float, np.integer, np.floating)) or not (0.0 < compression <= 1.0):
         raise ValueError(f"compression: densenet.model expected a number in (0, 1], got "
                          f"{compression!r}")
+    compression = float(compression)
     kw = dict(batch_norm=batch_norm, init=init)
     layers, channels = [L.Conv2D(stem, 3, init=init, bias=not batch_norm)], stem
     shape = input_shape[:2]
@@ -220,9 +221,18 @@ def plain_params(width, *, input_shape=(8, 8, 1), blocks=(4, 4), batch_norm: boo
         + T (w^2 + 2 bn w + b w)       transitions
         + 2 bn w + (w + 1) n           head
     """
-    blocks = _blocks(blocks, "plain_params")
-    c = L._shape(input_shape, "plain_params")[-1]
-    w = np.asarray(width, np.int64)
+    who = "plain_params"
+    blocks = _blocks(blocks, who)
+    c = _image(input_shape, blocks, who)[-1]
+    n_classes = _positive_int(n_classes, "n_classes", who)
+    if isinstance(width, (bool, np.bool_)):
+        raise ValueError(f"width: {who} expected a positive int (or an array of them), got "
+                         f"{width!r}")
+    w = np.asarray(width)
+    if w.dtype.kind not in "iu" or w.size == 0 or np.any(w < 1):
+        raise ValueError(f"width: {who} expected a positive int (or an array of them), got "
+                         f"{width!r}")
+    w = w.astype(np.int64)
     bn, b = (1, 0) if batch_norm else (0, 1)
     N, T, n = sum(blocks), len(blocks) - 1, n_classes
     total = (9 * c * w + b * w + N * (9 * w * w + 2 * bn * w + b * w)
@@ -236,6 +246,7 @@ def matched_plain(target: int, *, input_shape=(8, 8, 1), blocks=(4, 4),
     """``(plain net, width)``: the :func:`plain` net whose parameter count is nearest
     ``target`` (the smaller width on a tie), e.g. ``target = n_params(model(...))``."""
     target = _positive_int(target, "target", "matched_plain")
+    max_width = _positive_int(max_width, "max_width", "matched_plain")
     widths = np.arange(1, max_width + 1)
     counts = plain_params(widths, input_shape=input_shape, blocks=blocks,
                           batch_norm=batch_norm, n_classes=n_classes)

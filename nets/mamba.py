@@ -63,7 +63,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from nets import _sequence
+from nets import _checks, _sequence
 from nets import layers as L
 from nets._sequence import per_position  # re-exported
 from nets.layers import Layer
@@ -82,18 +82,29 @@ def _combine(left, right):
 def scan_parallel(a, b):
     """``h_t = a_t h_{t-1} + b_t``, ``h_0 = 0``, for all ``t`` at once: ``jax.lax.
     associative_scan`` of :func:`_combine` over axis 0. ``a``, ``b``: (T, ...) of one
-    shape; returns ``h`` of that shape."""
+    shape; returns ``h`` of that shape (empty for ``T = 0``, as :func:`scan_sequential`)."""
+    _check_ab(a, b, "scan_parallel")
     return jax.lax.associative_scan(_combine, (a, b), axis=0)[1]
 
 
 def scan_sequential(a, b):
     """The same recurrence one step at a time (``jax.lax.scan``): the reference."""
+    _check_ab(a, b, "scan_sequential")
 
     def step(h, ab):
         h = ab[0] * h + ab[1]  # h_t = a_t h_{t-1} + b_t
         return h, h
 
-    return jax.lax.scan(step, jnp.zeros_like(b[0]), (a, b))[1]
+    h0 = jnp.zeros(jnp.shape(b)[1:], jnp.result_type(b))  # zeros_like(b[0]), also for T = 0
+    return jax.lax.scan(step, h0, (a, b))[1]
+
+
+def _check_ab(a, b, who):
+    """``a`` and ``b`` of one shape ``(T, ...)`` (static shapes: fine under tracing)."""
+    sa, sb = jnp.shape(a), jnp.shape(b)
+    if len(sb) < 1 or sa != sb:
+        raise ValueError(f"a, b: {who} expected two arrays of one shape (T, ...), got shapes "
+                         f"{sa} and {sb}")
 
 
 def _scan(method):
@@ -108,6 +119,11 @@ def selective_scan(params, u, *, scan: str = "parallel"):
     ``params``: ``{"W_x": (R + 2N, E), "W_dt": (E, R), "b_dt": (E,), "A_log": (E, N),
     "D": (E,)}``; ``scan``: ``"parallel"`` or ``"sequential"``."""
     R, N = params["W_dt"].shape[1], params["A_log"].shape[1]
+    E = params["D"].shape[0]
+    if jnp.ndim(u) != 2 or jnp.shape(u)[1] != E:
+        hint = " (a batch? jax.vmap over the sequences)" if jnp.ndim(u) == 3 else ""
+        raise ValueError(f"u: selective_scan expected one sequence of shape (T, {E}), got "
+                         f"shape {jnp.shape(u)}{hint}")
     proj = u @ params["W_x"].T  # [delta_t, B_t, C_t] = W_x u_t, (T, R + 2N)
     delta, B, C = proj[:, :R], proj[:, R:R + N], proj[:, R + N:]
     dt = jax.nn.softplus(delta @ params["W_dt"].T + params["b_dt"])  # Delta_t, (T, E)
@@ -143,9 +159,16 @@ def causal_conv(params, u):
 def S6(d_state: int = 16, *, dt_rank: int | None = None, scan: str = "parallel",
        dt_min: float = 1e-3, dt_max: float = 1e-1) -> Layer:
     """The selective state-space layer (module doc). Shapes: ``(T, E) -> (T, E)``; params as
-    :func:`selective_scan`; ``dt_rank`` ``R`` defaults to ``ceil(E / 16)``."""
+    :func:`selective_scan`; ``dt_rank`` ``R`` defaults to ``ceil(E / 16)``; the initial step
+    sizes ``Delta`` are log-uniform in ``[dt_min, dt_max]``, ``0 < dt_min <= dt_max``."""
     who = "S6"
     N = _sequence.positive_int(d_state, "d_state", who)
+    dt_min = _checks.check_real(dt_min, "dt_min", minimum=0, strict=True)
+    dt_max = _checks.check_real(dt_max, "dt_max", minimum=0, strict=True)
+    if dt_min > dt_max:
+        raise ValueError(f"dt_min, dt_max: {who} expected 0 < dt_min <= dt_max (the initial "
+                         f"step sizes are log-uniform in [dt_min, dt_max]), got dt_min = "
+                         f"{dt_min:g} > dt_max = {dt_max:g}")
     _scan(scan)
 
     def init(key, input_shape):

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nets import layers as L
 from nets.model import Model
@@ -78,10 +79,13 @@ def model(depth: int, *, width: int = 64, n_in: int = 64, n_out: int = 10,
       ``W`` s in order. Both variants have ``count_params`` equal to
       ``(n_in + 1) width + (depth - 2)(width + 1) width + (width + 1) n_out``.
     """
+    checked = []
     for name, v, least in (("depth", depth, 2), ("width", width, 1), ("n_in", n_in, 1),
-                           ("n_out", n_out, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                           ("n_out", n_out, 1)):  # Python or NumPy ints
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
             raise ValueError(f"{name}: expected an int >= {least}, got {v!r}")
+        checked.append(int(v))
+    depth, width, n_in, n_out = checked
     g = L.Activation(activation)
     block = L.serial(g, L.Dense(width, init=init))
     if residual:

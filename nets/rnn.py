@@ -21,7 +21,7 @@ The cell's path ``c_{t-1} -> c_t`` is multiplied by ``f_t`` only (no squashing, 
 matrix): the "constant error carousel" along which gradients survive many steps. ``b^f``
 starts at ``forget_bias = 1`` (Gers et al. 2000; Jozefowicz et al. 2015), the gates at
 first remember. Weights are the note's orientation (``z = W a + b``, ``W`` of shape
-``(n_out, n_in)``). :func:`nets.backprop.lstm_backward` writes the backward pass through
+``(n_out, n_in)``). :func:`nets.backprop_sequence.lstm_backward` writes the backward pass through
 time out by hand; the tests hold it against ``jax.grad`` of :func:`lstm`.
 
 >>> import jax, jax.numpy as jnp
@@ -48,7 +48,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from nets import _sequence
+from nets import _checks, _sequence
 from nets import layers as L
 from nets._sequence import per_position  # re-exported
 from nets.layers import Layer
@@ -93,21 +93,66 @@ def lstm_step(params, carry: LSTMState, x):
     return LSTMState(h, c), h
 
 
+def _check_xs(params, xs, who):
+    """``xs`` one sequence ``(T, d)`` of real numbers for ``W`` of shape ``(rows, d)``; static
+    shapes and dtypes only, so it holds under tracing too."""
+    d = jnp.shape(params["W"])[1]
+    dtype = getattr(xs, "dtype", None)
+    if dtype is None:
+        xs = jnp.asarray(xs)
+        dtype = xs.dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"xs: {who} expected real numbers, got dtype {dtype}")
+    if jnp.ndim(xs) != 2 or jnp.shape(xs)[1] != d:
+        hint = " (a batch? jax.vmap over the sequences)" if jnp.ndim(xs) == 3 else ""
+        raise ValueError(f"xs: {who} expected one sequence of shape (T, {d}), got shape "
+                         f"{jnp.shape(xs)}{hint}")
+    return xs
+
+
+def _check_state(value, name, who, n, dtype):
+    """An initial state ``(n,)`` of floats, as ``dtype`` (the dtype of the scan's carry)."""
+    vdtype = getattr(value, "dtype", None)
+    if vdtype is None:
+        value = jnp.asarray(value)
+        vdtype = value.dtype
+    if not jnp.issubdtype(vdtype, jnp.floating):
+        raise TypeError(f"{name}: {who} expected a floating-point state of shape ({n},), got "
+                        f"dtype {vdtype}")
+    if jnp.shape(value) != (n,):
+        hint = " (a batch? jax.vmap over the sequences)" if jnp.ndim(value) == 2 else ""
+        raise ValueError(f"{name}: {who} expected shape ({n},) (one state of the n = {n} "
+                         f"units), got shape {jnp.shape(value)}{hint}")
+    return jnp.asarray(value, jnp.result_type(dtype, vdtype))
+
+
 def rnn(params, xs, h0=None):
     """``(hs, h_T)`` for a sequence ``xs`` (T, d) by ``jax.lax.scan`` over :func:`rnn_step`;
-    ``hs``: (T, n); ``h0`` defaults to zeros."""
+    ``hs``: (T, n); ``h0`` ``(n,)`` defaults to zeros."""
+    xs = _check_xs(params, xs, "rnn")
     n = params["U"].shape[0]
-    h0 = jnp.zeros((n,), jnp.result_type(xs, params["W"])) if h0 is None else h0
+    dtype = jnp.result_type(xs, params["W"])
+    h0 = jnp.zeros((n,), dtype) if h0 is None else _check_state(h0, "h0", "rnn", n, dtype)
     hT, hs = jax.lax.scan(lambda h, x: rnn_step(params, h, x), h0, xs)
     return hs, hT
 
 
 def lstm(params, xs, carry0: LSTMState | None = None):
     """``(hs, (h_T, c_T))`` for a sequence ``xs`` (T, d) by ``jax.lax.scan`` over
-    :func:`lstm_step`; ``hs``: (T, n); ``carry0`` defaults to ``h_0 = c_0 = 0``."""
+    :func:`lstm_step`; ``hs``: (T, n); ``carry0`` (an :class:`LSTMState` or a pair
+    ``(h_0, c_0)`` of ``(n,)`` vectors) defaults to ``h_0 = c_0 = 0``."""
+    xs = _check_xs(params, xs, "lstm")
+    n = params["U"].shape[1]
+    dtype = jnp.result_type(xs, params["W"])
     if carry0 is None:
-        zero = jnp.zeros((params["U"].shape[1],), jnp.result_type(xs, params["W"]))
+        zero = jnp.zeros((n,), dtype)
         carry0 = LSTMState(zero, zero)
+    else:
+        if not isinstance(carry0, (tuple, list)) or len(carry0) != 2:
+            raise TypeError(f"carry0: lstm expected an LSTMState(h, c) of two ({n},) vectors, "
+                            f"got {type(carry0).__name__}")
+        carry0 = LSTMState(_check_state(carry0[0], "h0 (carry0.h)", "lstm", n, dtype),
+                           _check_state(carry0[1], "c0 (carry0.c)", "lstm", n, dtype))
     carry, hs = jax.lax.scan(lambda c, x: lstm_step(params, c, x), LSTMState(*carry0), xs)
     return hs, carry
 
@@ -144,7 +189,8 @@ def LSTM(d_hidden: int, *, return_sequences: bool = True, forget_bias: float = 1
     Shapes: ``(T, d) -> (T, d_hidden)``, or ``(d_hidden,)`` (``h_T``) with
     ``return_sequences=False``; params ``{"W": (4n, d), "U": (4n, n), "b": (4n,)}``, gates
     stacked ``(i, f, g, o)``, ``b^f = forget_bias``."""
-    return _recurrent("LSTM", d_hidden, 4, float(forget_bias), lstm, return_sequences)
+    forget_bias = _checks.check_real(forget_bias, "forget_bias")
+    return _recurrent("LSTM", d_hidden, 4, forget_bias, lstm, return_sequences)
 
 
 def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,

@@ -1,7 +1,10 @@
 """A small word-level tokenizer for captions: words to token ids of a fixed length and back.
 
-Text is split into *words* by :func:`words`: lower case, a run of letters, a run of digits, or
-one punctuation mark (``"The number 7."`` -> ``["the", "number", "7", "."]``). A
+Text is split into *words* by :func:`words`: lower case, a run of ASCII letters ``a-z``, a run
+of ASCII digits ``0-9``, or one other character, a punctuation mark (``"The number 7."`` ->
+``["the", "number", "7", "."]``). A non-ASCII letter or digit (``"café"``, ``"Straße"``)
+is refused with a ValueError naming the text and the character, rather than silently cut
+into fragments (``"caf"``, ``"é"``); transliterate such text to ASCII first. A
 :class:`Tokenizer` maps each word to its index in a fixed vocabulary whose first three
 entries are the special tokens
 
@@ -56,14 +59,26 @@ _WORD = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
 
 
 def words(text: str) -> list[str]:
-    """``text`` lower-cased and split into words: runs of letters, runs of digits, and
-    single punctuation marks; white space separates and is dropped.
+    """``text`` lower-cased and split into words: runs of ASCII letters ``a-z``, runs of
+    ASCII digits ``0-9``, and single other characters (punctuation marks); white space
+    separates and is dropped. A non-ASCII letter or digit is a ValueError (module doc).
 
     >>> words("The number 12, by hand.")
     ['the', 'number', '12', ',', 'by', 'hand', '.']
+    >>> words("a café")
+    Traceback (most recent call last):
+      ...
+    ValueError: text: expected ASCII letters and digits only (a word is a run of a-z or 0-9; transliterate first), got the non-ASCII letter 'é' at position 5 of 'a café'
     """
     if not isinstance(text, str):
         raise TypeError(f"text: expected a str, got {type(text).__name__} {text!r}")
+    if not text.isascii():
+        for i, ch in enumerate(text):
+            if not ch.isascii() and ch.isalnum():
+                kind = "digit" if ch.isdigit() or ch.isnumeric() else "letter"
+                raise ValueError(f"text: expected ASCII letters and digits only (a word is a "
+                                 f"run of a-z or 0-9; transliterate first), got the non-ASCII "
+                                 f"{kind} {ch!r} at position {i} of {text!r}")
     return _WORD.findall(text.lower())
 
 
@@ -172,7 +187,8 @@ class Tokenizer:
 def build(texts, *, length: int | None = None, extra_words=()) -> Tokenizer:
     """A :class:`Tokenizer` whose vocabulary is the special tokens, then the sorted distinct
     words of ``texts`` and ``extra_words``; ``length`` defaults to the most words in one of
-    ``texts`` plus one (the end token)."""
+    ``texts`` plus one (the end token); a ``length`` too short for one of ``texts`` is a
+    ValueError."""
     if isinstance(texts, str) or not isinstance(texts, (tuple, list)):
         raise TypeError(f"texts: expected a list or tuple of str, got {type(texts).__name__}")
     if not texts:
@@ -189,6 +205,11 @@ def build(texts, *, length: int | None = None, extra_words=()) -> Tokenizer:
     longest = max(len(ws) for ws in split)
     if length is None:
         length = max(longest + 1, 2)
+    elif not isinstance(length, bool) and isinstance(length, (int, np.integer)) \
+            and length < longest + 1:
+        i = next(i for i, ws in enumerate(split) if len(ws) == longest)
+        raise ValueError(f"length: expected at least {longest + 1} (the {longest} words of "
+                         f"texts[{i}] = {texts[i]!r} and the end token), got {length}")
     return Tokenizer(vocab, length)
 
 

@@ -158,3 +158,16 @@ def test_bad_shapes_are_clear_errors(lstm_case):
     params = {k: np.zeros((4, 4)) for k in ("Wq", "Wk", "Wv", "Wo")}
     with pytest.raises(ValueError, match=r"dy: attention_backward expected shape \(5, 4\)"):
         bps.attention_backward(np.zeros((5, 3)), np.zeros((5, 4)), params)
+
+
+def test_lstm_forward_checks_initial_states_and_width():
+    _, params, _ = rnn.LSTM(6).init(jax.random.key(0), (5, 4))
+    xs = np.ones((5, 4), np.float32)
+    with pytest.raises(ValueError, match=r"h0: lstm_forward expected shape \(6,\)"):
+        bps.lstm_forward(params, xs, h0=np.zeros(5))
+    with pytest.raises(ValueError, match=r"c0: lstm_forward expected shape \(6,\)"):
+        bps.lstm_forward(params, xs, c0=np.zeros((1, 6)))
+    with pytest.raises(ValueError, match=r"xs: lstm_forward expected .*\(T, 4\)"):
+        bps.lstm_forward(params, np.ones((5, 5)))
+    with pytest.raises(ValueError, match=r"dc_T: lstm_backward expected shape \(6,\)"):
+        bps.lstm_backward(params, xs, np.ones((5, 6)), dc_T=np.zeros(3))

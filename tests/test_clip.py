@@ -387,6 +387,9 @@ def test_bad_input_is_refused_before_compiling(setup, compiles):
          "max_scale"),
         (lambda: C.CLIP(clip.image, clip.text, tok.vocab_size, 1, init_temperature=0.001),
          ValueError, "init_temperature"),
+        (lambda: C.CLIP(clip.image, clip.text, tok.vocab_size, 1, init_temperature=2.0),
+         ValueError, r"init_temperature: expected a temperature in \[1 / max_scale, 1\]"),
+        (lambda: C.logit_scale(1.0, max_scale=0.0), ValueError, "max_scale: expected"),
         (lambda: C.CLIP(C.image_encoder(embed_dim=3), clip.text, tok.vocab_size, 1), ValueError,
          "image, text"),
         (lambda: C.model(vocab_size=5, seq_len=4, end_id=7), ValueError, "end_id"),
@@ -398,3 +401,15 @@ def test_bad_input_is_refused_before_compiling(setup, compiles):
         with pytest.raises(error, match=match):
             call()
     assert not compiles, f"compiled {compiles} before refusing"
+
+
+def test_tokenizer_refuses_non_ascii_letters_and_a_length_too_short():
+    with pytest.raises(ValueError, match=r"text: expected ASCII .*'é' at position 5 of 'a café'"):
+        tk.build(["a café"])
+    tok = tk.build(["a handwritten seven"])
+    with pytest.raises(ValueError, match="non-ASCII letter 'ï'"):
+        tok.encode("a naïve seven")
+    assert tk.words("a - b") == ["a", "-", "b"]  # ASCII punctuation stays one word
+    with pytest.raises(ValueError, match=r"length: expected at least 4 .*texts\[1\]"):
+        tk.build(["seven", "a handwritten seven"], length=3)
+    assert tk.build(["a handwritten seven"], length=4).length == 4

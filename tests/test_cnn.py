@@ -211,3 +211,33 @@ def test_local_gradient_against_central_differences(rng, share):
     assert report.worst < 1e-6, report.table()
     assert sum(r.checked for r in report.rows) == count_params(params)
     assert gradcheck.relative_error(g, fd, floor=1e-2) < 1e-6
+
+
+def test_first_stride_pair_is_honoured_on_both_axes():
+    net = cnn.net3(first_stride=(1, 2))
+    # 8x4 units on 3x3 patches, then 4x2 on 5x5 patches, then 10 outputs
+    assert net.params == net.connections == 32 * 10 + 8 * 26 + 8 * 10 + 10 == 618
+    assert "8x4 local 3x3 (stride 1x2)" in net.description
+    assert cnn.net3(first_stride=(2, 2)).description == cnn.net3(first_stride=2).description
+    with pytest.raises(ValueError, match="first_stride"):
+        cnn.net3(first_stride=(1, 2, 3))
+
+
+def test_first_layer_filters_checks_the_kernel():
+    p3, _ = cnn.net3().model.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"params: expected net4's .*\(8, 8, 3, 3, 1, 1\)"):
+        cnn.first_layer_filters("net4", p3)
+    rgb, _ = cnn.modern_cnn((8, 8, 3)).model.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="one input channel"):
+        cnn.first_layer_filters("cnn", rgb)
+
+
+def test_numpy_scalars_and_bare_int_features():
+    layer = cnn.LocallyConnected2D(np.int64(2), np.int64(3), stride=(np.int32(1), 2))
+    out, params, _ = layer.init(jax.random.key(0), (8, 8, 1))
+    assert out == (8, 4, 2) and params["W"].shape == (8, 4, 3, 3, 1, 2)
+    net = cnn.modern_cnn(features=tuple(np.array([8, 16])), kernel_size=np.int64(3),
+                         n_classes=np.int64(10))
+    assert net.params == cnn.modern_cnn(features=(8, 16)).params
+    with pytest.raises(TypeError, match=r"features: modern_cnn expected .*pass \(16,\)"):
+        cnn.modern_cnn(features=16)

@@ -189,3 +189,17 @@ def test_bad_plain_and_source_arguments():
         densenet.source_weights({"W": 1}, (2,))
     with pytest.raises(TypeError, match=r"net: n_params expected a nets.model.Model"):
         densenet.n_params(BLOCK)
+
+
+def test_plain_params_checks_like_plain_and_numpy_scalars_are_accepted():
+    for kwargs, name in [(dict(width=0), "width"), (dict(width=np.array([3, 0])), "width"),
+                         (dict(width=2.5), "width"), (dict(width=5, n_classes=0), "n_classes"),
+                         (dict(width=5, input_shape=(8, 8)), "input_shape")]:
+        with pytest.raises(ValueError, match=rf"{name}: plain_params expected"):
+            densenet.plain_params(**kwargs)
+    assert densenet.plain_params(np.int64(5)) == densenet.plain_params(5)
+    with pytest.raises(ValueError, match="max_width: matched_plain"):
+        densenet.matched_plain(1000, max_width=0)
+    a = densenet.model(growth=2, blocks=(1, 1), compression=np.float32(0.5))
+    b = densenet.model(growth=2, blocks=(1, 1), compression=0.5)
+    assert densenet.n_params(a) == densenet.n_params(b)

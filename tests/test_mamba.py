@@ -173,3 +173,19 @@ def test_bad_arguments_are_clear_errors():
         params = Model(mamba.MambaBlock(2), input_shape=(3, 2))
         mamba.MambaBlock(2).apply(jax.eval_shape(params.init, jax.random.key(0))[0], (),
                                   jnp.zeros((3, 5)))
+
+
+def test_s6_step_range_batches_and_empty_sequences():
+    for lo, hi, match in [(0.0, 0.1, "dt_min: expected"), (-1e-3, 0.1, "dt_min: expected"),
+                          (1e-3, float("nan"), "dt_max: expected"),
+                          (0.5, 0.01, r"dt_min, dt_max: S6 expected 0 < dt_min <= dt_max")]:
+        with pytest.raises(ValueError, match=match):
+            mamba.S6(4, dt_min=lo, dt_max=hi)
+    _, p, _ = mamba.S6(2).init(jax.random.key(0), (3, 4))
+    with pytest.raises(ValueError, match=r"u: selective_scan expected .*\(T, 4\).*a batch"):
+        mamba.selective_scan(p, jnp.ones((2, 3, 4)))
+    a = b = jnp.ones((0, 2))
+    for f in (mamba.scan_parallel, mamba.scan_sequential):
+        assert f(a, b).shape == (0, 2)
+        with pytest.raises(ValueError, match="a, b: "):
+            f(jnp.ones((3, 2)), jnp.ones((3, 1)))

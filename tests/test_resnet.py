@@ -122,3 +122,10 @@ def test_bad_sizes_are_clear_errors(bad):
     args = {"depth": 4, **bad}
     with pytest.raises(ValueError, match=next(iter(bad))):
         resnet.model(args.pop("depth"), **args)
+
+
+def test_numpy_integers_are_accepted():
+    a = resnet.model(np.int64(3), width=np.int32(4), n_in=np.int64(5), n_out=np.int64(2))
+    b = resnet.model(3, width=4, n_in=5, n_out=2)
+    assert a.input_shape == b.input_shape == (5,) and a.output_shape == b.output_shape
+    assert count_params(a.init(jax.random.key(0))[0]) == count_params(b.init(jax.random.key(0))[0])

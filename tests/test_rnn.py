@@ -117,3 +117,29 @@ def test_bad_arguments_are_clear_errors():
         rnn.model(vocab_size=3, n_classes=2, seq_len=4, readout="first")
     with pytest.raises(ValueError, match=r"per_position expected a sequence"):
         Model(L.serial(rnn.per_position(L.Dense(2))), input_shape=(4,)).output_shape
+
+
+def test_initial_states_and_sequences_are_checked_by_name():
+    _, pl, _ = rnn.LSTM(6).init(jax.random.key(0), (5, 4))
+    _, pr, _ = rnn.RNN(6).init(jax.random.key(0), (5, 4))
+    xs = jnp.ones((5, 4))
+    cases = [
+        (lambda: rnn.rnn(pr, xs, jnp.zeros(5)), ValueError, r"h0: rnn expected shape \(6,\)"),
+        (lambda: rnn.rnn(pr, xs, jnp.zeros((2, 6))), ValueError, r"h0: .*got shape \(2, 6\)"),
+        (lambda: rnn.rnn(pr, xs, jnp.zeros(6, int)), TypeError, "h0: rnn expected a floating"),
+        (lambda: rnn.rnn(pr, jnp.ones(4)), ValueError, r"xs: rnn expected .*\(T, 4\)"),
+        (lambda: rnn.lstm(pl, xs, rnn.LSTMState(jnp.zeros(6), jnp.zeros(5))), ValueError,
+         r"c0 \(carry0.c\): lstm expected shape \(6,\)"),
+        (lambda: rnn.lstm(pl, jnp.ones((2, 5, 4))), ValueError, "xs: lstm .*a batch"),
+        (lambda: rnn.lstm(pl, jnp.ones((5, 5))), ValueError, r"xs: lstm .*got shape \(5, 5\)"),
+        (lambda: rnn.lstm(pl, xs, jnp.zeros(6)), TypeError, "carry0"),
+        (lambda: rnn.LSTM(6, forget_bias="high"), TypeError, "forget_bias: expected"),
+    ]
+    for call, error, match in cases:
+        with pytest.raises(error, match=match):
+            call()
+    # valid states give the numbers they gave before (and under jit)
+    hs, hT = jax.jit(rnn.rnn)(pr, xs, jnp.zeros(6))
+    np.testing.assert_array_equal(hs, rnn.rnn(pr, xs)[0])
+    hs, _ = rnn.lstm(pl, xs, rnn.LSTMState(jnp.zeros(6), jnp.zeros(6)))
+    np.testing.assert_array_equal(hs, rnn.lstm(pl, xs)[0])
