@@ -142,7 +142,10 @@ def project(x_adv: jax.Array, x: jax.Array, eps, *, lo, hi) -> jax.Array:
     """The Euclidean projection of ``x_adv`` onto the box
     ``{x' : ||x' - x||_inf <= eps} ∩ [lo, hi]^d``: a clip to
     ``[max(x - eps, lo), min(x + eps, hi)]``, elementwise. Shapes: ``x_adv`` and ``x``
-    alike; the box is non-empty when ``lo <= x <= hi`` and ``eps >= 0``."""
+    alike; the box is non-empty when ``lo <= x <= hi`` and ``eps >= 0``. The bounds are
+    computed in ``x``'s dtype: ``fl(x + eps)`` may lie one unit in the last place past
+    ``x + eps``, so ``|x_adv - x| <= eps`` holds to float rounding (in float32 with
+    ``eps = 0.1``, up to 0.10000002)."""
     return jnp.clip(x_adv, jnp.maximum(x - eps, lo), jnp.minimum(x + eps, hi))
 
 
@@ -158,8 +161,9 @@ def fgsm(loss_of_x: Callable, x, eps, *, lo, hi) -> jax.Array:
       lo, hi: the valid input range, ``lo < hi`` (e.g. ``0.0, 1.0`` for grey levels / 16).
 
     Returns:
-      ``x_adv`` of ``x``'s shape and dtype, ``||x_adv - x||_inf <= eps``, held fixed for
-      differentiation (``stop_gradient``). A zero gradient entry leaves its input unchanged.
+      ``x_adv`` of ``x``'s shape and dtype, ``||x_adv - x||_inf <= eps`` (to float
+      rounding: see :func:`project`), held fixed for differentiation (``stop_gradient``).
+      A zero gradient entry leaves its input unchanged.
     """
     x = _check_x(x)
     eps = _check_scalar(eps, "eps", "a radius eps >= 0")
