@@ -322,3 +322,12 @@ def test_newton_step_on_a_singular_hessian_raises_instead_of_returning_inf():
         newton_step(lambda p: jnp.sum(p), jnp.zeros(2))  # linear: H = 0
     np.testing.assert_allclose(newton_step(lambda p: jnp.sum(p), jnp.zeros(2), damping=2.0),
                                [-0.5, -0.5])
+
+
+def test_an_objective_unbounded_below_ends_non_finite_not_max_iter():
+    """-sum(w^2): the iterates grow until the gradient's norm overflows float32 while its
+    entries are still finite; that is the non-finite status, with the last finite params."""
+    from train import newton as N
+    r = N.newton(lambda p: -jnp.sum(p["w"] ** 2), {"w": jnp.ones(3)}, max_iter=200)
+    assert r.status == "non-finite"
+    assert np.isfinite(r.grad_norm) and np.all(np.isfinite(np.asarray(r.params["w"])))

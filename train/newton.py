@@ -19,7 +19,8 @@ with ``jnp.linalg.solve`` (never an explicit inverse), and moves to ``x + t d``.
   from ``t = 1`` until the Armijo condition ``f(x + t d) <= f(x) + armijo t g.d`` holds. With
   ``line_search=False`` a step is accepted when ``f(x + d) < f(x)`` (pure LM damping).
 * A trial point where ``f`` is not finite is never accepted. If the Hessian, or the gradient
-  at an accepted point, is not finite, the run stops with status ``"non-finite"`` and keeps
+  at an accepted point, is not finite (or its norm overflows: an objective unbounded below),
+  the run stops with status ``"non-finite"`` and keeps
   the last finite parameters; if no damping up to ``max_damping`` gives a decrease, it stops
   with status ``"stalled"``.
 * It stops when ``||g||_2 <= tol`` (status ``"converged"``) or after ``max_iter`` accepted
@@ -234,7 +235,9 @@ def _flat(objective, params):
 def _initial_state(objective, params, damping) -> NewtonState:
     flat, unravel, f = _flat(objective, params)
     value, grad = jax.value_and_grad(f)(flat)
-    finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
+    # a norm that overflows (finite entries, e.g. an objective unbounded below) counts too
+    finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad)) & jnp.isfinite(
+        jnp.linalg.norm(grad))
     dtype = flat.dtype
     return NewtonState(
         params=unravel(flat),  # the same pytree, its leaves as JAX arrays
@@ -325,9 +328,9 @@ def _take_step(objective, state: NewtonState, cfg: _Config, line_search: bool,
 
     x_new = x + t * d
     f_new, g_new = jax.value_and_grad(f)(x_new)
-    g_ok = jnp.isfinite(f_new) & jnp.all(jnp.isfinite(g_new))
-    accept = ok & g_ok
     g_norm_new = jnp.linalg.norm(g_new)
+    g_ok = jnp.isfinite(f_new) & jnp.all(jnp.isfinite(g_new)) & jnp.isfinite(g_norm_new)
+    accept = ok & g_ok
 
     status = jnp.where(
         ~h_ok | (ok & ~g_ok), NON_FINITE,
