@@ -222,6 +222,32 @@ def test_min_delta_stops_on_a_plateau(key):
     assert numpy.history == stops.history  # a NumPy scalar from a config is a number too
 
 
+def test_a_leading_minus_maximises_the_monitored_value(key):
+    """monitor="-acc": the best epoch is the highest accuracy, early stopping counts the
+    evaluations since it last rose (by more than min_delta)."""
+    accs = jnp.array([0.3, 0.6, 0.8, 0.8, 0.7, 0.75, 0.5, 0.9])
+
+    def step(state, batch, key):
+        return {"i": state["i"] + 1}, {}
+
+    def train_evaluate(state, batch, key):
+        return {"acc": accs[state["i"] - 1]}
+
+    X = np.zeros((4, 1), np.float32)
+    kwargs = dict(epochs=8, batch_size=4, key=key, train_evaluate=train_evaluate,
+                  progress=False, best_of=lambda s: s["i"])
+    r = train.run(step, {"i": jnp.zeros((), jnp.int32)}, X, monitor="-acc", patience=3,
+                  **kwargs)
+    assert r.history["acc"] == pytest.approx([0.3, 0.6, 0.8, 0.8, 0.7, 0.75])
+    assert (r.best_epoch, r.stop_reason, int(r.best)) == (3, "early_stopping", 3)
+    whole = train.run(step, {"i": jnp.zeros((), jnp.int32)}, X, monitor="-acc", **kwargs)
+    assert whole.best_epoch == 8
+    with pytest.raises(ValueError, match=r"monitor: expected one of the recorded names "
+                                         r"\['acc'\] \(a leading '-' to maximise one\), got "
+                                         r"'-accuracy'"):
+        train.run(step, {"i": jnp.zeros((), jnp.int32)}, X, monitor="-accuracy", **kwargs)
+
+
 @pytest.mark.parametrize("how", ["early_stopping", "non_finite", "epochs"])
 def test_the_call_dispatched_ahead_changes_nothing(key, tmp_path, how):
     """`run` dispatches the next compiled call before reading the last one's results (not
@@ -418,7 +444,8 @@ def test_run_rejects_bad_arguments_before_tracing(key):
         with pytest.raises(error, match=match):
             train.run(step, kwargs.pop("state"), kwargs.pop("data"), **kwargs)
     with pytest.raises(ValueError, match=r"monitor: expected one of the recorded names "
-                                         r"\['loss'\], got 'val_loss'"):
+                                         r"\['loss'\] \(a leading '-' to maximise one\), "
+                                         r"got 'val_loss'"):
         train.run(lambda s, b, k: (s, {"loss": jnp.zeros(())}), s, X, epochs=1, batch_size=4,
                   key=key, monitor="val_loss", progress=False)
     # a step that changes a leaf's shape or dtype: the library's message, not lax.scan's

@@ -274,11 +274,14 @@ def _track(spec: Spec, carry: Carry, new_state, key, steps, means: dict, evals: 
         if monitor is None and spec.patience is not None:
             raise ValueError(f"patience: early stopping needs a monitored value; the run "
                              f"records {sorted(record)}: pass monitor=<one of them>")
+    sign = 1.0
+    if monitor is not None and monitor.startswith("-"):  # "-val_accuracy": maximised
+        monitor, sign = monitor[1:], -1.0
     if monitor is not None and monitor not in record:
-        raise ValueError(f"monitor: expected one of the recorded names {sorted(record)}, got "
-                         f"{monitor!r}")
+        raise ValueError(f"monitor: expected one of the recorded names {sorted(record)} (a "
+                         f"leading '-' to maximise one), got {spec.monitor!r}")
     # Without a monitored value every finite epoch counts as the best so far.
-    monitored = (jnp.asarray(record[monitor], jnp.float32) if monitor is not None
+    monitored = (sign * jnp.asarray(record[monitor], jnp.float32) if monitor is not None
                  else -(tr.epoch + 1).astype(jnp.float32))
     is_eval_name = monitor in evals
     checked = evaluated if is_eval_name else jnp.array(True)
@@ -824,10 +827,10 @@ def run(
       patience: stop after this many evaluations without an improvement of the monitored
         value, and report the best state (``best``).
       monitor: the history name to minimise (default ``"val_loss"`` when recorded, else
-        ``"loss"`` when recorded, else none: every finite epoch is the best so far). Always
-        minimised: to stop on an accuracy, have ``evaluate`` return its negative (or the
-        error rate).
-      min_delta: an improvement must lower the monitored value by more than this.
+        ``"loss"`` when recorded, else none: every finite epoch is the best so far); with a
+        leading ``-`` it is maximised (``monitor="-val_accuracy"``).
+      min_delta: an improvement must lower the monitored value (raise it, with a leading
+        ``-``) by more than this.
       best_of: ``state -> the part to keep at the best epoch`` (default the whole state).
       order: ``"random"`` or ``"sequential"`` (array data).
       progress: a tqdm bar: ``True``, ``False`` or ``None`` (on in terminals).
@@ -906,7 +909,8 @@ def run(
                          "validation=..., or train_evaluate= to evaluate the training data")
     if monitor is not None and not isinstance(monitor, str):
         raise TypeError(f"monitor: expected a history name, got {type(monitor).__name__}")
-    if patience is not None and (monitor or "val_").startswith("val_") and validation is None \
+    if patience is not None and (monitor or "val_").lstrip("-").startswith("val_") \
+            and validation is None \
             and (monitor is not None or factory is not None):
         raise ValueError(f"patience: early stopping monitors {monitor!r}; pass validation=..., "
                          "or patience=None")
