@@ -7,8 +7,11 @@ imports nothing of ``train``). Every message has one shape: ``"<name>: expected 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -303,3 +306,30 @@ def check_targets(Y, n: int, n_out: int, labels: str, name: str = "y") -> np.nda
         raise ValueError(
             f"{name}: expected real targets of shape ({n}, {n_out}), got shape {Y.shape}")
     return Y
+
+
+class TraceRecorder:
+    """Values a function notes while it is TRACED, for a caller that holds concrete data:
+    inside ``with recorder.collect() as seen``, every ``recorder.record(v)`` appends ``v`` to
+    ``seen`` (and to the lists of enclosing contexts; per thread). Values cannot be checked
+    while tracing, so the traced code records what it expects (a number of classes, a
+    vocabulary size) and the caller checks its concrete arrays against it afterwards. JAX
+    caches traces: a jitted function traced before does not run its Python again and
+    records nothing; trace a fresh wrapper (``lambda *a: fn(*a)``)."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[list]:
+        stack = self._local.__dict__.setdefault("stack", [])
+        seen: list = []
+        stack.append(seen)
+        try:
+            yield seen
+        finally:  # by identity: list.remove would drop an outer list with equal contents
+            del stack[next(i for i, s in enumerate(stack) if s is seen)]
+
+    def record(self, value) -> None:
+        for seen in getattr(self._local, "stack", ()):
+            seen.append(value)

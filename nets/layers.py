@@ -34,11 +34,9 @@ A tiny CNN for 8x8 grey images, composed and vmapped over a batch:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-import threading
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -440,14 +438,13 @@ def AvgPool(window, stride=None, padding="VALID") -> Layer:
 # embeddings and normalisation
 
 
-_token_recorders = threading.local()  # .stack: the lists of record_token_ranges() now active
+_TOKENS = _checks.TraceRecorder()  # vocab_size of each Embedding traced on integer ids
 
 
-@contextlib.contextmanager
-def record_token_ranges() -> Iterator[list[int]]:
-    """Collects ``vocab_size`` each time an :func:`Embedding` is TRACED (its ``apply`` runs)
-    on integer ids while the context is active; yields the list it appends to. Nested
-    contexts all receive.
+def record_token_ranges():
+    """A context that collects ``vocab_size`` each time an :func:`Embedding` is TRACED (its
+    ``apply`` runs) on integer ids while it is active; it yields the list it appends to.
+    Nested contexts all receive.
 
     Token values cannot be checked while tracing, and an id outside ``[0, vocab_size)``
     becomes a row of NaN: a caller holding concrete ids traces the model inside this
@@ -463,18 +460,7 @@ def record_token_ranges() -> Iterator[list[int]]:
     >>> seen
     [7]
     """
-    stack = _token_recorders.__dict__.setdefault("stack", [])
-    seen: list[int] = []
-    stack.append(seen)
-    try:
-        yield seen
-    finally:  # by identity: list.remove would drop an outer list with equal contents
-        del stack[next(i for i, s in enumerate(stack) if s is seen)]
-
-
-def _record_vocab(vocab_size: int) -> None:
-    for seen in getattr(_token_recorders, "stack", ()):
-        seen.append(int(vocab_size))
+    return _TOKENS.collect()
 
 
 def embed(E, x):
@@ -506,7 +492,7 @@ def Embedding(vocab_size: int, d: int, *, stddev: float = 1.0) -> Layer:
         if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
             raise TypeError(f"x: Embedding expected integer token ids, got dtype "
                             f"{jnp.result_type(x)}")
-        _record_vocab(vocab_size)
+        _TOKENS.record(int(vocab_size))
         return embed(params["E"], x), state
 
     return Layer(init, apply)

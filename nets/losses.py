@@ -41,26 +41,26 @@ concrete labels against it (see :func:`traced_label_classes`).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nets import _checks
+
 # ---------------------------------------------------------------------------------------------
 # Label ranges seen while tracing
 # ---------------------------------------------------------------------------------------------
 
-_recorders = threading.local()  # .stack: the lists of record_label_ranges() now active
+_LABELS = _checks.TraceRecorder()  # M of each cross-entropy traced on integer labels
+_BINARY = _checks.TraceRecorder()  # one entry per binary cross-entropy traced
 
 
-@contextlib.contextmanager
-def record_label_ranges() -> Iterator[list[int]]:
-    """Collects ``M`` (``z.shape[-1]``) each time :func:`cross_entropy` is TRACED on integer
-    labels while the context is active; yields the list it appends to.
+def record_label_ranges():
+    """A context that collects ``M`` (``z.shape[-1]``) each time :func:`cross_entropy` is
+    TRACED on integer labels while it is active; it yields the list it appends to.
 
     Label values cannot be checked while tracing (they are abstract), so a label ``>= M``
     would silently become ``logsumexp(z)`` (``one_hot`` of it is all zeros) and train to a
@@ -75,36 +75,19 @@ def record_label_ranges() -> Iterator[list[int]]:
     >>> seen
     [10]
     """
-    stack = _recorders.__dict__.setdefault("stack", [])
-    seen: list[int] = []
-    stack.append(seen)
-    try:
-        yield seen
-    finally:  # by identity: list.remove would drop an outer list with equal contents
-        del stack[next(i for i, s in enumerate(stack) if s is seen)]
+    return _LABELS.collect()
 
 
 def _record(num_classes: int) -> None:
-    for seen in getattr(_recorders, "stack", ()):
-        seen.append(int(num_classes))
+    _LABELS.record(int(num_classes))
 
 
-_binary_recorders = threading.local()  # .stack: the lists of record_binary_targets()
-
-
-@contextlib.contextmanager
-def record_binary_targets() -> Iterator[list[tuple]]:
-    """Collects the target shape each time :func:`binary_cross_entropy` is TRACED while the
-    context is active, as :func:`record_label_ranges` does for cross-entropy: a caller with
+def record_binary_targets():
+    """A context that collects an entry each time :func:`binary_cross_entropy` is TRACED
+    while it is active, as :func:`record_label_ranges` does for cross-entropy: a caller with
     concrete targets then checks them against ``[0, 1]`` (labels ``-1/+1`` or ``0/2`` would
     train to a negative loss, silently)."""
-    stack = _binary_recorders.__dict__.setdefault("stack", [])
-    seen: list[tuple] = []
-    stack.append(seen)
-    try:
-        yield seen
-    finally:
-        del stack[next(i for i, s in enumerate(stack) if s is seen)]
+    return _BINARY.collect()
 
 
 def traced_label_classes(fn: Callable, *args, **kwargs) -> tuple[int, ...]:
@@ -244,8 +227,7 @@ def _check_binary_target(z, y) -> jax.Array:
     if y.shape not in ((), (1,)):
         raise ValueError(f"binary_cross_entropy: target y: expected shape () or (1,) (one "
                          f"example), got {_describe(y)}")
-    for seen in getattr(_binary_recorders, "stack", ()):
-        seen.append(tuple(y.shape))
+    _BINARY.record(tuple(y.shape))
     return y.astype(z.dtype).reshape(z.shape)
 
 

@@ -1,5 +1,8 @@
 """Shared pieces of the experiments' smoke tests (tests/test_exp_*.py)."""
 
+import json
+import re
+
 from experiments import _framework
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -16,3 +19,11 @@ def assert_files(outdir, files, figures) -> None:
     assert {p.name for p in outdir.iterdir()} == set(files)
     for name in figures:
         assert (outdir / name).read_bytes()[:8] == PNG, name
+
+
+def assert_no_timings_in_metrics(outdir) -> dict:
+    """Same seed, same machine: a byte-identical metrics.json, so no key of it names a time;
+    returns the run's timings.json (where the times go)."""
+    keys = re.findall(r'"([^"]*)":', (outdir / "metrics.json").read_text())
+    assert keys and not [k for k in keys if re.search("second|time", k, re.IGNORECASE)]
+    return json.loads((outdir / "timings.json").read_text())

@@ -287,9 +287,7 @@ def _check_labels(trace, loss_fn, params, train_np, val_np) -> None:
             _losses.record_binary_targets() as binary, \
             _layers.record_token_ranges() as vocab:
         trace()
-    signature = str(jax.tree.map(lambda a: (np.shape(a), str(np.asarray(a).dtype)
-                                            if not hasattr(a, "dtype") else str(a.dtype)),
-                                 (params, train_np)))
+    signature = _loop.signature((params, train_np))
     try:
         per_shape = _LABEL_CLASSES.setdefault(loss_fn, {})
     except TypeError:  # not weakly referenceable: no memory across fits

@@ -1099,8 +1099,8 @@ def run(
             carry = jax.device_put(carry, NamedSharding(mesh, P() if resident else P("models")))
         else:
             carry = jax.device_put(carry, device)
-    _check_state(carry.state, None if models is None else padded,
-                 what="the resumed state" if resume is not None else "state")
+        # a fresh carry copies the state checked above; a restored one is checked here
+        _check_state(carry.state, None if models is None else padded, what="the resumed state")
 
     # (epochs, stopped) of the carry, fetched with the records of the call that made it (one
     # device-to-host transfer per call instead of three); None: fetch them from the carry
