@@ -227,6 +227,19 @@ def test_a_loop_of_fits_traces_once_and_still_checks_labels(key, monkeypatch):
     assert traced  # 18 rows: a new signature
 
 
+@pytest.mark.parametrize("first", ["int64 labels", "float64 inputs"])
+def test_labels_are_checked_after_a_fit_on_data_jit_converts_to_the_same_types(key, first):
+    """int64 labels and float64 inputs are int32 and float32 to ``jax.jit`` (x64 off), so a
+    second fit reuses the first one's trace: its label check must still know the classes
+    (it trained to NaN on labels 1..10 when the memory was keyed on NumPy's dtypes)."""
+    X, y = _toy(key, n=24)
+    params = mlp.init(key, SIZES)
+    kwargs = dict(optimizer=train.sgd(0.3), epochs=1, batch_size=6, key=key, progress=False)
+    data = (X, y.astype(np.int64)) if first == "int64 labels" else (X.astype(np.float64), y)
+    train.fit(_tanh_loss, params, data, **kwargs)
+    with pytest.raises(ValueError, match=r"Y: expected class labels in \[0, 3\)"):
+        train.fit(_tanh_loss, params, (X, y + 1), **kwargs)
+
 def test_model_state_is_threaded_through_training_not_evaluation(key):
     """A model state counting the training examples the loss has seen."""
     X, y = _toy(key, n=20)

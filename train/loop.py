@@ -106,11 +106,23 @@ class TrainState:
 
 
 def signature(tree) -> tuple:
-    """The tree structure and every leaf's shape, dtype and weak type: what a trace sees."""
+    """The tree structure and every leaf's shape, dtype and weak type: what a trace sees.
+
+    Dtypes are JAX's canonical ones (int64 labels or float64 data are int32 and float32
+    unless x64 is on) and Python scalars are weakly typed, as ``jax.jit`` keys its traces:
+    data that ``jit`` traces once have one signature, so what was recorded during that one
+    trace (the labels' classes, ``train.fit``) is found again."""
     leaves, treedef = jax.tree.flatten(tree)
-    return treedef, tuple((np.shape(a), str(a.dtype) if hasattr(a, "dtype") else
-                           str(np.asarray(a).dtype), getattr(a, "weak_type", False))
-                          for a in leaves)
+    return treedef, tuple(_leaf_signature(a) for a in leaves)
+
+
+def _leaf_signature(a) -> tuple:
+    if hasattr(a, "dtype"):
+        dtype, weak = a.dtype, getattr(a, "weak_type", False)
+    else:
+        dtype, weak = np.asarray(a).dtype, type(a) in (int, float, complex)
+    dtype = jax.dtypes.canonicalize_dtype(dtype, allow_extended_dtype=True)  # keys stay keys
+    return np.shape(a), str(dtype), weak
 
 
 _SHAPES: dict = {}
