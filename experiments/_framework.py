@@ -4,7 +4,7 @@ A run folder (default `runs/<name>/<UTC time>-seed<N>`) holds:
 
 - `config.json`: every config field, written before the run starts;
 - `metrics.json`: exactly what `run` returned, as deterministic JSON (same seed, same
-  machine: byte-identical files). No timings here: the run's wall time goes to
+  machine and number of devices: byte-identical files). No timings here: the run's wall time goes to
   `environment.json`, an experiment's own timings to its `timings.json`.
   Non-finite floats are written as the strings `"nan"`, `"inf"`, `"-inf"` (a diverged
   run is a result, not an error);

@@ -80,7 +80,7 @@ eps_train_grey=E``, the same standard MLP; accuracy under the check PGD at E):
     PGD accuracy at E, adv.        93.0%   72.4%   35.1%   16.2%
 
 so at 1-2 levels adversarial training is free here (at 1 level it even helps, as Goodfellow
-et al. saw on MNIST: 6 images, one seed), at 3 levels it costs 5.3 points and at 4 levels 22.5.
+et al. saw on MNIST: 6 images, one seed), at 3 levels it costs 5.3 points and at 4 levels 22.6 (81 images).
 
 Wall time 479 s on a 2-core CPU shared with other jobs (load average 8-10), the CNN's
 programs compiled afresh (CNN adversarial training 197 s, standard training with its
@@ -88,7 +88,9 @@ compilation 87 s, the CNN attacks, PGD-100 x 5 included, 47-75 s each; the MLP's
 in all); 253 s with every program in the compilation cache (load average 4-7; CNN
 adversarial training 128 s). The two runs wrote byte-identical metrics.json and history.csv,
 and the MLP's numbers are those of ``--set nets=mlp`` (every net has its own keys), byte for
-byte.
+byte. A later rerun with the machine less loaded (load average 2-5): 127 s cold (CNN
+adversarial training 64 s, standard training 13 s, the CNN attacks 17-22 s each, the MLP's
+runs 7 s), 160 s warm.
 """
 
 from __future__ import annotations
@@ -383,7 +385,7 @@ def _plot_accuracy(results, config, n_test, path) -> None:
                ylabel=f"test accuracy under attack, % of {n_test} images", ylim=(0, 101),
                title=f"{_TITLES[name]}\n({results[name]['params']:,} parameters)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7.5, loc="upper right")
+        ax.legend(fontsize=7.5, loc="upper right", handlelength=3.5)  # long enough to show dashes
     fig.suptitle("8x8 digits: accuracy against the attack radius (FGSM dashed, PGD solid, "
                  "random start, step 2.5 eps / steps)", fontsize=11)
     savefig(fig, path)

@@ -35,10 +35,11 @@ variance, PCA's error with k = 0, is 4.68 on the training set):
 The linear autoencoder lands on PCA's subspace (angles 100 times below the 0.01 rad bound)
 and on PCA's training error to float32 rounding (3,000 full-batch Adam steps). The deep
 autoencoder beats PCA at every k on the test images (training errors 2.11, 0.96, 0.49
-against PCA's 3.33, 2.12, 1.22); its validation error was still falling at epoch 200 (best
+against PCA's 3.33, 2.13, 1.22); its validation error was still falling at epoch 200 (best
 epochs 200, 197, 199), so longer training would widen the gap. In the 2-D codes the deep
 autoencoder separates 0, 6, 2 and 1 into their own clusters, where PCA's overlap. Wall time
-105 s with a cold compilation cache, 55 s warm, on a 2-core CPU shared with other jobs. Two
+105 s with a cold compilation cache, 55 s warm, on a 2-core CPU shared with other jobs
+(44 s and 40 s in a rerun with the machine less loaded). Two
 runs (cold and warm cache) wrote byte-identical metrics.json and history.csv.
 """
 

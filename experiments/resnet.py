@@ -55,7 +55,8 @@ stem):
 In float32 the depth-50 plain sigmoid net's first layers get a gradient of exactly 0
 (measured once, outside the run). Parameters: 17,290, 79,690, 204,490 at depths 5, 20, 50
 (plain and residual alike). Wall time 363-668 s with a cold compilation cache, 134-401 s
-warm, on a 2-core CPU shared with other jobs (load average 6-8): most of it is compiling
+warm, on a 2-core CPU shared with other jobs (load average 6-8; 114 s cold and 160 s warm
+in a rerun at a load of 2-5): most of it is compiling
 the depth-50 nets' unrolled programs. Three runs (one with a cold cache) wrote
 byte-identical metrics.json, history.csv and grad_norms.csv. A run of an earlier revision,
 with the same training code, had float32 losses that differed in the last bit from the
