@@ -247,7 +247,7 @@ def run(config: Config, outdir) -> dict:
         "minibatch_loss": shape(h["loss"])}
 
     def per_example(params, state, X, y):  # one model, evaluation mode: (n,) each
-        Z, _ = model.batch_apply(params, X, state=state)
+        Z, _ = model.batch_apply(params, X, state=state, train=False)
         return (nets_metrics.predicted_class(Z) != y,
                 jax.vmap(losses.get("cross_entropy").fn)(Z, y))
 

@@ -87,15 +87,15 @@ class Autoencoder:
 
     def encode(self, params, X, *, state=None) -> jax.Array:
         """The codes ``(n, k)`` of a batch ``X`` of shape ``(n, *input_shape)`` (eval mode)."""
-        return self.encoder.batch_apply(params[0], X, state=_part(state, 0))[0]
+        return self.encoder.batch_apply(params[0], X, state=_part(state, 0), train=False)[0]
 
     def decode(self, params, C, *, state=None) -> jax.Array:
         """The reconstructions ``(n, *input_shape)`` of a batch of codes ``C`` ``(n, k)``."""
-        return self.decoder.batch_apply(params[1], C, state=_part(state, 1))[0]
+        return self.decoder.batch_apply(params[1], C, state=_part(state, 1), train=False)[0]
 
     def reconstruct(self, params, X, *, state=None) -> jax.Array:
         """``d(e(x))`` for a batch ``X``: shape ``(n, *input_shape)`` (eval mode)."""
-        return self.model.batch_apply(params, X, state=state)[0]
+        return self.model.batch_apply(params, X, state=state, train=False)[0]
 
 
 def _part(state, i):

@@ -240,7 +240,8 @@ def connections(model: Model) -> int:
     params, state = jax.eval_shape(model.init, jax.random.key(0))
     x = jax.ShapeDtypeStruct(model.input_shape, jnp.float32)
     closed = jax.make_jaxpr(
-        lambda p, s, x: model.apply(p, x, state=s if model.stateful else None))(params, state, x)
+        lambda p, s, x: model.apply(p, x, state=s if model.stateful else None,
+                                    train=False))(params, state, x)
     n_p, n_s = len(jax.tree.leaves(params)), len(jax.tree.leaves(state))
     # (depends on the params, depends on the input) for every input of the program
     flags = [(True, False)] * n_p + [(False, False)] * n_s + [(False, True)]

@@ -52,6 +52,7 @@ from nets import backprop as _backprop
 from nets import losses as _losses
 from nets import objective as _objective
 from nets import penalties as _penalties
+from nets.model import Model
 
 
 class Row(NamedTuple):
@@ -82,13 +83,15 @@ class Report(NamedTuple):
         return max(errs) if errs else float("nan")
 
     def table(self) -> str:
-        """The report as a fixed-width text table."""
+        """The report as a fixed-width text table; ``-`` where nothing was compared (no
+        reference gradient)."""
         head = f"{'parameter':<16}{'shape':<12}{'checked':>8}{'ad~ref':>11}{'ad~fd':>11}{'ref~fd':>11}"
         lines = [head, "-" * len(head)]
+        cell = lambda e: f"{'-':>11}" if np.isnan(e) else f"{e:>11.1e}"  # noqa: E731
         for r in self.rows:
-            lines.append(
-                f"{r.path:<16}{str(r.shape):<12}{r.checked:>8}"
-                f"{r.autodiff_vs_reference:>11.1e}{r.autodiff_vs_fd:>11.1e}{r.reference_vs_fd:>11.1e}")
+            lines.append(f"{r.path:<16}{str(r.shape):<12}{r.checked:>8}"
+                         f"{cell(r.autodiff_vs_reference)}{cell(r.autodiff_vs_fd)}"
+                         f"{cell(r.reference_vs_fd)}")
         return "\n".join(lines)
 
     def to_dict(self) -> list[dict]:
@@ -247,6 +250,15 @@ def _triangulate_compiled(objective, reference, params, X, Y, hyper, coords, eps
     return value, g_ad, g_ref, fd
 
 
+def _check_objective(objective) -> None:
+    """A function, refused before anything is traced when it is a Model (or not callable)."""
+    if isinstance(objective, Model) or not callable(objective):
+        hint = ("; for a Model use nets.objective.make(model)" if isinstance(objective, Model)
+                else "")
+        raise TypeError(f"objective: expected a function objective(params, X, Y), got "
+                        f"{type(objective).__name__}{hint}")
+
+
 def _check_eps(eps) -> float:
     """The finite-difference step: a finite number > 0 (0 divides by zero, a negative step
     flips the sign of the default floor)."""
@@ -344,6 +356,7 @@ def check(objective: Callable, params, X, Y, *, reference: Callable | None = Non
     Returns:
       A :class:`Report` with one row per leaf, and the floor used.
     """
+    _check_objective(objective)
     eps = _check_eps(eps)
     max_coords = _check_max_coords(max_coords)
     _check_floor(floor)
@@ -428,6 +441,7 @@ def check_directional(objective: Callable, params, X, Y, *, key: jax.Array,
     >>> report.rows[0].checked, report.worst < 1e-6
     (4, True)
     """
+    _check_objective(objective)
     _checks.check_key(key)
     directions = _checks.check_int(directions, "directions", 1)
     eps = _check_eps(eps)

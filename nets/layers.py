@@ -30,6 +30,38 @@ A tiny CNN for 8x8 grey images, composed and vmapped over a batch:
 >>> Z, _ = jax.vmap(lambda x: cnn.apply(params, state, x, train=False, key=None))(X)
 >>> Z.shape
 (32, 10)
+
+A layer of your own is such a pair: here a learned scale per channel, ``y = s * x``.
+:func:`serial`, :func:`residual`, :func:`concat` and :class:`nets.model.Model` check what
+its ``init`` and ``apply`` return (while tracing, so nothing at run time) and name it
+when the contract is broken (``apply`` returning ``y`` alone, say):
+
+>>> def Scale():
+...     def init(key, input_shape):
+...         return tuple(input_shape), {"s": jnp.ones(input_shape[-1])}, ()
+...     def apply(params, state, x, *, train=False, key=None):
+...         return params["s"] * x, state  # (y, new_state): the state it was given
+...     return Layer(init, apply)
+>>> net = serial(Dense(4), Scale(), Relu())
+>>> out_shape, params, state = net.init(jax.random.key(0), (3,))
+>>> out_shape, params[1]["s"].shape, state
+((4,), (4,), ((), (), ()))
+>>> y, state = net.apply(params, state, jnp.ones(3), train=False, key=None)
+>>> y.shape
+(4,)
+>>> forgetful = Layer(Scale().init, lambda params, state, x, *, train=False, key=None: x)
+>>> _, params, state = serial(Dense(4), forgetful).init(jax.random.key(0), (3,))
+>>> serial(Dense(4), forgetful).apply(params, state, jnp.ones(3), train=False, key=None)
+Traceback (most recent call last):
+  ...
+TypeError: serial: layers[1]: expected <lambda>(...) to return (y, new_state), got an array of shape (4,)...
+
+A layer whose ``apply`` reads ``train`` (noise in training only, batch statistics) carries
+a state, as :func:`Dropout` keeps its rate there: a model with state
+(:attr:`nets.model.Model.stateful`) has no default mode and refuses a call without
+``train=``, while a model without state takes an omitted ``train`` as evaluation (its two
+modes agree). A stateless layer that reads ``train`` escapes that rule: give it a state
+(its noise level, say) or pass ``train=`` on every call.
 """
 
 from __future__ import annotations
@@ -103,9 +135,13 @@ def _padding(padding, who: str):
                      f"((top, bottom), (left, right)), got {padding!r}")
 
 
+_BATCH_HINT = " (a batch? a layer takes ONE example: use jax.vmap or Model.batch_apply)"
+
+
 def _check_rank(x, rank: int, who: str, what: str) -> None:
     if jnp.ndim(x) != rank:
-        raise ValueError(f"x: {who} expected one example {what}, got shape {jnp.shape(x)}")
+        raise ValueError(f"x: {who} expected one example {what}, got shape {jnp.shape(x)}"
+                         + (_BATCH_HINT if jnp.ndim(x) == rank + 1 else ""))
 
 
 def _as_layer(layer, name: str) -> Layer:
@@ -117,6 +153,69 @@ def _as_layer(layer, name: str) -> Layer:
             and hasattr(layer, "__name__") else "")
     raise TypeError(f"{name}: expected a Layer (init, apply), got "
                     f"{type(layer).__name__}{hint}")
+
+
+def _name(fn) -> str:
+    """``fn``'s qualified name without ``<locals>`` (``Conv1D.apply``), for messages."""
+    return getattr(fn, "__qualname__", type(fn).__name__).replace(".<locals>", "")
+
+
+def _describe(value, depth: int = 0) -> str:
+    """What a layer's ``init`` or ``apply`` returned, briefly (arrays by shape)."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(jnp.shape(value))}"
+    if isinstance(value, (tuple, list)) and not depth and value:
+        inner = ", ".join(_describe(v, 1) for v in value)
+        return f"a {type(value).__name__} of {len(value)}: ({inner})"
+    if isinstance(value, (tuple, list)) and all(isinstance(v, int) for v in value):
+        return repr(tuple(value))
+    if isinstance(value, dict):
+        return f"a dict with keys {list(value)}"
+    return f"a {type(value).__name__}" if isinstance(value, (tuple, list)) else repr(value)[:60]
+
+
+def _is_shape(shape) -> bool:
+    return isinstance(shape, (tuple, list)) and all(
+        isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in shape)
+
+
+def _checked_init(layer: Layer, key, input_shape, who: str):
+    """``layer.init(key, input_shape)``, refused unless it is ``(output_shape, params,
+    state)`` with ``output_shape`` a tuple of positive ints (returned as Python ints).
+    ``who`` names the layer in the message (``"serial: layers[2]"``)."""
+    out = layer.init(key, input_shape)
+    if not (isinstance(out, (tuple, list)) and len(out) == 3 and _is_shape(out[0])):
+        raise TypeError(
+            f"{who}: expected {_name(layer.init)}(key, input_shape) to return (output_shape, "
+            f"params, state), output_shape a tuple of ints for ONE example, got "
+            f"{_describe(out)}")
+    return tuple(int(n) for n in out[0]), out[1], out[2]
+
+
+def _tuples(tree):
+    """``tree`` with its lists read as tuples (serial takes params and state as either)."""
+    if type(tree) in (list, tuple):
+        return tuple(_tuples(t) for t in tree)
+    if type(tree) is dict:
+        return {k: _tuples(v) for k, v in tree.items()}
+    return tree
+
+
+def _checked_apply(layer: Layer, who: str, params, state, x, *, train, key):
+    """``layer.apply(params, state, x, train=train, key=key)``, refused unless it is
+    ``(y, new_state)`` with ``new_state`` of the structure of ``state``. A check of the
+    returned Python structure, made while tracing: nothing at run time."""
+    out = layer.apply(params, state, x, train=train, key=key)
+    expected = f"{who}: expected {_name(layer.apply)}(params, state, x, *, train, key) to return "
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise TypeError(f"{expected}(y, new_state), got {_describe(out)}; return y, state")
+    want, got = jax.tree.structure(_tuples(state)), jax.tree.structure(_tuples(out[1]))
+    if want != got:
+        hint = (" (y and no state? return (y, state); two outputs? return ((y1, y2), state))"
+                if hasattr(out[1], "shape") else "")
+        raise TypeError(f"{expected}(y, new_state) with new_state of the structure of the state "
+                        f"it was given, {want}, got {_describe(out)}{hint}")
+    return out[0], out[1]
 
 
 def _stateless(fn: Callable, shape_fn: Callable = lambda s: s) -> Layer:
@@ -179,9 +278,10 @@ def Dense(n_out: int, *, init: str = "glorot", bias: bool = True, scale: float =
     def apply(params, state, x, *, train=False, key=None):
         W = params["W"]
         if jnp.shape(x) != (W.shape[1],):
+            hint = (_BATCH_HINT if jnp.shape(x)[1:] == (W.shape[1],) else
+                    "; put Flatten() before it" if jnp.ndim(x) > 1 else "")
             raise ValueError(f"x: Dense expected a vector of shape ({W.shape[1]},), got shape "
-                             f"{jnp.shape(x)}" + ("; put Flatten() before it"
-                                                  if jnp.ndim(x) > 1 else ""))
+                             f"{jnp.shape(x)}{hint}")
         z = W @ x  # z = W a + b, W: (n_out, n_in)
         return (z + params["b"] if "b" in params else z), state
 
@@ -624,8 +724,8 @@ def serial(*layers: Layer) -> Layer:
     def init(key, input_shape):
         shape = _shape(input_shape, "serial")
         params, states = [], []
-        for layer, k in zip(layers, jax.random.split(key, len(layers))):
-            shape, p, s = layer.init(k, shape)
+        for i, (layer, k) in enumerate(zip(layers, jax.random.split(key, len(layers)))):
+            shape, p, s = _checked_init(layer, k, shape, f"serial: layers[{i}]")
             params.append(p)
             states.append(s)
         return shape, tuple(params), tuple(states)
@@ -638,8 +738,9 @@ def serial(*layers: Layer) -> Layer:
                 raise ValueError(f"serial: expected {name} with one entry per layer ({len(layers)}, "
                                  f"as init returns them), got {got}")
         new_states = []
-        for layer, p, s, k in zip(layers, params, state, _split(key, len(layers))):
-            x, s = layer.apply(p, s, x, train=train, key=k)
+        for i, (layer, p, s, k) in enumerate(zip(layers, params, state,
+                                                 _split(key, len(layers)))):
+            x, s = _checked_apply(layer, f"serial: layers[{i}]", p, s, x, train=train, key=k)
             new_states.append(s)
         return x, tuple(new_states)
 
@@ -653,14 +754,15 @@ def residual(layer: Layer) -> Layer:
 
     def init(key, input_shape):
         input_shape = _shape(input_shape, "residual")
-        out, params, state = layer.init(key, input_shape)
-        if tuple(out) != input_shape:
+        out, params, state = _checked_init(layer, key, input_shape, "residual: layer")
+        if out != input_shape:
             raise ValueError(f"residual: x + f(x) needs f to keep the shape, but f maps "
-                             f"{input_shape} to {tuple(out)}")
+                             f"{input_shape} to {out}")
         return input_shape, params, state
 
     def apply(params, state, x, *, train=False, key=None):
-        y, state = layer.apply(params, state, x, train=train, key=key)
+        y, state = _checked_apply(layer, "residual: layer", params, state, x, train=train,
+                                 key=key)
         return x + y, state
 
     return Layer(init, apply)
@@ -680,9 +782,9 @@ def concat(*branches: Layer) -> Layer:
     def init(key, input_shape):
         input_shape = _shape(input_shape, "concat")
         outs, params, states = [], [], []
-        for b, k in zip(branches, jax.random.split(key, len(branches))):
-            out, p, s = b.init(k, input_shape)
-            outs.append(tuple(out))
+        for i, (b, k) in enumerate(zip(branches, jax.random.split(key, len(branches)))):
+            out, p, s = _checked_init(b, k, input_shape, f"concat: branches[{i}]")
+            outs.append(out)
             params.append(p)
             states.append(s)
         if len({o[:-1] for o in outs}) != 1:
@@ -692,8 +794,9 @@ def concat(*branches: Layer) -> Layer:
 
     def apply(params, state, x, *, train=False, key=None):
         ys, new_states = [], []
-        for b, p, s, k in zip(branches, params, state, _split(key, len(branches))):
-            y, s = b.apply(p, s, x, train=train, key=k)
+        for i, (b, p, s, k) in enumerate(zip(branches, params, state,
+                                             _split(key, len(branches)))):
+            y, s = _checked_apply(b, f"concat: branches[{i}]", p, s, x, train=train, key=k)
             ys.append(y)
             new_states.append(s)
         return jnp.concatenate(ys, axis=-1), tuple(new_states)

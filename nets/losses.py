@@ -117,6 +117,15 @@ def _describe(y) -> str:
     return f"dtype {y.dtype}, shape {tuple(y.shape)}"
 
 
+def _check_output(z, loss: str) -> None:
+    """The output ``z`` is an array, not a tuple (a layer's ``(y, state)``) or another tree."""
+    if not hasattr(z, "shape"):
+        hint = (" (a layer's (y, state)? pass y alone)"
+                if isinstance(z, tuple) and len(z) == 2 else "")
+        raise TypeError(f"{loss}: z: expected the array of outputs for one example, got a "
+                        f"{type(z).__name__}{hint}")
+
+
 def _as_target(y, loss: str) -> jax.Array:
     try:  # a concrete target stays on the host (NumPy): checking it compiles nothing
         if not isinstance(y, jax.Array):
@@ -135,6 +144,7 @@ def _as_target(y, loss: str) -> jax.Array:
 
 def _check_class_target(z, y) -> jax.Array:
     """Cross-entropy's target for ONE example: an integer label () or probabilities z.shape."""
+    _check_output(z, "cross_entropy")
     y = _as_target(y, "cross_entropy")
     M = z.shape[-1] if z.ndim else 1
     expected = (f"an integer class label (shape (), integer dtype) or a floating probability "
@@ -169,6 +179,7 @@ def _check_position_target(z, y) -> jax.Array:
     """Per-position cross-entropy's target for ONE example with logits ``z`` (T..., M):
     integer labels of shape ``(T...)`` (``IGNORE`` allowed) or probabilities of ``z``'s shape."""
     who = "per_position_cross_entropy"
+    _check_output(z, who)
     if z.ndim < 2:
         raise ValueError(f"{who}: expected logits with positions, shape (T, M), got z of shape "
                          f"{tuple(z.shape)} (one position? use cross_entropy)")
@@ -212,6 +223,7 @@ def _fits_exactly(y_shape, z_shape) -> bool:
 
 def _check_real_target(z, y, loss: str) -> jax.Array:
     """A real target of z's shape, or one that broadcasts to it exactly (see _fits_exactly)."""
+    _check_output(z, loss)
     y = _as_target(y, loss)
     if not _fits_exactly(tuple(y.shape), tuple(z.shape)):
         raise ValueError(f"{loss}: target y: expected shape {tuple(z.shape)} like the output z "
@@ -220,6 +232,7 @@ def _check_real_target(z, y, loss: str) -> jax.Array:
 
 
 def _check_binary_target(z, y) -> jax.Array:
+    _check_output(z, "binary_cross_entropy")
     if z.size != 1:
         raise ValueError(f"binary_cross_entropy: expected one output (z of shape (1,) or ()), "
                          f"got z of shape {tuple(z.shape)}")

@@ -273,7 +273,7 @@ def model(sizes: Sequence[int], *, activation="relu", scheme: str = "glorot",
     >>> params, state = net.init(jax.random.key(0))
     >>> [layer["W"].shape for layer in from_layers(params)]
     [(100, 64), (10, 100)]
-    >>> net.batch_apply(params, jnp.zeros((32, 64)), state=state)[0].shape
+    >>> net.batch_apply(params, jnp.zeros((32, 64)), state=state, train=False)[0].shape
     (32, 10)
     """
     from nets.model import Model  # nets.model imports this module (OUTPUTS)

@@ -4,7 +4,10 @@ It is passed around whole (to :func:`nets.objective.make`, to metrics, to traini
 forward pass is the layer's, for one example; :meth:`Model.batch_apply` vmaps it over the
 leading axis of a batch with the axis name ``"batch"`` (read by
 :func:`nets.layers.BatchNorm`) and one PRNG key per example (so dropout masks differ
-across the batch). Evaluation mode is explicit: ``train=False``.
+across the batch). Evaluation mode is explicit: ``train=False``. A model with state
+(:attr:`Model.stateful`: Dropout, BatchNorm, a layer of your own with a state) has no
+default mode: :meth:`Model.apply`, :meth:`Model.batch_apply` and its objective refuse a call
+without ``train=``; :meth:`Model.predict` and :meth:`Model.metric` evaluate.
 
 >>> import jax, jax.numpy as jnp
 >>> from nets import layers as L
@@ -70,8 +73,8 @@ class Model:
         box = {}
 
         def init(key):
-            out, params, state = self.layer.init(key, self.input_shape)
-            box["out"] = tuple(out)
+            box["out"], params, state = _layers._checked_init(self.layer, key,
+                                                             self.input_shape, "layer")
             return params, state
 
         params, state = jax.eval_shape(init, jax.random.key(0))
@@ -84,8 +87,35 @@ class Model:
 
     @property
     def stateful(self) -> bool:
-        """Whether the model carries state (batch-norm statistics, dropout rates)."""
+        """Whether the model carries state (BatchNorm statistics, Dropout rates, a state of
+        a layer of your own). Such a model has two modes and is never run without an
+        explicit ``train=`` (:meth:`apply`, :meth:`batch_apply`, the objective)."""
         return bool(jax.tree.leaves(self._abstract[2]))
+
+    def _carries_state(self) -> str:
+        """``"this model carries state at state[i] (...)"``, for messages."""
+        where = []
+        for path, _ in jax.tree_util.tree_leaves_with_path(self._abstract[2]):
+            if path and isinstance(path[-1], jax.tree_util.DictKey):
+                path = path[:-1]  # the layer, not its entry ('mean', 'var')
+            if f"state{jax.tree_util.keystr(path)}" not in where:
+                where.append(f"state{jax.tree_util.keystr(path)}")
+        more = f" and {len(where) - 3} more" if len(where) > 3 else ""
+        return (f"this model carries state at {', '.join(where[:3])}{more} (Dropout, "
+                f"BatchNorm or a layer of your own)")
+
+    def _train_mode(self, train) -> bool:
+        """``train`` as a bool; ``None`` (omitted) is evaluation for a model without state
+        and refused for a model with state (it has no default mode)."""
+        if train is None:
+            if self.stateful:
+                raise TypeError(f"train: {self._carries_state()}; pass train=True for a "
+                                f"training step or train=False to evaluate")
+            return False
+        if not isinstance(train, (bool, np.bool_)):
+            raise TypeError(f"train: expected a Python bool (True in training, False in "
+                            f"evaluation), got {type(train).__name__} {train!r}")
+        return bool(train)
 
     def init(self, key: jax.Array) -> tuple[Any, Any]:
         """``(params, state)`` from a PRNG key, by the layer's ``init`` compiled once per
@@ -102,9 +132,8 @@ class Model:
         abstract = self._abstract[2]
         if state is None:
             if self.stateful:
-                raise ValueError(
-                    f"{name}: this model carries state (BatchNorm running statistics or "
-                    f"Dropout rates); pass the state from model.init(key), got None")
+                raise ValueError(f"{name}: {self._carries_state()}; pass the state from "
+                                 f"model.init(key), got None")
             return jax.tree.unflatten(jax.tree.structure(abstract), [])
         if jax.tree.structure(state) != jax.tree.structure(abstract):
             raise ValueError(f"{name}: expected the structure of model.init's state, "
@@ -129,39 +158,46 @@ class Model:
                                  f"{tuple(like.shape)} as model.init makes it, got shape "
                                  f"{shape}")
 
-    @staticmethod
-    def _check_mode(train, key):
-        if not isinstance(train, (bool, np.bool_)):
-            raise TypeError(f"train: expected a Python bool (True in training, False in "
-                            f"evaluation), got {type(train).__name__} {train!r}")
+    def _check_mode(self, train, key) -> bool:
+        train = self._train_mode(train)
         if key is not None:
             _checks.check_key(key, "key")
+        return train
 
-    def apply_with_state(self, params, x, *, state, train: bool, key=None):
+    def apply_with_state(self, params, x, *, state, train: bool | None, key=None):
         """``(z, new_state)`` for ONE example ``x`` of shape ``input_shape``; ``z`` is the
-        output pre-activation, shape ``output_shape``. ``train`` is a Python bool."""
+        output pre-activation, shape ``output_shape``. ``train``: a Python bool, or
+        ``None`` for evaluation of a model without state (:attr:`stateful`)."""
         if tuple(jnp.shape(x)) != self.input_shape:
             hint = (" (a batch? use model.batch_apply)"
                     if tuple(jnp.shape(x))[1:] == self.input_shape else "")
             raise ValueError(f"x: expected one example of shape {self.input_shape}, got shape "
                              f"{tuple(jnp.shape(x))}{hint}")
         _checks.check_input(x, "x")
-        self._check_mode(train, key)
+        state = self._state(state)  # as the objective: a missing state first, then train
+        train = self._check_mode(train, key)
         self._check_params(params)
-        state = self._state(state)
-        return self.layer.apply(params, state, x, train=bool(train), key=key)
+        return _forward(self, params, state, x, train, key)
 
-    def apply(self, params, x, *, state=None, train: bool = False, key=None) -> jax.Array:
-        """The output pre-activation ``z`` for ONE example (the new state is dropped)."""
+    def apply(self, params, x, *, state=None, train: bool | None = None, key=None) -> jax.Array:
+        """The output pre-activation ``z`` for ONE example (the new state is dropped).
+        ``train`` as in :meth:`batch_apply`."""
         return self.apply_with_state(params, x, state=state, train=train, key=key)[0]
 
-    def batch_apply(self, params, X, *, state=None, train: bool = False, key=None):
+    def batch_apply(self, params, X, *, state=None, train: bool | None = None, key=None):
         """``(Z, new_state)`` for a batch ``X`` of shape ``(n, *input_shape)``.
 
         ``jax.vmap`` over the leading axis with ``axis_name="batch"`` (BatchNorm's batch
         statistics); ``key`` (when given) is split into one key per EXAMPLE. ``Z`` has shape
         ``(n, *output_shape)``; ``new_state`` is the updated (unbatched) state. Compiled once
         per model and mode (and input shape), so eager calls do not compile op by op.
+
+        ``train``: ``True`` for a training step, ``False`` to evaluate. A model with state
+        (:attr:`stateful`: Dropout, BatchNorm, a layer of your own with a state) has no
+        default mode and refuses a call without it; for a model without state, omitting it
+        means ``False`` (its layers compute the same in both modes: the :mod:`nets.layers`
+        contract). The layer's ``(y, new_state)`` and the shape of ``y`` are checked while
+        tracing.
         """
         shape = tuple(jnp.shape(X))
         if len(shape) != len(self.input_shape) + 1 or shape[1:] != self.input_shape:
@@ -170,16 +206,16 @@ class Model:
         if shape[0] == 0:
             raise ValueError(f"X: expected at least one example, got shape {shape}")
         _checks.check_input(X, "X")
-        self._check_mode(train, key)
+        state = self._state(state)  # as the objective: a missing state first, then train
+        train = self._check_mode(train, key)
         self._check_params(params)
-        state = self._state(state)
         keys = None if key is None else jax.random.split(key, shape[0])
-        return _compiled_batch_apply(self, bool(train))(params, X, state, keys)
+        return _compiled_batch_apply(self, train)(params, X, state, keys)
 
     def predict(self, params, X, *, state=None) -> jax.Array:
         """``g^(K)(Z)`` for a batch ``X`` in eval mode: class probabilities for
         ``"softmax"``, values for ``"identity"``, ``P(y = 1)`` for ``"sigmoid"``."""
-        Z, _ = self.batch_apply(params, X, state=state)
+        Z, _ = self.batch_apply(params, X, state=state, train=False)
         return _compiled_output(self.output)(Z)
 
     def metric(self, fn: Callable) -> "Metric":
@@ -196,7 +232,19 @@ class Model:
 def _compiled_init(model: Model):
     """``model.layer.init`` as one compiled program (run op by op, every random draw of
     every layer compiles by itself), shared by equal models."""
-    return jax.jit(lambda key: model.layer.init(key, model.input_shape)[1:])
+    return jax.jit(lambda key: _layers._checked_init(model.layer, key, model.input_shape,
+                                                     "layer")[1:])
+
+
+def _forward(model: Model, params, state, x, train: bool, key):
+    """``model.layer.apply`` on one example, its ``(y, new_state)`` and the shape of ``y``
+    checked while tracing (:func:`nets.layers._checked_apply`)."""
+    z, new_state = _layers._checked_apply(model.layer, "layer", params, state, x, train=train,
+                                          key=key)
+    if tuple(jnp.shape(z)) != model.output_shape:
+        raise ValueError(f"layer: expected an output of shape {model.output_shape} for one "
+                         f"example, as its init says, got {_layers._describe(z)}")
+    return z, new_state
 
 
 @functools.lru_cache(maxsize=256)
@@ -206,7 +254,7 @@ def _compiled_batch_apply(model: Model, train: bool):
 
     def batch(params, X, state, keys):
         def one(x, k):
-            return model.layer.apply(params, state, x, train=train, key=k)
+            return _forward(model, params, state, x, train, k)
 
         if keys is None:
             return jax.vmap(lambda x: one(x, None), out_axes=(0, None), axis_name=AXIS_NAME)(X)
@@ -230,7 +278,7 @@ class Metric:
 
     def __call__(self, params, X, Y, *, model_state=None):
         if model_state is None and self.model.stateful:
-            raise ValueError("model_state: this model carries state (BatchNorm running "
-                             "statistics or Dropout rates); pass model_state=, got None")
+            raise ValueError(f"model_state: {self.model._carries_state()}; pass model_state=, "
+                             f"got None")
         Z, _ = self.model.batch_apply(params, X, state=model_state, train=False)
         return self.fn(Z, Y)

@@ -33,6 +33,11 @@ def mean_loss(apply_fn: Callable, params, X, Y, loss="cross_entropy") -> jax.Arr
     loss = _losses.get(loss)
     _check_rows(X, Y)
     Z = jax.vmap(apply_fn, in_axes=(None, 0))(params, X)
+    if not hasattr(Z, "shape"):
+        hint = (" (a layer's (y, state)? return y alone, e.g. model.apply)"
+                if isinstance(Z, tuple) and len(Z) == 2 else "")
+        raise TypeError(f"apply_fn: expected apply_fn(params, x) to return the array z, got a "
+                        f"{type(Z).__name__}{hint}")
     return jnp.mean(jax.vmap(loss.fn)(Z, Y))
 
 
@@ -59,12 +64,15 @@ class Objective:
     split into one key per example (different dropout masks across the batch). It returns
     the scalar when ``model_state is None`` and ``(loss, new_model_state)`` otherwise (the
     ``train.fit`` contract: the new model state LAST). A model with state (BatchNorm,
-    Dropout) must get ``model_state`` and an explicit ``train`` (``True`` for a training
-    step, ``False`` to evaluate; omitting it raises ``TypeError``); for a stateless model
-    the two modes agree and ``train`` may be omitted. The mode is never inferred from
-    ``key is None``: with ``train=False`` a key is accepted (``train.fit`` passes one at
-    evaluation too) and no layer of :mod:`nets.layers` draws from it. ``takes_key = True``
-    tells ``train.fit`` to pass ``key=`` and ``train=``.
+    Dropout, a layer of your own with a state) must get ``model_state`` and an explicit
+    ``train`` (``True`` for a training step, ``False`` to evaluate; omitting it raises
+    ``TypeError``), as :meth:`nets.model.Model.batch_apply` does. For a model without state
+    an omitted ``train`` means ``False``: the two modes agree when its layers keep the
+    :mod:`nets.layers` contract (a layer that reads ``train`` carries a state); with a
+    stateless layer of your own that reads it, pass ``train`` every time. The mode is never
+    inferred from ``key is None``: with ``train=False`` a key is accepted (``train.fit``
+    passes one at evaluation too) and no layer of :mod:`nets.layers` draws from it.
+    ``takes_key = True`` tells ``train.fit`` to pass ``key=`` and ``train=``.
     """
 
     model: Model
@@ -75,14 +83,9 @@ class Objective:
     def __call__(self, params, X, Y, *, key=None, train: bool | None = None,
                  model_state: Any = None):
         if model_state is None and self.model.stateful:
-            raise ValueError(
-                "model_state: this model carries state (BatchNorm running statistics or "
-                "Dropout rates); pass model_state= (the state from model.init(key))")
-        if train is None:
-            if self.model.stateful:
-                raise TypeError("train: this model has Dropout or BatchNorm; pass train=True "
-                                "for a training step or train=False to evaluate")
-            train = False  # stateless: evaluation and training compute the same
+            raise ValueError(f"model_state: {self.model._carries_state()}; pass model_state= "
+                             f"(the state from model.init(key))")
+        train = self.model._train_mode(train)  # None: refused with state, else evaluation
         self._check_targets(X, Y)
         Z, new_state = self.model.batch_apply(params, X, state=model_state, train=train,
                                               key=key)

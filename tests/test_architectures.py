@@ -23,8 +23,8 @@ def test_jit_and_op_by_op_agree(name):
     net = MODELS[name]()
     params, state = net.init(jax.random.key(0))
     X = np.asarray(jax.random.normal(jax.random.key(1), (2, *net.input_shape)), np.float32)
-    Z, _ = net.batch_apply(params, X, state=state)
+    Z, _ = net.batch_apply(params, X, state=state, train=False)
     with jax.disable_jit():
-        Z0, _ = net.batch_apply(params, X, state=state)
+        Z0, _ = net.batch_apply(params, X, state=state, train=False)
     assert Z.shape == (2, *net.output_shape) and count_params(params) > 0
     chex.assert_trees_all_close(Z, Z0, rtol=1e-5, atol=1e-6)

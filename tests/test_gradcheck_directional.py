@@ -4,12 +4,15 @@ catches a wrong one: an autodiff rule that drops a product-rule term (a custom_v
 reference that drops a term on one leaf. Also the compiled coordinate-wise check
 (``check(..., jit=True)``)."""
 
+import contextlib
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nets import gradcheck
+from nets import gradcheck, mlp
 
 TOL = 1e-6
 
@@ -105,6 +108,53 @@ def test_bad_arguments_are_clear_errors():
         gradcheck.check_directional(right, params, X, Y, key=jax.random.key_data(jax.random.key(0)))
     with pytest.raises(ValueError, match=r"directions: expected an int >= 1, got 0"):
         gradcheck.check_directional(right, params, X, Y, key=jax.random.key(0), directions=0)
+
+
+def test_a_model_is_refused_before_anything_is_compiled():
+    """Once "'Model' object is not callable", after 16 small compilations."""
+    model = mlp.model((5, 3, 2))
+    params, _ = jax.eval_shape(model.init, jax.random.key(0))
+    message = (r"^objective: expected a function objective\(params, X, Y\), got Model; for a "
+               r"Model use nets.objective.make\(model\)$")
+    with jax.log_compiles(True), _no_compiles() as compiled:
+        for call in (lambda: gradcheck.check(model, params, np.ones((2, 5)), np.zeros(2, int)),
+                     lambda: gradcheck.check_directional(model, params, np.ones((2, 5)),
+                                                         np.zeros(2, int), key=jax.random.key(0))):
+            with pytest.raises(TypeError, match=message):
+                call()
+    assert not compiled
+    with pytest.raises(TypeError, match=r"^objective: expected a function .*, got str$"):
+        gradcheck.check("loss", params, np.ones((2, 5)), np.zeros(2, int))
+
+
+@contextlib.contextmanager
+def _no_compiles():
+    """The XLA compilations logged inside (with ``jax.log_compiles``)."""
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_the_table_prints_a_dash_where_there_is_no_reference():
+    """Once `nan` in the ad~ref and ref~fd columns; the rows keep NaN (None in to_dict)."""
+    params, X, Y = _problem()
+    report = gradcheck.check_directional(right, params, X, Y, key=jax.random.key(7))
+    lines = report.table().splitlines()
+    assert "nan" not in report.table()
+    for line in lines[2:]:
+        cells = line.split()
+        assert cells[-3] == "-" and cells[-1] == "-" and float(cells[-2]) <= TOL, line
+    assert np.isnan(report.rows[0].autodiff_vs_reference)
+    assert report.to_dict()[0]["reference_vs_fd"] is None
+    with_reference = gradcheck.check_directional(right, params, X, Y, key=jax.random.key(7),
+                                                 reference=_reference)
+    assert all(float(v) <= TOL for v in with_reference.table().splitlines()[2].split()[-3:])
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

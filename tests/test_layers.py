@@ -368,8 +368,27 @@ class TestErrors:
         params = {"W": np.ones((3, 4)), "b": np.ones(3)}
         with pytest.raises(ValueError, match=r"x: Dense expected a vector of shape \(4,\), got shape \(5,\)"):
             run(L.Dense(3), params, (), np.ones(5))
-        with pytest.raises(ValueError, match=r"got shape \(2, 4\); put Flatten\(\) before it"):
-            run(L.Dense(3), params, (), np.ones((2, 4)))
+        with pytest.raises(ValueError, match=r"got shape \(2, 5\); put Flatten\(\) before it"):
+            run(L.Dense(3), params, (), np.ones((2, 5)))
+
+    def test_a_batch_given_to_a_layer_is_recognised(self):
+        """A raw layer's apply takes ONE example: a leading extra axis hints at vmap (not at
+        Flatten, which would silently mix the examples)."""
+        batch = r" \(a batch\? a layer takes ONE example: use jax.vmap or Model.batch_apply\)"
+        dense = {"W": np.ones((3, 4)), "b": np.ones(3)}
+        with pytest.raises(ValueError, match=r"^x: Dense expected a vector of shape \(4,\), got "
+                                             r"shape \(2, 4\)" + batch):
+            run(L.Dense(3), dense, (), np.ones((2, 4)))
+        net = L.serial(L.Dense(3), L.Relu())
+        with pytest.raises(ValueError, match=batch):
+            net.apply((dense, ()), ((), ()), np.ones((5, 4)), train=False, key=None)
+        conv = {"W": np.ones((3, 3, 1, 2)), "b": np.ones(2)}
+        with pytest.raises(ValueError, match=r"^x: Conv2D expected one example image \(H, W, C\), "
+                                             r"got shape \(4, 5, 5, 1\)" + batch):
+            run(L.Conv2D(2, 3), conv, (), np.ones((4, 5, 5, 1)))
+        with pytest.raises(ValueError, match=r"got shape \(4, 4\)") as err:
+            run(L.MaxPool(2), (), (), np.ones((4, 4)))
+        assert "a batch?" not in str(err.value)  # rank 2 for an image: no hint
 
     def test_conv_and_pool_shapes(self, key):
         with pytest.raises(ValueError, match=r"input_shape: Conv2D expected one image \(H, W, C\), got \(64,\)"):

@@ -90,9 +90,9 @@ class TestModel:
     def test_apply_one_example_equals_batch_apply(self, key, rng):
         params, state = DROP.init(key)
         X, _ = blobs(rng)
-        z = jax.jit(lambda p, x: DROP.apply(p, x, state=state))(params, X[0])
-        np.testing.assert_allclose(z, DROP.batch_apply(params, X, state=state)[0][0], rtol=1e-6,
-                                   atol=1e-6)
+        z = jax.jit(lambda p, x: DROP.apply(p, x, state=state, train=False))(params, X[0])
+        np.testing.assert_allclose(z, DROP.batch_apply(params, X, state=state, train=False)[0][0],
+                                   rtol=1e-6, atol=1e-6)
 
     def test_hashable_and_equal_for_the_same_layer(self):
         layer = L.serial(L.Dense(3))
@@ -111,7 +111,7 @@ class TestModel:
                                    atol=1e-4)
         np.testing.assert_allclose(new[1]["mean"], 0.5 * H.mean(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(new[1]["var"], 0.5 + 0.5 * H.var(0), rtol=1e-5)
-        Z_eval, same = model.batch_apply(params, X, state=new)
+        Z_eval, same = model.batch_apply(params, X, state=new, train=False)
         np.testing.assert_allclose(
             Z_eval, (H - new[1]["mean"]) / np.sqrt(new[1]["var"] + 1e-5), rtol=1e-4, atol=1e-5)
         chex.assert_trees_all_equal(same, new)
@@ -125,7 +125,8 @@ class TestModel:
         Z, _ = model.batch_apply(params, ones, state=state, train=True, key=key)
         masks = {np.asarray(z > 0).tobytes() for z in Z}
         assert len(masks) == 4
-        np.testing.assert_array_equal(model.batch_apply(params, ones, state=state)[0], ones)
+        np.testing.assert_array_equal(model.batch_apply(params, ones, state=state, train=False)[0],
+                                      ones)
 
 
 class TestErrors:
@@ -154,6 +155,27 @@ class TestErrors:
             objective.make(model)(params, np.ones((2, 5)), np.zeros(2, int))
         with pytest.raises(ValueError, match=r"model_state: this model carries state"):
             model.metric(metrics.error_rate)(params, np.ones((2, 5)), np.zeros(2, int))
+
+    def test_a_model_with_state_has_no_default_mode(self, key):
+        """Once: batch_apply(..., key=k) of a Dropout model evaluated (train=False) silently,
+        whatever the key."""
+        params, state = DROP.init(key)
+        X = np.ones((4, 5), np.float32)
+        refused = (r"^train: this model carries state at state\[2\] \(Dropout, BatchNorm or a "
+                   r"layer of your own\); pass train=True for a training step or train=False to "
+                   r"evaluate")
+        for call in (lambda: DROP.batch_apply(params, X, state=state, key=key),
+                     lambda: DROP.batch_apply(params, X, state=state),
+                     lambda: DROP.apply(params, X[0], state=state, key=key),
+                     lambda: DROP.apply_with_state(params, X[0], state=state, train=None)):
+            with pytest.raises(TypeError, match=refused):
+                call()
+        Z, _ = DROP.batch_apply(params, X, state=state, train=False, key=key)  # explicit: fine
+        P = DROP.predict(params, X, state=state)  # predict and metrics evaluate
+        np.testing.assert_allclose(P, jax.nn.softmax(Z), rtol=1e-5, atol=1e-6)
+        p, _ = PLAIN.init(key)  # without state: an omitted train is evaluation
+        np.testing.assert_array_equal(PLAIN.batch_apply(p, X, key=key)[0],
+                                      PLAIN.batch_apply(p, X, train=False)[0])
 
     def test_construction(self):
         with pytest.raises(ValueError, match=r"input_shape: Dense expects a vector; put Flatten\(\) before it"):

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from nets import Model, autoencoder, diffusion, gan, metrics, mlp, objective, penalties
+from nets import Model, autoencoder, diffusion, gan, losses, metrics, mlp, objective, penalties
 from nets import layers as L
 from nets import transformer
 from tests._random import random_params
@@ -98,7 +98,8 @@ def test_train_flag_is_required_for_stateful_models(key):
     X, y = np.zeros((2, 3), np.float32), np.zeros(2, np.int32)
     drop = mlp.model((3, 4, 2), drop_rate=0.5)
     params, state = jax.eval_shape(drop.init, key)
-    with pytest.raises(TypeError, match=r"train: this model has Dropout or BatchNorm; pass "
+    with pytest.raises(TypeError, match=r"train: this model carries state at state\[2\] "
+                                        r"\(Dropout, BatchNorm or a layer of your own\); pass "
                                         r"train=True for a training step or train=False"):
         objective.make(drop)(params, X, y, key=key, model_state=state)
     assert jax.eval_shape(lambda p, s: objective.make(drop)(p, X, y, train=False,
@@ -106,6 +107,23 @@ def test_train_flag_is_required_for_stateful_models(key):
     plain = mlp.model((3, 4, 2))
     p, _ = jax.eval_shape(plain.init, key)
     assert jax.eval_shape(lambda p: objective.make(plain)(p, X, y), p).shape == ()
+
+
+def test_an_apply_fn_returning_a_layers_pair_is_named():
+    """make(apply_fn) with apply_fn returning (z, state): once an AttributeError ('tuple'
+    object has no attribute 'ndim') from inside the loss."""
+    net = mlp.model((3, 4, 2))
+    params, state = jax.eval_shape(net.init, jax.random.key(0))
+    X, y = np.zeros((2, 3), np.float32), np.zeros(2, np.int32)
+    pair = objective.make(lambda p, x: net.layer.apply(p, state, x, train=False, key=None))
+    with pytest.raises(TypeError, match=r"^apply_fn: expected apply_fn\(params, x\) to return "
+                                        r"the array z, got a tuple \(a layer's \(y, state\)\?"):
+        jax.eval_shape(pair, params, X, y)
+    with pytest.raises(TypeError, match=r"^cross_entropy: z: expected the array of outputs for "
+                                        r"one example, got a tuple \(a layer's \(y, state\)\?"):
+        jax.eval_shape(lambda z: losses.cross_entropy((z, ()), 0), jnp.zeros(2))
+    single = objective.make(lambda p, x: net.layer.apply(p, state, x, train=False, key=None)[0])
+    assert jax.eval_shape(single, params, X, y).shape == ()
 
 
 # --- attention_maps ---------------------------------------------------------------------------
