@@ -119,7 +119,7 @@ def _error(activation):
 
 def _train(config: Config, activation: str, params0, split, keys) -> train.SweepResult:
     """One model per replicate (stacked ``params0``, ``keys``), trained together by train.sweep:
-    model ``i`` exactly as ``train.fit`` with ``params0[i]`` and ``keys[i]``."""
+    model ``i`` as ``train.fit`` with ``params0[i]`` and ``keys[i]``, up to float rounding."""
     def loss(params, X, y):  # the mean cross-entropy; the penalty is in the optimizer
         return objective.mlp_objective(params, X, y, activation=activation)
 

@@ -343,3 +343,29 @@ def test_a_pickle_file_is_named_as_one_and_never_taken_for_an_older_checkpoint(t
                            match=r"model\.pkl' is a pickle file; checkpoints are never read "
                                  r"with pickle"):
             checkpoint.restore(path)
+
+
+def test_restore_params_reads_a_fits_parameters_into_their_structure(key, tmp_path):
+    """How to start a new run from a checkpoint (resume= continues the same run only)."""
+    import train
+    from nets import mlp, objective
+
+    X = np.asarray(jax.random.normal(key, (16, 4)), np.float32)
+    y = np.asarray(X[:, 0] > 0, np.int32)
+    params = mlp.init(key, (4, 5, 2))
+    path = tmp_path / "fit.msgpack"
+    loss = lambda p, X, y: objective.mlp_objective(p, X, y, activation="tanh")  # noqa: E731
+    r = train.fit(loss, params, (X, y), optimizer=optax.sgd(0.1), epochs=2, batch_size=8,
+                  key=key, checkpoint=path, progress=False)
+    back = checkpoint.restore_params(path, like=params)
+    assert jax.tree.structure(back) == jax.tree.structure(params)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(back),
+                                                    jax.tree.leaves(r.state.params)))
+    with pytest.raises(ValueError, match=r"does not match the template at '0/W': expected "
+                                         r"shape \(6, 4\)"):
+        checkpoint.restore_params(path, like=mlp.init(key, (4, 6, 2)))
+    other = tmp_path / "other.msgpack"
+    checkpoint.save(other, {"W": np.zeros(2)})
+    with pytest.raises(ValueError, match=r"expected a checkpoint written by train.fit "
+                                         r"\(holding carry/state/params\)"):
+        checkpoint.restore_params(other, like=params)

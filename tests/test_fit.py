@@ -534,5 +534,202 @@ def test_step_and_epoch_builders_reject_bad_settings(key):
 
 
 def test_fit_resume_from_a_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no checkpoint at"):
-        train.fit(**_base(loss_fn=lambda p, X, y: jnp.zeros(()), resume=tmp_path / "none"))
+    """Defect: a missing resume= path was a FileNotFoundError only after the state was built
+    (about 20 small compilations). Now refused first, with what to do."""
+    compiles = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(kwargs.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        with pytest.raises(FileNotFoundError, match=r"resume: expected a checkpoint written by "
+                                                    r"train.fit or train.run .*none': no "
+                                                    r"checkpoint at that path .*none.prev'\); "
+                                                    r"to resume only when a checkpoint exists, "
+                                                    r"pass resume=path if "
+                                                    r"os.path.exists\(path\) else None"):
+            train.fit(**_base(loss_fn=lambda p, X, y: jnp.zeros(()), resume=tmp_path / "none"))
+        with pytest.raises(FileNotFoundError, match=r"resume: expected a checkpoint"):
+            train.run(lambda s, b, k: (s, {}), {"w": jnp.zeros(())}, _X, epochs=1,
+                      batch_size=4, key=jax.random.key(0), resume=tmp_path / "none",
+                      progress=False)
+        with pytest.raises(TypeError, match=r"resume: expected a path \(str or os.PathLike\) "
+                                            r"or None, got int 3"):
+            train.fit(**_base(resume=3))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiles == []
+
+
+# --- findings of the audits: float64 fits, resumes, loss signatures -------------------------
+
+
+def _lsq(p, X, Y):
+    return jnp.mean((X @ p["w"] - Y) ** 2)
+
+
+def test_a_float64_fit_stops_on_float64_validation_losses(key, x64):
+    """Defect: a float64 fit's validation loss, falling by about 1e-11 an epoch, was recorded
+    in float32 (flat) and early stopping ended the run at epoch 3 with best epoch 1."""
+    rng = _rng(key)
+    X = rng.normal(size=(32, 3))
+    Y = X @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=32)
+    params = {"w": jnp.zeros(3, jnp.float64)}
+    kw = dict(optimizer=optax.sgd(1e-12), batch_size=32, key=key, validation=(X, Y),
+              patience=2, progress=False)
+    r = train.fit(_lsq, params, (X, Y), epochs=6, **kw)
+    assert (r.stop_reason, r.best_epoch, r.epochs_run) == ("epochs", 6, 6)
+    assert jax.tree.leaves(r.params)[0].dtype == jnp.float64
+    val = np.asarray(r.history["val_loss"])
+    assert (np.diff(val) < 0).all() and (np.diff(val.astype(np.float32)) == 0).any()
+    assert val[-1] == float(_lsq(r.params, X, Y))  # the float64 value, not float32's
+
+
+def test_an_older_float64_checkpoint_with_a_float32_best_value_resumes(key, x64, tmp_path):
+    """Checkpoints of float64 fits written before the tracker was float64 hold a float32
+    best value: the resumed run widens it (exactly) and goes on in float64."""
+    rng = _rng(key)
+    X = rng.normal(size=(16, 3))
+    Y = X @ np.array([1.0, -2.0, 0.5])
+    params = {"w": jnp.zeros(3, jnp.float64)}
+    path = tmp_path / "old.msgpack"
+    kw = dict(optimizer=optax.sgd(0.01), batch_size=8, key=key, validation=(X, Y),
+              patience=3, progress=False)
+    train.fit(_lsq, params, (X, Y), epochs=2, checkpoint=path, **kw)
+    raw = train.checkpoint.restore(path)
+    best = raw["carry"]["tracker"]["best_value"]
+    assert best.dtype == np.float64
+    raw["carry"]["tracker"]["best_value"] = best.astype(np.float32)  # as written before
+    raw["config"].pop("optimizer")  # nor was the optimizer's fingerprint stored then
+    train.checkpoint.save(path, raw, keep_previous=False)
+    resumed = train.fit(_lsq, params, (X, Y), epochs=4, resume=path, **kw)
+    assert resumed.epochs_run == 4
+    assert np.asarray(train.checkpoint.restore(path)["carry"]["tracker"]["best_value"]).dtype \
+        == np.float32  # (a resume without checkpoint= leaves the file as it was)
+    whole = train.fit(_lsq, params, (X, Y), epochs=4, **kw)
+    np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"],
+                               rtol=1e-6)
+
+
+def test_resume_under_a_plain_optax_optimizer_with_other_hyperparameters_is_refused(
+        key, tmp_path):
+    """Defect: a checkpoint of optax.adam(1e-2) resumed under optax.adam(5e-2), and
+    optax.sgd(0.05) under optax.sgd(0.5), silently: only injected hyperparameters and other
+    state structures were compared. The checkpoint now stores the optimizer's fingerprint."""
+    X, y = _toy(key, n=24)
+    params = mlp.init(key, SIZES)
+    kw = dict(batch_size=6, key=key, progress=False)
+    for old, new in [(optax.adam(1e-2), optax.adam(5e-2)), (optax.sgd(0.05), optax.sgd(0.5)),
+                     (optax.adam(optax.linear_schedule(1e-2, 0.0, 10)),
+                      optax.adam(optax.linear_schedule(2e-2, 0.0, 10)))]:
+        path = tmp_path / "run.msgpack"
+        train.fit(_tanh_loss, params, (X, y), optimizer=old, epochs=1, checkpoint=path, **kw)
+        with pytest.raises(ValueError, match=r"resume: the checkpoint .* was written with an "
+                                             r"optimizer whose hyperparameters differ from "
+                                             r"this run's .*start a new run \(without "
+                                             r"resume=\) from its parameters: .*"
+                                             r"restore_params"):
+            train.fit(_tanh_loss, params, (X, y), optimizer=new, epochs=2, resume=path, **kw)
+    # the same optimizer built again resumes, and so does a checkpoint written before
+    # fingerprints were stored
+    path = tmp_path / "same.msgpack"
+    train.fit(_tanh_loss, params, (X, y), optimizer=optax.adam(1e-2), epochs=1,
+              checkpoint=path, **kw)
+    assert train.fit(_tanh_loss, params, (X, y), optimizer=optax.adam(1e-2), epochs=2,
+                     resume=path, **kw).epochs_run == 2
+    raw = train.checkpoint.restore(path)
+    del raw["config"]["optimizer"]
+    train.checkpoint.save(path, raw, keep_previous=False)
+    assert train.fit(_tanh_loss, params, (X, y), optimizer=optax.adam(5e-2), epochs=2,
+                     resume=path, **kw).epochs_run == 2
+    # what the message proposes: a new run from the checkpoint's parameters
+    start = train.checkpoint.restore_params(path, like=params)
+    assert jax.tree.structure(start) == jax.tree.structure(params)
+    assert _trees_equal(start, train.fit(_tanh_loss, params, (X, y), optimizer=optax.adam(1e-2),
+                                         epochs=1, **kw).state.params)
+
+
+def test_a_resume_given_another_key_or_params_continues_the_checkpoints_run(key, tmp_path):
+    """What resume means (documented in fit's ``resume``): the checkpoint's state and key
+    replace the ones passed; they are not compared."""
+    X, y = _toy(key, n=24)
+    params = mlp.init(key, SIZES)
+    kw = dict(optimizer=optax.adam(1e-2), batch_size=6, progress=False)
+    path = tmp_path / "run.msgpack"
+    whole = train.fit(_tanh_loss, params, (X, y), epochs=3, key=key, **kw)
+    train.fit(_tanh_loss, params, (X, y), epochs=1, key=key, checkpoint=path, **kw)
+    other = jax.tree.map(lambda a: a + 1.0, params)
+    resumed = train.fit(_tanh_loss, other, (X, y), epochs=3, key=jax.random.key(99),
+                        resume=path, **kw)
+    assert _trees_equal(resumed.state, whole.state)
+    assert "another key continues the checkpoint's run as it was" in " ".join(
+        train.fit.__doc__.split())
+
+
+def _takes_key_only(p, X, Y, *, key):
+    raise AssertionError("never called: the signature is checked first")
+
+
+def _positional_key(p, X, Y, key):
+    raise AssertionError("never called: the signature is checked first")
+
+
+def _plain(p, X, Y):
+    raise AssertionError("never called: the signature is checked first")
+
+
+def _keyed(p, X, Y, *, key, train):
+    raise AssertionError("never called: the signature is checked first")
+
+
+@pytest.mark.parametrize("loss_fn, takes_key, match", [
+    (_takes_key_only, True, r"loss_fn: expected a function that can be called as "
+                            r"loss_fn\(params, X, Y, key=\.\.\., train=\.\.\.\) "
+                            r"\(loss_takes_key=True\), got _takes_key_only\(p, X, Y, \*, "
+                            r"key\), which cannot \(got an unexpected keyword argument "
+                            r"'train'\); it must accept train= as well"),
+    (_positional_key, None, r"loss_fn\(params, X, Y\) \(loss_takes_key=False\), got "
+                            r"_positional_key\(p, X, Y, key\), which cannot \(missing a "
+                            r"required argument: 'key'\); it needs key=: pass "
+                            r"loss_takes_key=True"),
+    (_keyed, False, r"missing a required argument: 'key'\); it needs key=: pass "
+                    r"loss_takes_key=True"),
+    (_plain, True, r"got an unexpected keyword argument 'key'\); it takes no key=: pass "
+                   r"loss_takes_key=False"),
+])
+def test_a_loss_whose_signature_does_not_fit_the_call_is_named_before_tracing(
+        loss_fn, takes_key, match):
+    """Defect: bare Python errors from inside the runner ("loss() got an unexpected keyword
+    argument 'train'", "missing 2 required keyword-only arguments")."""
+    kwargs = _base(loss_fn=loss_fn, loss_takes_key=takes_key)
+    with pytest.raises(TypeError, match=match):
+        train.fit(**kwargs)
+    stacked = jax.tree.map(lambda a: jnp.stack([a, a]), _P)
+    kwargs = {k: v for k, v in kwargs.items() if k != "key"}
+    with pytest.raises(TypeError, match=match):
+        train.sweep(**{**kwargs, "params": stacked}, keys=jax.random.split(jax.random.key(0), 2))
+
+
+def test_a_loss_with_a_model_state_is_called_with_model_state_and_train(key):
+    def loss(p, X, Y, *, train):
+        raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match=r"called as loss_fn\(params, X, Y, model_state=\.\.\., "
+                                        r"train=\.\.\.\) \(loss_takes_key=False, and a "
+                                        r"model_state\).*unexpected keyword argument "
+                                        r"'model_state'"):
+        train.fit(**_base(loss_fn=loss, model_state={"m": jnp.zeros(2)}))
+    # a loss without a signature to read is called as it is
+    from train.fit import _check_loss_signature
+    _check_loss_signature(max, False, False)  # a builtin: no error
+
+
+def test_has_aux_with_a_scalar_loss_names_a_scalar_array_not_a_tracer(key):
+    """Defect: "expected it to return (loss, aux) (has_aux=True), got LinearizeTracer"."""
+    X, y = _toy(key, n=20)
+    with pytest.raises(TypeError, match=r"loss_fn: expected it to return \(loss, aux\) "
+                                        r"\(has_aux=True\), got a scalar array \(float32\)(\n|$)"):
+        train.fit(_tanh_loss, mlp.init(key, SIZES), (X, y), optimizer=train.sgd(0.1),
+                  epochs=1, batch_size=4, key=key, has_aux=True, progress=False)

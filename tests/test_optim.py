@@ -1,5 +1,9 @@
 """train.sgd against the note's update formula, and hyperparameters held in the state."""
 
+import os
+import subprocess
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -184,3 +188,61 @@ def test_mask_of_another_structure_names_mask(mask, match):
     prefix = [True, {"W": True, "b": False}]  # a leaf of the mask may cover a subtree
     layers = [{"W": jnp.ones((2, 2)), "b": jnp.ones(2)}] * 2
     train.sgd(0.1, l2=1.0, mask=prefix).init(layers)
+
+
+# --- the fingerprint a checkpoint stores --------------------------------------------------
+
+def _fingerprinted():
+    """Optimizers whose fingerprints must not depend on the process."""
+    return [
+        optax.adam(1e-2),
+        optax.chain(optax.clip_by_global_norm(1.0),
+                    optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 1e-2, 10, 100))),
+        train.sgd(0.1, l2=1e-3, momentum=0.9),
+        train.sgd(0.1, mask={"w": True, "b": False}),
+        optax.inject_hyperparams(optax.adam)(learning_rate=optax.linear_schedule(1.0, 0.0, 10)),
+        optax.MultiSteps(optax.sgd(0.1, momentum=0.9), 4),
+    ]
+
+
+def test_the_fingerprint_tells_optimizers_apart_by_their_hyperparameters():
+    f = train.optim.fingerprint
+    differ = [
+        (optax.adam(1e-2), optax.adam(5e-2)),
+        (optax.sgd(0.05), optax.sgd(0.5)),
+        (optax.adam(1e-2), optax.adamw(1e-2)),  # the same state structure
+        (optax.adam(optax.linear_schedule(1e-2, 0.0, 100)),
+         optax.adam(optax.linear_schedule(5e-2, 0.0, 100))),
+        (optax.adam(optax.warmup_cosine_decay_schedule(0.0, 1e-2, 10, 100)),
+         optax.adam(optax.warmup_cosine_decay_schedule(0.0, 5e-2, 10, 100))),
+        (optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-3)),
+         optax.chain(optax.clip_by_global_norm(2.0), optax.adam(3e-3))),
+        (optax.MultiSteps(optax.adam(1e-2), 4), optax.MultiSteps(optax.adam(1e-2), 2)),
+        (train.sgd(optax.linear_schedule(1.0, 0.0, 10)),
+         train.sgd(optax.linear_schedule(2.0, 0.0, 10))),  # a schedule is not in the state
+        (train.sgd(0.1, mask={"w": True}), train.sgd(0.1, mask={"w": False})),
+    ]
+    for a, b in differ:
+        assert f(a) != f(b)
+    # the same settings built again; injected values (in the state, compared there by name)
+    same = [(optax.adam(1e-2), optax.adam(1e-2)), (optax.sgd(0.05), optax.sgd(0.05)),
+            (train.sgd(0.05), train.sgd(0.5)),
+            (optax.inject_hyperparams(optax.adam)(learning_rate=1e-2),
+             optax.inject_hyperparams(optax.adam)(learning_rate=5e-2))]
+    for a, b in same:
+        assert f(a) == f(b)
+    assert len(f(optax.adam(1e-2))) == 32 and int(f(optax.adam(1e-2)), 16) >= 0
+
+
+def test_the_fingerprint_is_the_same_in_another_process():
+    """No ids, no addresses, no hash-randomised orders: a child process with another
+    PYTHONHASHSEED computes the same fingerprints."""
+    code = ("import train\nfrom tests.test_optim import _fingerprinted\n"
+            "print(' '.join(train.optim.fingerprint(o) for o in _fingerprinted()))")
+    env = dict(os.environ, PYTHONHASHSEED="12345", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    here = [train.optim.fingerprint(o) for o in _fingerprinted()]
+    assert out.stdout.split() == here and len(set(here)) == len(here)

@@ -498,3 +498,101 @@ def test_a_diverging_regression_names_the_scale_of_its_targets(key):
     scaled = train.data.standardize_targets(y).arrays[0]  # same divergence, no target hint
     with pytest.warns(RuntimeWarning, match=r"became non-finite .*Try a smaller learning rate"):
         train.fit(loss, params, (X, scaled), **kwargs)
+
+
+# --- a float64 run tracks in float64 -------------------------------------------------------
+
+
+def _creeping_step(state, batch, key):
+    """A float64 loss that falls by 1e-10 an epoch: below float32's resolution at 1.0."""
+    x = state["x"] - 1e-10
+    return {"x": x}, {"loss": 1.0 + x + 0 * jnp.sum(batch)}
+
+
+def _creeping_eval(state, batch, key):
+    return {"loss": 1.0 + state["x"] + 0 * jnp.sum(batch)}
+
+
+def test_a_float64_run_records_and_stops_in_float64(x64):
+    """Defect: under x64 a float64 run's records, monitored value and best value were float32,
+    so a loss falling by 1e-10 an epoch read as flat and early stopping ended the run at
+    epoch 3 with best epoch 1. Array data, a stream and models= alike."""
+    X = np.zeros((4, 1))
+    kw = dict(epochs=6, key=jax.random.key(0), patience=2, progress=False,
+              evaluate=_creeping_eval)
+    want = [1.0 - 1e-10 * e for e in range(1, 7)]  # float64 arithmetic, as the step does it
+    state = {"x": jnp.zeros((), jnp.float64)}
+    for name, r in [
+            ("arrays", train.run(_creeping_step, state, X, batch_size=4, validation=X, **kw)),
+            ("stream", train.run(_creeping_step, state, [X], validation=[X], **kw)),
+            ("every 2", train.run(_creeping_step, state, X, batch_size=4, validation=X,
+                                  eval_every=2, **kw))]:
+        assert (r.stop_reason, r.epochs_run, r.best_epoch) == ("epochs", 6, 6), name
+        np.testing.assert_allclose(r.history["loss"], want, rtol=0, atol=1e-15, err_msg=name)
+        val = np.asarray(r.history["val_loss"])
+        if name == "every 2":
+            val = val[1::2]
+            np.testing.assert_allclose(val, want[1::2], rtol=0, atol=1e-15)
+        else:
+            np.testing.assert_allclose(val, want, rtol=0, atol=1e-15, err_msg=name)
+    many = train.run(_creeping_step, {"x": jnp.zeros((2,), jnp.float64)}, X, batch_size=4,
+                     models=2, **{**kw, "key": jax.random.split(jax.random.key(0), 2)},
+                     validation=X)
+    assert list(many.best_epoch) == [6, 6] and many.stop_reason == ["epochs"] * 2
+    np.testing.assert_allclose(many.history["val_loss"][0], want, rtol=0, atol=1e-15)
+
+
+def test_a_float32_fit_gives_the_same_bits_with_x64_on_or_off(key):
+    """The float64 tracking is for float64 runs only: a float32 fit records and compares in
+    float32 whatever jax_enable_x64 says, so it ends with the same bits either way (and its
+    tracker and checkpoint hold float32 as before)."""
+    X = np.asarray(jax.random.normal(key, (48, 4)), np.float32)
+    y = (X[:, 0] > 0).astype(np.int32)
+    params = jax.tree.map(lambda a: np.asarray(a, np.float32), mlp.init(key, (4, 8, 2)))
+    kwargs = dict(optimizer=train.sgd(0.2, l2=1e-3, momentum=0.9), epochs=4, batch_size=8,
+                  key=jax.random.key(1), validation=(X[:16], y[:16]), patience=3,
+                  metrics={"error": lambda p, X, y: nets.metrics.error_rate(
+                      jax.vmap(lambda x: mlp.apply(p, x, activation="tanh"))(X), y)},
+                  progress=False)
+    off = train.fit(_ce, params, (X, y), **kwargs)
+    with jax.enable_x64(True):
+        on = train.fit(_ce, params, (X, y), **kwargs)
+        dtype = runner._run_dtype(on.state)
+    assert dtype == np.float32
+    assert _equal(on.params, off.params) and _equal(on.state, off.state)
+    assert on.history == off.history and on.best_epoch == off.best_epoch
+
+
+def test_a_float64_run_on_a_mesh_tracks_in_float64():
+    """The data-parallel paths (batches fed from the host, the data set on the devices, a
+    stream on a mesh) and a sweep spread over two devices track a float64 run in float64."""
+    code = """
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp, numpy as np, train
+from tests.test_runner import _creeping_step, _creeping_eval
+X = np.zeros((4, 1))
+kw = dict(epochs=5, patience=2, progress=False, evaluate=_creeping_eval)
+s = {"x": jnp.zeros((), jnp.float64)}
+for r in (train.run(_creeping_step, s, X, batch_size=4, validation=X, mesh=2,
+                    key=jax.random.key(0), **kw),
+          train.run(_creeping_step, s, X, batch_size=4, validation=X, mesh=2,
+                    data_on_devices=True, key=jax.random.key(0), **kw),
+          train.run(_creeping_step, s, [X], validation=[X], mesh=2, key=jax.random.key(0),
+                    **kw)):
+    print(r.stop_reason, r.best_epoch, repr(r.history["val_loss"][-1]))
+r = train.run(_creeping_step, {"x": jnp.zeros((2,), jnp.float64)}, X, batch_size=4,
+              validation=X, models=2, key=jax.random.split(jax.random.key(0), 2), **kw)
+print(r.stop_reason[0], r.best_epoch[0], repr(float(r.history["val_loss"][0, -1])),
+      r.mesh.shape["models"])
+"""
+    from tests import _memory
+    _memory.release("test_runner")  # this worker's caches out before the child starts
+    out = subprocess.run([sys.executable, "-c", code], env=env_with_devices(2),
+                         capture_output=True, text=True, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    want = repr(1.0 - 5e-10)
+    assert lines[:3] == [f"epochs 5 {want}"] * 3, out.stdout
+    assert lines[3] == f"epochs 5 {want} 2", out.stdout

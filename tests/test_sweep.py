@@ -368,7 +368,7 @@ _KEYS = jax.random.split(jax.random.key(0), 3)
     ({"keys": jax.random.key(0)}, ValueError, r"keys: expected a 1-D array of keys, one per model .* got shape \(\)"),
     ({"keys": jax.random.key_data(jax.random.key(0))}, TypeError, r"keys: expected a typed PRNG key .*legacy"),
     ({"keys": list(_KEYS)}, TypeError, r"keys: expected a typed PRNG key from jax.random.key\(seed\), got list \(several keys\? stack them"),
-    ({"keys": _KEYS[:2]}, ValueError, r"params: expected every leaf to have a leading model axis of length 2 .*got leading sizes \[3\]"),
+    ({"keys": _KEYS[:2]}, ValueError, r"keys: expected one key per model of params, got 2 keys, and params whose every leaf has a leading axis of length 3 \(3 models stacked\): the keys and the params disagree"),
     ({"params": {"W": jnp.zeros((3, 2, 4)), "b": jnp.zeros((2,))}}, ValueError, r"params: expected every leaf .* got leading sizes \[2, 3\]"),
     ({"hyperparams": {"lr": [0.1, 0.2, 0.3]}}, ValueError, r"hyperparams: expected names among the optimizer's injected hyperparameters \['l2', 'learning_rate'\], got 'lr'"),
     ({"hyperparams": {"learning_rate": [0.1, 0.2]}}, ValueError, r"hyperparams\['learning_rate'\]: expected a scalar or shape \(3,\) .* got shape \(2,\)"),
@@ -441,3 +441,56 @@ def test_epochs_per_call_must_be_a_positive_int(key):
     with pytest.raises(TypeError, match=r"epochs_per_call: expected an int >= 1, got float 2.0"):
         train.fit(_tanh_loss, _row(_stacked_mlp(key, 1), 0), (X, y), optimizer=train.sgd(0.1),
                   key=key, epochs=2, batch_size=8, epochs_per_call=2.0)
+
+
+def test_a_float64_sweep_tracks_each_model_in_float64(x64):
+    """Defect: under x64 a float64 sweep's histories were float32-rounded and a validation
+    loss falling by ~1e-11 an epoch stopped every model at epoch 3 with best epoch 1."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(32, 3))
+    Y = X @ np.array([1.0, -2.0, 0.5])
+    loss = lambda p, X, Y: jnp.mean((X @ p["w"] - Y) ** 2)  # noqa: E731
+    keys = jax.random.split(jax.random.key(0), 2)
+    s = train.sweep(loss, {"w": jnp.zeros((2, 3), jnp.float64)}, (X, Y),
+                    optimizer=train.sgd(1e-12), keys=keys, epochs=5, batch_size=32,
+                    validation=(X, Y), patience=2, progress=False)
+    assert list(s.best_epoch) == [5, 5] and s.stop_reason == ["epochs"] * 2
+    val = s.history["val_loss"]
+    assert val.dtype == np.float64 and (np.diff(val, axis=1) < 0).all()
+    assert (np.diff(val.astype(np.float32), axis=1) == 0).any()  # float32 could not see it
+
+
+def test_the_docstrings_say_what_holds_and_name_what_exists():
+    """Findings of an audit: sweep's docstring promised "exactly as" fit (it is up to float
+    rounding), pointed to a module docstring that help(train.sweep) does not show (the
+    package re-exports the function) and to a function that did not exist; the result
+    classes documented their fields only in source comments."""
+    import importlib
+    import pathlib
+    import re
+
+    doc = " ".join(train.sweep.__doc__.split())
+    assert "exactly as" not in doc and "up to float rounding" in doc
+    assert "module docstring" not in doc and "share a key" in doc  # the groups, said here
+    for cls in (train.FitResult, train.SweepResult):
+        fields = [f.name for f in __import__("dataclasses").fields(cls)]
+        assert "Attributes:" in cls.__doc__
+        assert all(f"\n      {name}: " in cls.__doc__ for name in fields), cls
+    # every :func:/:class:/:mod: reference to train.* or nets.* in train/ resolves
+    missing = []
+    for path in sorted(pathlib.Path(ROOT, "train").glob("*.py")):
+        for name in re.findall(r":(?:func|class|mod|meth):`~?((?:train|nets)\.[\w.]+)`",
+                               path.read_text()):
+            parts, obj = name.split("."), None
+            for i in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:i]))
+                except ImportError:
+                    continue
+                rest = parts[i:]
+                break
+            for attr in rest:
+                obj = getattr(obj, attr, None)
+            if obj is None:
+                missing.append(f"{path.name}: {name}")
+    assert missing == []

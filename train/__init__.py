@@ -4,7 +4,9 @@
   state pytree, with history, evaluation in batches, early stopping, checkpoints, bitwise
   resume, progress, several epochs per call and many models in one ``vmap``.
 * :mod:`train.optim`: :func:`sgd` (``W <- W - alpha (dW + lambda W)``), injected
-  hyperparameters (:func:`get_hyperparams`, :func:`set_hyperparams`).
+  hyperparameters (:func:`get_hyperparams`, :func:`set_hyperparams`), and
+  :func:`train.optim.fingerprint`, the digest of an optimizer's settings that a checkpoint
+  of ``fit`` stores and a resume compares.
 * :mod:`train.loop`: the loss form: :class:`TrainState`, :func:`init_state`,
   :func:`make_step`, :func:`make_evaluate`, :func:`make_epoch` (one ``lax.scan``),
   :func:`per_example_grads`; the loss-function contract and the last-batch rule.
@@ -14,7 +16,8 @@
 * :mod:`train.distributed`: several devices and processes (``jax.distributed``, meshes,
   feeding each process's shards); :mod:`train.sharded_checkpoint`: Orbax checkpoints of
   runs on a mesh. ``fit``, ``run`` and ``sweep`` take ``mesh=``.
-* :mod:`train.data`, :mod:`train.checkpoint`, :mod:`train.newton`.
+* :mod:`train.data`, :mod:`train.checkpoint` (``restore_params``: a new run from a
+  checkpoint's parameters), :mod:`train.newton`.
 
 ``train.fit``, ``train.run`` and ``train.sweep`` are the functions; their modules stay
 importable by name (``from train.sweep import grid``).

@@ -68,7 +68,7 @@ import numpy as np
 from flax import serialization
 
 __all__ = ["CheckpointCorruptError", "check_destination", "conform", "previous_path", "read",
-           "restore", "save"]
+           "restore", "restore_params", "save"]
 
 # The marker that replaces a typed PRNG key array in the stored state dict:
 # {_KEY_MARKER: impl name (e.g. "threefry2x32"), _KEY_DATA: uint32 array of key bits}.
@@ -492,6 +492,36 @@ def restore(path: str | os.PathLike, like: Any = None) -> Any:
     """
     state, source = read(path)
     return state if like is None else conform(state, like, source)
+
+
+def restore_params(path: str | os.PathLike, like: Any) -> Any:
+    """The parameters saved in a checkpoint of `train.fit` (the file its `checkpoint=`
+    writes), in the structure, shapes and dtypes of `like`: how to start a NEW run from a
+    checkpoint, with another optimizer or other settings (`resume=` continues the same run,
+    and refuses those).
+
+    They are the parameters of the checkpoint's last epoch (`carry/state/params`), verified
+    like any read (`read`: `<path>.prev` with a warning when `path` is corrupt). A model
+    state (batch-norm statistics) is `conform(read(path)[0]["carry"]["state"]["model_state"],
+    like=model_state)`.
+
+    Args:
+        path: a single-file checkpoint written by `train.fit`.
+        like: a pytree like the parameters (the initial parameters given to `fit`).
+
+    Raises:
+        FileNotFoundError, CheckpointCorruptError: as `read`.
+        ValueError: not a checkpoint of `train.fit`, or parameters that do not match `like`
+            (the message names the leaf).
+    """
+    state, source = read(path)
+    try:
+        params = state["carry"]["state"]["params"]
+    except (KeyError, TypeError):
+        raise ValueError(f"checkpoint {source!r}: expected a checkpoint written by train.fit "
+                         f"(holding carry/state/params), got one without parameters there"
+                         ) from None
+    return conform(params, like, source)
 
 
 def conform(state: Any, like: Any, source: str = "<state>") -> Any:

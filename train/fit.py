@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import warnings
 import weakref
@@ -47,7 +48,36 @@ __all__ = ["fit", "FitResult"]
 
 @dataclasses.dataclass(frozen=True)
 class FitResult:
-    """What :func:`fit` returns."""
+    """What :func:`fit` returns.
+
+    Attributes:
+      params: the parameters to use: with ``patience`` (early stopping) the best epoch's
+        (``best_params``), else those after the last epoch (after a non-finite epoch, the
+        last finite ones). A pytree like the ``params`` given.
+      history: ``{name: list of floats}``, one entry per epoch run (``epochs_run`` long;
+        a resumed fit's from its first epoch): ``"epoch"`` (1, 2, ...); ``"loss"``, the mean
+        over the epoch's steps of the training loss (each at the parameters before its
+        step), and each aux value of the loss (``has_aux``), averaged alike; each metric
+        ``name`` of ``metrics`` on the whole training set after the epoch (evaluation mode);
+        with ``validation``, ``"val_loss"``, ``"val_<aux>"`` and ``"val_<metric>"`` after
+        the epoch. Epochs that do not evaluate (``eval_every``) hold NaN in the evaluated
+        names. Values are float32 (as Python floats), float64 in a float64 run.
+      best_epoch: the 1-based epoch of the lowest monitored value (``val_loss`` with
+        ``validation``, else ``loss``) by more than ``min_delta``; 0 when no epoch counted
+        (the first one turned non-finite): then the initial parameters are the best.
+      stop_reason: ``"epochs"`` (ran them all), ``"early_stopping"`` (``patience``
+        evaluations without an improvement) or ``"non_finite"`` (an epoch turned NaN or
+        infinite; it was undone, and a ``RuntimeWarning`` said so).
+      non_finite_epoch: the epoch that turned non-finite, else ``None``.
+      epochs_run: the epochs run, a non-finite one included (a resumed fit counts the
+        checkpoint's); the length of every history list.
+      best_params: the parameters after ``best_epoch`` (the initial ones when it is 0),
+        kept with or without ``patience``.
+      model_state: the model state that goes with ``params`` (the best epoch's with
+        ``patience``); ``None`` without one.
+      state: the final :class:`train.TrainState` (``params``, ``opt_state``, ``step``,
+        ``model_state``) of the last finite epoch, whatever ``patience``.
+    """
 
     params: Any  # the best-validation params with early stopping (patience), else the final
     history: dict[str, list[float]]  # per epoch: "epoch", "loss", aux, metrics, "val_*"
@@ -100,7 +130,9 @@ def fit(
       loss_fn: ``loss_fn(params, X, Y) -> scalar`` mean loss of a batch; the keyword and
         return extensions (``key``/``train``, ``aux``, ``model_state``) are in
         :mod:`train.loop`. ``nets.objective.make(model, ...)`` builds one from a model.
-      params: any pytree of floating arrays (the MLP's list, a CNN's dict, ...).
+      params: any pytree of floating arrays (the MLP's list, a CNN's dict, ...). Float64
+        params (under ``jax_enable_x64``) make a float64 run: its history and early
+        stopping are float64 too (:mod:`train.runner`).
       data: ``(X, Y)``: ``X`` of shape ``(n, ...)`` (or a pytree of such arrays), ``Y``
         likewise or ``None``.
       optimizer: any ``optax.GradientTransformation``: :func:`train.sgd` (the note's SGD
@@ -141,11 +173,24 @@ def fit(
         a multiple (every 3 with calls of 2 epochs: after epochs 4, 6, ...).
       resume: a checkpoint written by ``fit`` with the same settings, functions and data:
         the run continues from it and ends with exactly the numbers of an uninterrupted run.
-        A checkpoint of a different configuration (batch size, metrics, patience, optimizer,
-        hyperparameters, ...) is refused; the functions and the data are yours to keep the
-        same. ``epochs`` may extend a finished run; with ``eval_every > 1`` the extended run
+        A checkpoint of a different configuration is refused: batch size, metrics,
+        patience, ..., another optimizer (another state structure), other injected
+        hyperparameters (``train.sgd(0.5)`` or ``hyperparams=``; the message names them),
+        or an optimizer with other hyperparameters (``optax.adam(5e-2)`` for
+        ``optax.adam(1e-2)``, another schedule: their :func:`train.optim.fingerprint`
+        differ; the message cannot say which). The functions and the data are yours to keep
+        the same. The checkpoint's state and key replace ``params``, ``model_state`` and
+        ``key``: a resume given other initial parameters or another key continues the
+        checkpoint's run as it was (they are not compared). To go on with other settings,
+        start a new run from its parameters
+        (``train.checkpoint.restore_params(path, like=params)``). A missing checkpoint (nor
+        its ``.prev``) is a ``FileNotFoundError`` before anything is compiled; to resume
+        only when one exists, pass ``resume=path if os.path.exists(path) else None``.
+        ``epochs`` may extend a finished run; with ``eval_every > 1`` the extended run
         keeps the evaluation the shorter one made at its last epoch (its history shows it,
-        and ``patience`` counts it).
+        and ``patience`` counts it). A checkpoint written before fingerprints were stored
+        resumes without that comparison; one written under another optax version whose
+        transformations capture other settings is refused as another optimizer.
       epochs_per_call: epochs run in one compiled call (a ``lax.scan`` over epochs) before
         returning to Python for the history, the progress bar and checkpoints. Raise it when
         an epoch is a few steps (full-batch gradient descent); results are those of ``1`` up
@@ -173,7 +218,8 @@ def fit(
         last finite parameters.
     """
     loss_takes_key = _resolve_takes_key(loss_fn, loss_takes_key)
-    _check_loss_args(loss_fn, optimizer, metrics, has_aux, validation, patience)
+    _check_loss_args(loss_fn, optimizer, metrics, has_aux, validation, patience,
+                     loss_takes_key, model_state is not None)
     _checks.check_key(key, "key")
     _checks.check_float_tree(params)
     train_np, val_np = _loop._check_data(data, validation, num_classes)
@@ -183,7 +229,7 @@ def fit(
         key=key, patience=patience, min_delta=min_delta, progress=progress,
         checkpoint=checkpoint, checkpoint_every=checkpoint_every, order=order,
         eval_batch_size=eval_batch_size, n=_rows(train_np), batch_size=batch_size, mesh=mesh,
-        data_on_devices=data_on_devices)
+        data_on_devices=data_on_devices, resume=resume)
     _runner._check_state(params, None, what="state.params")
 
     def make_state(params, model_state, hp):
@@ -207,7 +253,11 @@ def fit(
         factory=(_factory, (loss_fn, *(metrics or {}).values()),
                  (optimizer, has_aux, loss_takes_key, names)),
         config={"metrics": ",".join(names), "has_aux": has_aux,
-                "loss_takes_key": loss_takes_key})
+                "loss_takes_key": loss_takes_key,
+                # compared on resume (after the injected hyperparameters); only a checkpointed
+                # or resumed fit needs it
+                **({"optimizer": _optim.fingerprint(optimizer)}
+                   if checkpoint is not None or resume is not None else {})})
     if result.non_finite_epoch is not None:
         e = result.non_finite_epoch
         hint = _target_hint(train_np[1])
@@ -259,10 +309,54 @@ def _resolve_takes_key(loss_fn, loss_takes_key):
     return loss_takes_key
 
 
-def _check_loss_args(loss_fn, optimizer, metrics, has_aux, validation, patience) -> None:
+def _check_loss_args(loss_fn, optimizer, metrics, has_aux, validation, patience,
+                     loss_takes_key: bool, stateful: bool) -> None:
     _loop._check_common(loss_fn, optimizer, 1, patience, metrics, "random", validation)
     if not isinstance(has_aux, bool):
         raise TypeError(f"has_aux: expected a bool, got {type(has_aux).__name__} {has_aux!r}")
+    _check_loss_signature(loss_fn, loss_takes_key, stateful)
+
+
+def _check_loss_signature(loss_fn, loss_takes_key: bool, stateful: bool) -> None:
+    """The loss's signature against the call the loop makes (:mod:`train.loop`'s contract):
+    ``loss_fn(params, X, Y)``, with ``key=`` and ``train=`` when ``loss_takes_key``, with
+    ``model_state=`` and ``train=`` with a model state. A loss whose signature cannot be read
+    (some builtins and C callables) is called as it is, and so is a wrapper whose own
+    signature takes the call where the function it wraps (``functools.wraps``) does not."""
+    keywords = (["key"] if loss_takes_key else []) + (["model_state"] if stateful else []) + (
+        ["train"] if loss_takes_key or stateful else [])
+    problem = signature = None
+    for follow_wrapped in (True, False):
+        try:
+            seen = inspect.signature(loss_fn, follow_wrapped=follow_wrapped)
+        except (TypeError, ValueError):
+            return
+        try:
+            seen.bind(None, None, None, **dict.fromkeys(keywords))
+            return
+        except TypeError as err:
+            if signature is None:
+                signature, problem = seen, str(err)
+    parameters = signature.parameters
+    any_keyword = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    required = {name for name, p in parameters.items()
+                if p.default is p.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    call = "loss_fn(params, X, Y" + "".join(f", {k}=..." for k in keywords) + ")"
+    why = f"loss_takes_key={loss_takes_key}" + (", and a model_state" if stateful else "")
+    if not loss_takes_key and "key" in required:
+        hint = ("; it needs key=: pass loss_takes_key=True (it is then called with key= and "
+                "train=, True in a training step and False at evaluation)")
+    elif loss_takes_key and "key" not in parameters and not any_keyword:
+        hint = "; it takes no key=: pass loss_takes_key=False"
+    elif "train" in keywords and "train" not in parameters and not any_keyword:
+        hint = ("; it must accept train= as well (True in a training step, False at "
+                f"evaluation), e.g. def loss(params, X, Y, *, {', '.join(keywords)})")
+    else:
+        hint = ""
+    name = getattr(loss_fn, "__qualname__", None) or getattr(loss_fn, "__name__", None) \
+        or type(loss_fn).__name__
+    raise TypeError(f"loss_fn: expected a function that can be called as {call} ({why}), "
+                    f"got {name}{signature}, which cannot ({problem}){hint}")
 
 
 # What the losses of a loss function were traced with, per loss function (held weakly) and

@@ -174,9 +174,13 @@ def _call_loss(loss_fn, params, model_state, X, Y, key, *, train, has_aux, loss_
             form = "(loss, aux, new_model_state)" if has_aux and stateful else (
                 "(loss, aux)" if has_aux else "(loss, new_model_state)")
             why = " and a model_state" if stateful else ""
-            got = type(out).__name__
             if isinstance(out, (tuple, list)):
-                got += f" of length {len(out)}"
+                got = f"{type(out).__name__} of length {len(out)}"
+            elif hasattr(out, "shape") and hasattr(out, "dtype"):  # a traced array: no JAX type
+                got = (f"a scalar array ({out.dtype})" if jnp.shape(out) == () else
+                       f"an array of shape {tuple(jnp.shape(out))} ({out.dtype})")
+            else:
+                got = type(out).__name__
             raise TypeError(
                 f"loss_fn: expected it to return {form} (has_aux={has_aux}{why}), got {got}")
         loss = out[0]

@@ -23,17 +23,22 @@ own value under one compiled program.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any, Callable
+import hashlib
+import inspect
+import types
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nets import _checks
 from nets import penalties as _penalties
 
-__all__ = ["sgd", "get_hyperparams", "set_hyperparams", "scheduled_hyperparams"]
+__all__ = ["sgd", "get_hyperparams", "set_hyperparams", "scheduled_hyperparams", "fingerprint"]
 
 # The admissible values of the injected hyperparameters that train.sgd checks (and that
 # fit/sweep check when they are set through hyperparams=): (low, low excluded, high excluded).
@@ -251,3 +256,196 @@ def set_hyperparams(opt_state, **values: Any):
             raise ValueError(f"hyperparams[{name!r}]: expected shape {old.shape} (or a value "
                              f"broadcasting to it), got shape {value.shape}") from None
     return optax.tree_utils.tree_set(opt_state, **new)
+
+
+# --------------------------------------------------------------------------------------------
+# The fingerprint of an optimizer: what a checkpoint records of it, compared on resume
+# --------------------------------------------------------------------------------------------
+
+_ARRAY_LIMIT = 4096  # arrays up to this many elements are recorded by value
+_DEPTH_LIMIT = 64
+# Functions of these libraries are recorded by name only (their closures are library code).
+_NAMED_ONLY = ("jax.", "jaxlib.", "numpy.", "builtins", "functools", "math")
+# Objects of these libraries' classes are recorded with their attributes (optax's
+# WrappedSchedule holds the schedule; train.sgd's mask wrapper holds the mask).
+_WALKED_CLASSES = ("optax", "train", "nets")
+
+
+def fingerprint(optimizer: Any) -> str:
+    """A digest of an optax optimizer's settings, the same in every process that builds it.
+
+    Walks the ``GradientTransformation`` the way its ``init`` and ``update`` see it: the
+    variables their closures capture (recursively: a chain's transformations, each one's
+    ``init``/``update`` and their captured settings), ``functools.partial`` arguments,
+    functions' defaults, nested transformations, tuples, NamedTuples, lists,
+    dicts and sets. Numbers, strings, bools, ``None``, dtypes and arrays of up to 4,096
+    elements are recorded by value, functions by module and qualified name, dataclasses and
+    objects of optax's (and this library's) classes with their attributes, and any other
+    object by its type's name only: never an ``id`` or a ``repr`` with an address. So
+    ``optax.adam(1e-2)`` built twice, in two processes, gives one fingerprint, and
+    ``optax.adam(1e-2)`` and ``optax.adam(5e-2)``, ``optax.sgd(0.05)`` and
+    ``optax.sgd(0.5)``, or two schedules with different peak values give two.
+
+    The initial values of ``optax.inject_hyperparams``'s numeric hyperparameters (those of
+    :func:`sgd`) are left out, their names kept: they live in the optimizer state, where a
+    resumed run compares them by name (and ``hyperparams=`` may set them).
+
+    Not seen: what a function computes from its code (a lambda's constants) or from module
+    globals, and the attributes of an object of another library's class: such optimizers
+    that differ only there have one fingerprint. Optax's internals are part of what is
+    walked, so another optax version may give the same optimizer another fingerprint.
+    :func:`train.fit` stores it in its checkpoints and refuses to resume under an optimizer
+    whose fingerprint differs.
+
+    >>> fingerprint(optax.adam(1e-2)) == fingerprint(optax.adam(1e-2))
+    True
+    >>> fingerprint(optax.adam(1e-2)) == fingerprint(optax.adam(5e-2))
+    False
+    """
+    tokens: list[str] = []
+    _walk(optimizer, tokens, set(), 0)
+    return hashlib.sha256("\x1f".join(tokens).encode()).hexdigest()[:32]
+
+
+def _qualified(obj) -> str:
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", type(obj).__name__)
+    return f"{getattr(obj, '__module__', None)}.{name}"
+
+
+def _walk(obj, out: list, path: set, depth: int) -> None:
+    """Appends the tokens of ``obj`` to ``out`` (``path``: ids of the objects being walked, to
+    stop at a cycle)."""
+    if depth > _DEPTH_LIMIT:
+        out.append("<deep>")
+        return
+    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
+        out.append(f"{type(obj).__name__}:{obj!r}")
+        return
+    if isinstance(obj, np.generic):
+        out.append(f"np.{obj.dtype}:{obj.item()!r}")
+        return
+    if isinstance(obj, np.dtype):
+        out.append(f"dtype:{obj}")
+        return
+    if isinstance(obj, type):
+        try:  # numpy's and jax.numpy's scalar types (jnp.float32) are dtypes
+            if issubclass(obj, np.generic) or hasattr(obj, "dtype"):
+                out.append(f"dtype:{np.dtype(getattr(obj, 'dtype', obj))}")
+                return
+        except TypeError:
+            pass
+        out.append(f"class:{_qualified(obj)}")
+        return
+    if isinstance(obj, jax.core.Tracer):
+        out.append(f"tracer:{type(obj).__name__}")
+        return
+    if isinstance(obj, (np.ndarray, jax.Array)):
+        _array(obj, out)
+        return
+    if id(obj) in path:
+        out.append("<cycle>")
+        return
+    path.add(id(obj))
+    try:
+        _walk_container(obj, out, path, depth + 1)
+    finally:
+        path.discard(id(obj))
+
+
+def _array(obj, out: list) -> None:
+    if isinstance(obj, jax.Array) and jnp.issubdtype(obj.dtype, jax.dtypes.prng_key):
+        out.append(f"key:{jax.random.key_impl(obj)}")
+        obj = jax.random.key_data(obj)
+    head = f"array:{obj.dtype}{list(np.shape(obj))}"
+    if np.size(obj) > _ARRAY_LIMIT or (isinstance(obj, jax.Array)
+                                        and not obj.is_fully_addressable):
+        out.append(head)
+        return
+    data = np.ascontiguousarray(np.asarray(obj))
+    out.append(f"{head}:{hashlib.sha256(data.tobytes()).hexdigest()[:16]}")
+
+
+def _walk_container(obj, out: list, path: set, depth: int) -> None:
+    walk = lambda x: _walk(x, out, path, depth)  # noqa: E731
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # NamedTuple: GradientTransformation
+        out.append(f"namedtuple:{_qualified(type(obj))}(")
+        for name, value in zip(obj._fields, obj):
+            out.append(f"{name}=")
+            walk(value)
+        out.append(")")
+    elif isinstance(obj, (tuple, list)):
+        out.append(f"{type(obj).__name__}(")
+        for value in obj:
+            walk(value)
+        out.append(")")
+    elif isinstance(obj, Mapping):
+        out.append(f"{type(obj).__name__}{{")
+        for token, value in sorted(((_token(k), v) for k, v in obj.items()),
+                                   key=lambda kv: kv[0]):
+            out.append(f"{token}:")
+            walk(value)
+        out.append("}")
+    elif isinstance(obj, (set, frozenset)):
+        out.append(f"set{{{','.join(sorted(_token(v) for v in obj))}}}")
+    elif isinstance(obj, functools.partial):
+        out.append("partial(")
+        walk(obj.func)
+        walk(obj.args)
+        walk(dict(obj.keywords))
+        out.append(")")
+    elif inspect.ismethod(obj):
+        out.append("method(")
+        walk(obj.__func__)
+        walk(obj.__self__)
+        out.append(")")
+    elif isinstance(obj, types.FunctionType):
+        _function(obj, out, walk)
+    elif isinstance(obj, types.BuiltinFunctionType):
+        out.append(f"builtin:{_qualified(obj)}")
+    elif hasattr(obj, "__wrapped__") and callable(obj):  # jax.jit, functools.wraps
+        out.append(f"wrapper:{type(obj).__name__}(")
+        walk(obj.__wrapped__)
+        out.append(")")
+    elif dataclasses.is_dataclass(obj) or (
+            type(obj).__module__.split(".")[0] in _WALKED_CLASSES
+            and hasattr(obj, "__dict__")):
+        out.append(f"object:{_qualified(type(obj))}(")
+        fields = ({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+                  if dataclasses.is_dataclass(obj) else vars(obj))
+        walk(dict(fields))
+        out.append(")")
+    else:
+        out.append(f"object:{_qualified(type(obj))}")
+
+
+def _function(fn, out: list, walk) -> None:
+    name = _qualified(fn)
+    out.append(f"function:{name}(")
+    module = fn.__module__ or ""
+    if not module.startswith(_NAMED_ONLY):
+        walk(fn.__defaults__)
+        walk(fn.__kwdefaults__)
+        for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+            out.append(f"{var}=")
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                out.append("<empty>")
+                continue
+            if var == "numeric_hps" and module.startswith("optax") and isinstance(value, Mapping):
+                # inject_hyperparams' initial values: compared in the state (see fingerprint)
+                out.append(f"injected{{{','.join(sorted(map(str, value)))}}}")
+                continue
+            walk(value)
+        wrapped = getattr(fn, "__wrapped__", None)
+        if wrapped is not None:
+            out.append("wrapped=")
+            walk(wrapped)
+    out.append(")")
+
+
+def _token(value) -> str:
+    """A short deterministic token of a dict key or a set element."""
+    tokens: list[str] = []
+    _walk(value, tokens, set(), _DEPTH_LIMIT - 2)
+    return "|".join(tokens)

@@ -55,7 +55,11 @@ the keys of the epoch (order, steps, evaluations); step ``i`` of an epoch gets
 **Stopping.** The *monitored* value (``monitor``, by default ``"val_loss"`` with a validation
 set and ``"loss"`` without) improves when it falls below the best so far by more than
 ``min_delta``; the state's ``best_of(state)`` (default: the whole state) is kept at the best
-epoch. ``patience`` evaluations without an improvement stop the run. An epoch whose step
+epoch. ``patience`` evaluations without an improvement stop the run. The best value and the
+monitored value are float32, or float64 in a *float64 run* (a floating leaf of the initial
+state is float64, under ``jax_enable_x64``), where the records keep float64 values float64
+too: such a run sees improvements below float32's resolution, and a float32 run gives the
+same bits with x64 on or off. An epoch whose step
 metrics, monitored value or NEW STATE (every floating leaf: parameters, optimizer moments,
 batch-norm statistics, ...) hold a NaN or an infinity is undone and the run stops with reason
 ``"non_finite"``.
@@ -112,7 +116,8 @@ class Tracker:
 
     epoch: jax.Array  # () int32: epochs run so far (one that turned non-finite included)
     steps: jax.Array  # () int32: steps taken so far (the sequential order resumes from it)
-    best_value: jax.Array  # () float32: lowest monitored value so far (+inf before any)
+    best_value: jax.Array  # () float32, float64 in a float64 run (:func:`_run_dtype`): lowest
+    #                          monitored value so far (+inf before any)
     best_epoch: jax.Array  # () int32: 1-based epoch of best_value (0: the initial state)
     best: Any  # pytree like best_of(state): kept at best_epoch
     bad_evals: jax.Array  # () int32: evaluations since the monitored value last improved
@@ -131,7 +136,25 @@ class Carry:
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
-    """What :func:`run` returns. With ``models=``, every array has a leading model axis."""
+    """What :func:`run` returns. With ``models=``, every array has a leading model axis.
+
+    Attributes:
+      state: the final state (the last finite one after a non-finite epoch).
+      best: ``best_of(state)`` at ``best_epoch`` (of the initial state when it is 0).
+      history: ``{name: list of floats}`` per epoch, with ``"epoch"`` (1, 2, ...): the
+        step metrics averaged over the epoch, ``train_evaluate``'s names and
+        ``val_<name>`` of ``evaluate`` (NaN at epochs that do not evaluate); float32
+        values, float64 ones in a float64 run. With ``models=``: ``{name: (models, E)
+        array}`` without ``"epoch"`` (column ``j`` is epoch ``j + 1``).
+      best_epoch: the 1-based epoch of the best monitored value (0: none improved).
+      stop_reason: ``"epochs"``, ``"early_stopping"`` or ``"non_finite"`` (a list with
+        ``models=``).
+      epochs_run: the epochs run, a non-finite one included.
+      non_finite_epoch: the epoch that turned non-finite, else ``None`` (per model: 0).
+      compilations: programs traced by this call (0 when an earlier run's was reused).
+      mesh: the mesh of a run on several devices (``"data"``, or a sweep's ``"models"``
+        and ``"data"``); ``None`` on one device.
+    """
 
     state: Any  # the final state (the last finite one after a non-finite epoch)
     best: Any  # best_of(state) at best_epoch (best_of of the initial state when it is 0)
@@ -188,8 +211,34 @@ def _split_epoch_key(key):
     return tuple(jax.random.split(key, 5))
 
 
+def _run_dtype(state) -> np.dtype:
+    """The float dtype a run tracks in: float64 when a floating leaf of ``state`` is float64
+    (possible only with ``jax_enable_x64``), else float32.
+
+    The tracker's best value and the monitored value are kept in it, and a float64 run's
+    records keep their own precision (float64 values stay float64), so a float64 run sees
+    improvements far below float32's resolution; a float32 run records and compares in
+    float32 whether x64 is on or not (the same bits either way). The state's dtypes are those
+    of the initial state at every step (the loop checks it), so every compiled piece decides
+    alike."""
+    for leaf in jax.tree.leaves(state):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is not None and jnp.issubdtype(dtype, jnp.floating) and \
+                jax.dtypes.canonicalize_dtype(dtype) == np.float64:
+            return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def _as_record(value, dtype) -> jax.Array:
+    """A recorded scalar in a run tracked in ``dtype`` (:func:`_run_dtype`): float32 in a
+    float32 run; in a float64 run ``promote_types(value's dtype, float32)``."""
+    if dtype == np.float32:
+        return jnp.asarray(value, jnp.float32)
+    return jnp.asarray(value, jnp.promote_types(jnp.result_type(value), jnp.float32))
+
+
 def _eval_batch(evaluate, state, batch, key) -> dict:
-    """``evaluate`` on one batch, its output checked: a dict of float32 scalars."""
+    """``evaluate`` on one batch, its output checked: a dict of scalars (:func:`_as_record`)."""
     out = evaluate(state, batch, key)
     if not isinstance(out, Mapping):
         raise TypeError(f"evaluate: expected a dict of scalars, got {type(out).__name__}")
@@ -197,7 +246,8 @@ def _eval_batch(evaluate, state, batch, key) -> dict:
         if jnp.shape(v) != ():
             raise TypeError(f"evaluate: expected scalars (batch means), got {name!r} of "
                             f"shape {jnp.shape(v)}")
-    return {k_: jnp.asarray(v, jnp.float32) for k_, v in out.items()}
+    dtype = _run_dtype(state)
+    return {k_: _as_record(v, dtype) for k_, v in out.items()}
 
 
 def _evaluate(evaluate, state, data, key, batch_size: int, rows=None) -> dict:
@@ -233,7 +283,8 @@ _select = optax.tree_utils.tree_where  # (pred, on_true, on_false), leaf by leaf
 
 
 def _nan_like(record):
-    return {k: jnp.full((), jnp.nan, jnp.float32) for k in record}
+    """NaN scalars with the names and dtypes of ``record`` (arrays or their shapes)."""
+    return {k: jnp.full((), jnp.nan, v.dtype) for k, v in record.items()}
 
 
 def _evaluations(spec: Spec, state, train, val, k_train, k_val, evaluated, eval_fn):
@@ -280,9 +331,11 @@ def _track(spec: Spec, carry: Carry, new_state, key, steps, means: dict, evals: 
     if monitor is not None and monitor not in record:
         raise ValueError(f"monitor: expected one of the recorded names {sorted(record)} (a "
                          f"leading '-' to maximise one), got {spec.monitor!r}")
-    # Without a monitored value every finite epoch counts as the best so far.
-    monitored = (sign * jnp.asarray(record[monitor], jnp.float32) if monitor is not None
-                 else -(tr.epoch + 1).astype(jnp.float32))
+    # Without a monitored value every finite epoch counts as the best so far. Compared in
+    # the tracker's dtype: float64 in a float64 run, float32 otherwise (_run_dtype).
+    dtype = tr.best_value.dtype
+    monitored = (sign * jnp.asarray(record[monitor], dtype) if monitor is not None
+                 else -(tr.epoch + 1).astype(dtype))
     is_eval_name = monitor in evals
     checked = evaluated if is_eval_name else jnp.array(True)
     finite = _all_finite(means) & _all_finite(new_state) & (jnp.isfinite(monitored) | ~checked)
@@ -307,7 +360,7 @@ def _track(spec: Spec, carry: Carry, new_state, key, steps, means: dict, evals: 
     new = Carry(state=state, key=key, tracker=fresh)
     # A carry that had already stopped is frozen (a sweep runs it along with the others).
     new = _select(tr.stopped, carry, new)
-    record = {k: jnp.where(tr.stopped, jnp.nan, jnp.asarray(v, jnp.float32))
+    record = {k: jnp.where(tr.stopped, jnp.nan, _as_record(v, dtype))
               for k, v in record.items()}
     return new, record
 
@@ -421,7 +474,8 @@ def _call_step(step, state, batch, key):
         if not isinstance(name, str) or jnp.shape(v) != ():
             raise TypeError(f"step: expected metrics to map names to scalars, got {name!r} of "
                             f"shape {jnp.shape(v)}")
-    return new, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+    dtype = _run_dtype(state)
+    return new, {k: _as_record(v, dtype) for k, v in metrics.items()}
 
 
 def make_epochs(epoch: Callable, epochs_per_call: int) -> Callable:
@@ -545,7 +599,8 @@ def _build_programs(functions, settings):
 
         def eval_batch(state, batch, key, i):
             out = spec.evaluate(state, batch, jax.random.fold_in(key, i))
-            return {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
+            dtype = _run_dtype(state)
+            return {k: _as_record(v, dtype) for k, v in out.items()}
 
         streamed = _Streamed(_Counted(one_step, donate_argnums=0), jax.jit(finish),
                              jax.jit(eval_batch), jax.jit(_split_epoch_key))
@@ -687,7 +742,7 @@ class _Fed:
                 self._names[(name, b, rest)] = jax.eval_shape(fn, state, like(b), key, 0)
             shape = self._names[(name, b, rest)]
             nan = lambda: jax.tree.map(  # noqa: E731
-                lambda s: np.full(s.shape, np.nan, np.float32), shape)
+                lambda s: np.full(s.shape, np.nan, s.dtype), shape)
             outs = ([nan() for _ in range(full)], nan() if rest else None)
         else:
             outs = ([fn(state, batch(i * b, (i + 1) * b), key, i) for i in range(full)],
@@ -840,12 +895,16 @@ def run(
         (several devices along ``"data"``, or several processes) writes an Orbax checkpoint
         folder there instead, every process its own shards (:mod:`train.sharded_checkpoint`);
         so does any run given an existing Orbax checkpoint folder.
-      resume: a checkpoint of a run with the same configuration (settings, injected
-        hyperparameters; the functions and data are the caller's to keep); the run
-        continues from it (``epochs`` counts the whole run, at least the checkpoint's).
+      resume: a checkpoint of a run with the same configuration (settings, ``config``,
+        injected hyperparameters; the functions and data are the caller's to keep); the run
+        continues from it (``epochs`` counts the whole run, at least the checkpoint's). The
+        checkpoint's carry replaces ``state`` and ``key``: a resume given another initial
+        state or key continues the checkpoint's run as it was (they are not compared).
         Verified first: a corrupt (or missing) file falls back to ``<resume>.prev`` with a
-        warning; neither readable is an error (:mod:`train.checkpoint`). A file or an Orbax
-        folder, whatever the devices and processes that wrote it.
+        warning; neither readable is an error (:mod:`train.checkpoint`); neither existing
+        is a ``FileNotFoundError`` before anything is compiled (to resume only when a
+        checkpoint exists: ``resume=path if os.path.exists(path) else None``). A file or an
+        Orbax folder, whatever the devices and processes that wrote it.
       epochs_per_call: epochs per compiled call (one ``lax.scan`` over epochs; array data).
       models: train this many models at once: every leaf of ``state`` has a leading axis of
         this length, ``key`` has shape ``(models,)``; ONE ``vmap``-ed program (on a CPU it
@@ -878,7 +937,10 @@ def run(
         the host, device memory independent of the data set's size. Not for a stream, a
         sweep or several processes; the run ends where the host-fed run ends, up to float
         rounding.
-      config: extra settings recorded in the checkpoint and compared on resume.
+      config: extra settings recorded in the checkpoint and compared on resume (strings,
+        numbers, bools). ``{"optimizer": train.optim.fingerprint(opt)}`` refuses a resume
+        under an optimizer with other hyperparameters, as ``train.fit`` does (a checkpoint
+        without it is not compared).
       desc: the progress bar's label.
       factory: for layers over :func:`run` (``train.fit``): ``(make, functions, static)``
         where ``make(*functions, *static) -> (step, evaluate, train_evaluate, best_of)``;
@@ -901,7 +963,7 @@ def run(
                    progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                    order=order, eval_batch_size=eval_batch_size,
                    mesh=mesh if models is None else (mesh or devices or "auto"),
-                   data_on_devices=data_on_devices)
+                   data_on_devices=data_on_devices, resume=resume)
     if validation is not None and evaluate is None and factory is None:
         raise ValueError("validation: a validation set needs an evaluate function")
     if validation is None and evaluate is not None and factory is None:
@@ -1018,9 +1080,9 @@ def run(
     # --- the carry: fresh buffers (the compiled calls donate them) ---
     keep = jax.vmap(program.best_of) if models is not None else program.best_of
 
-    def tracker(best):
+    def tracker(best, dtype):
         return Tracker(epoch=jnp.zeros((), jnp.int32), steps=jnp.zeros((), jnp.int32),
-                       best_value=jnp.full((), jnp.inf, jnp.float32),
+                       best_value=jnp.full((), jnp.inf, dtype),
                        best_epoch=jnp.zeros((), jnp.int32), best=best,
                        bad_evals=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool),
                        reason=jnp.zeros((), jnp.int32))
@@ -1031,7 +1093,9 @@ def run(
         over ``"models"`` in a sweep) over every process's devices."""
         state = _fresh(state)
         best = _fresh(keep(state))
-        tr = jax.vmap(tracker)(best) if models is not None else tracker(best)
+        dtype = _run_dtype(state)  # float64 tracking for a float64 run
+        tr = (jax.vmap(lambda b: tracker(b, dtype))(best) if models is not None
+              else tracker(best, dtype))
         carry = Carry(state=state, key=_fresh(key), tracker=tr)
         if padded is not None:
             carry = _pad(carry, padded - models)
@@ -1090,9 +1154,7 @@ def run(
 
     history: dict[str, list] = {}
     if resume is not None:
-        fresh = carry
         carry, history = _restore(resume, carry, settings, names, models)
-        _check_same_hyperparams(resume, fresh.state, carry.state)
         if fed is not None:
             carry = _dist.place(carry, fed.state_sh)
         elif mesh is not None:
@@ -1218,7 +1280,7 @@ def _tracked(tracker):
 def check_settings(*, epochs, eval_every, epochs_per_call, models, key, patience, min_delta,
                    progress, checkpoint, checkpoint_every, order, eval_batch_size,
                    n: int | None = None, batch_size=None, mesh=None,
-                   data_on_devices: bool = False) -> None:
+                   data_on_devices: bool = False, resume=None) -> None:
     """The checks of :func:`run`'s settings that need neither the state nor the functions;
     ``train.fit`` and ``train.sweep`` call it before they build a state (which may compile
     small programs), with ``n`` and ``batch_size`` for array data."""
@@ -1244,6 +1306,8 @@ def check_settings(*, epochs, eval_every, epochs_per_call, models, key, patience
     if checkpoint is not None:
         _check_writable(checkpoint, "checkpoint",
                         folder_ok=mesh is not None or jax.process_count() > 1)
+    if resume is not None:
+        check_resume(resume)
     if order not in _loop.ORDERS:
         raise ValueError(f"order: expected one of {_loop.ORDERS}, got {order!r}")
     if eval_batch_size is not None:
@@ -1261,6 +1325,24 @@ def check_settings(*, epochs, eval_every, epochs_per_call, models, key, patience
         if batch_size is None:
             raise TypeError("batch_size: expected an int for array data, got None")
         _loop._check_batching(n, batch_size, order)
+
+
+def check_resume(resume) -> str:
+    """``resume`` as a path (``~`` expanded) where a checkpoint exists (the file or folder,
+    or the ``<resume>.prev`` that reading falls back to), or a ``FileNotFoundError`` before
+    anything is built or compiled."""
+    try:
+        path = os.path.expanduser(os.fspath(resume))
+    except TypeError:
+        raise TypeError(f"resume: expected a path (str or os.PathLike) or None, got "
+                        f"{type(resume).__name__} {resume!r}") from None
+    if os.path.exists(path) or os.path.exists(_checkpoint.previous_path(path)):
+        return path
+    raise FileNotFoundError(
+        f"resume: expected a checkpoint written by train.fit or train.run (a file, or an Orbax "
+        f"folder), got {path!r}: no checkpoint at that path (nor at its previous copy "
+        f"{_checkpoint.previous_path(path)!r}); to resume only when a checkpoint exists, pass "
+        f"resume=path if os.path.exists(path) else None")
 
 
 def _evaluates(epoch_no: int, epochs: int, eval_every: int) -> bool:
@@ -1285,7 +1367,8 @@ def _stream_epoch_run(program: "_Streamed", carry, data, validation, epoch_index
     evals = {}
     if validation is not None:
         val = _stream_evaluate(program, state, validation, k_val, probe=not evaluated)
-        evals = {f"val_{k}": v if evaluated else jnp.float32(jnp.nan) for k, v in val.items()}
+        evals = {f"val_{k}": v if evaluated else np.full((), np.nan, v.dtype)
+                 for k, v in val.items()}
     return program.finish(carry, state, key, carry.tracker.steps + count, means, evals,
                           jnp.asarray(evaluated))
 
@@ -1536,20 +1619,39 @@ def _check_same_hyperparams(path, fresh, restored) -> None:
                 f"parameters (train.fit(..., result.params, hyperparams=...))")
 
 
+def _upcast_best_value(raw, carry) -> None:
+    """A float64 run's checkpoint written before float64 runs were tracked in float64 holds
+    a float32 best value: resumed, it is widened to float64 (exactly; the comparisons go on
+    in float64 from there). Every other leaf must match as it is. (An Orbax checkpoint is
+    restored into the run's dtypes by Orbax itself.)"""
+    want = getattr(getattr(carry, "tracker", None), "best_value", None)
+    tracker = raw.get("carry", {}).get("tracker") if isinstance(raw.get("carry"), dict) else None
+    if want is None or not isinstance(tracker, dict):
+        return
+    got = tracker.get("best_value")
+    if isinstance(got, (np.ndarray, np.generic)) and got.dtype == np.float32 \
+            and want.dtype == np.float64 and np.shape(got) == np.shape(want):
+        tracker["best_value"] = np.asarray(got, np.float64)
+
+
 def _restore(path, carry, settings, names, models):
     """Reads a run's checkpoint (a file, or an Orbax folder) into the structure and the
-    placement of ``carry``; refuses a changed config."""
+    placement of ``carry``; refuses a changed config (the settings, the injected
+    hyperparameters in the restored state, then the optimizer's fingerprint)."""
     if os.path.isdir(os.fspath(path)):
         from train import sharded_checkpoint as _sharded
         step, meta = _sharded.read_meta(path)
         _check_resumable(path, meta["config"], settings, meta["history"], names)
-        return (_sharded.restore_carry(path, step, carry),
-                _sharded.history_from_meta(meta, models))
+        restored = _sharded.restore_carry(path, step, carry)
+        _check_same_hyperparams(path, carry.state, restored.state)
+        _check_same_optimizer(path, meta["config"], settings)
+        return restored, _sharded.history_from_meta(meta, models)
     raw, path = _checkpoint.read(path)  # verified; <path>.prev (with a warning) if corrupt
     if not isinstance(raw, dict) or set(raw) != {"carry", "history", "config"}:
         raise ValueError(f"resume: {os.fspath(path)!r} is not a checkpoint written by "
                          "train.fit/train.run (expected entries carry, history, config)")
     _check_resumable(path, raw["config"], settings, raw["history"], names)
+    _upcast_best_value(raw, carry)
     like = {"carry": carry, "history": raw["history"], "config": raw["config"]}
     try:
         restored = _checkpoint.conform(raw, like, path)
@@ -1559,6 +1661,8 @@ def _restore(path, carry, settings, names, models):
         raise ValueError(f"resume: the checkpoint {os.fspath(path)!r} holds the state of "
                          f"another optimizer than this run's (resume with the same optimizer): "
                          f"{e}") from e
+    _check_same_hyperparams(path, carry.state, restored["carry"].state)
+    _check_same_optimizer(path, raw["config"], settings)
     history = {}
     for name, values in restored["history"].items():
         values = np.asarray(values)
@@ -1582,9 +1686,34 @@ _SETTING_HINTS = {
 }
 
 
+# Settings compared only after the state is restored (by their own checks), and only when
+# the checkpoint has them (older checkpoints do not).
+_LATE_SETTINGS = ("optimizer",)
+
+
+def _check_same_optimizer(path, saved, settings) -> None:
+    """The optimizer's fingerprint (:func:`train.optim.fingerprint`, stored by ``train.fit``
+    or a ``config={"optimizer": ...}`` of :func:`run`) against the checkpoint's; a checkpoint
+    without one (written before fingerprints were stored) is not compared."""
+    got, want = saved.get("optimizer"), settings.get("optimizer")
+    if got is None or want is None or str(got) == str(want):
+        return
+    raise ValueError(
+        f"resume: the checkpoint {os.fspath(path)!r} was written with an optimizer whose "
+        f"hyperparameters differ from this run's optimizer's (their fingerprints, "
+        f"train.optim.fingerprint, differ: a learning rate, a schedule, a coefficient or a "
+        f"transformation of the chain changed; which one a checkpoint cannot tell); a resumed "
+        f"run continues the checkpoint's run as it was: resume with the optimizer it was "
+        f"written with, or start a new run (without resume=) from its parameters: "
+        f"train.fit(loss_fn, train.checkpoint.restore_params({os.fspath(path)!r}, like=params),"
+        f" ..., optimizer=<the new one>)")
+
+
 def _check_resumable(path, saved, settings, saved_history, names) -> None:
     """The saved settings and recorded names against this run's."""
     for name in sorted(set(settings) | set(saved)):
+        if name in _LATE_SETTINGS:
+            continue
         got, want = saved.get(name), settings.get(name)
         if isinstance(got, np.generic):
             got = got.item()
