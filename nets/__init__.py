@@ -14,7 +14,8 @@ plain CNN of equal size), :mod:`nets.autoencoder` (linear and deep autoencoders,
 sequence ``(T, d)``: :mod:`nets.rnn` (RNN and LSTM by ``lax.scan``), :mod:`nets.transformer`
 (causal multi-head attention, positional encoding, pre-LN blocks), :mod:`nets.mamba` (S6,
 the selective scan, as a parallel ``associative_scan``); :mod:`nets.backprop_sequence`
-(LSTM through time and attention, by hand). Generative models: :mod:`nets.gan` (two players
+(LSTM through time and attention, by hand); :func:`nets.generate` draws tokens from any of
+them built as a causal language model. Generative models: :mod:`nets.gan` (two players
 in one training step, PacGAN, mode metrics), :mod:`nets.diffusion` (DDPM). Contrastive
 image-text models: :mod:`nets.clip` (CLIP: two encoders, the symmetric cross-entropy, zero-shot
 classification) with :mod:`nets.tokenizer` (a word-level tokenizer for captions).
@@ -25,6 +26,7 @@ from nets import (activations, adversarial, autoencoder, backprop, cnn, densenet
 from nets import backprop_sequence, mamba, rnn, transformer
 from nets import diffusion, gan
 from nets import clip, tokenizer
+from nets._sequence import generate
 from nets.layers import count_params
 from nets.model import Model
 
@@ -32,4 +34,4 @@ __all__ = ["activations", "adversarial", "autoencoder", "backprop", "cnn", "dens
            "gradcheck", "layers", "losses", "metrics", "mlp", "model", "objective", "penalties",
            "resnet", "backprop_sequence", "mamba", "rnn", "transformer", "diffusion", "gan",
            "clip", "tokenizer",
-           "count_params", "Model"]
+           "count_params", "Model", "generate"]

@@ -1,19 +1,43 @@
 """Helpers shared by the sequence models (:mod:`nets.rnn`, :mod:`nets.transformer`,
 :mod:`nets.mamba`): a layer applied at every position of a sequence, the readout of a
-sequence model, and the argument checks they share.
+sequence model, the argument checks they share, and :func:`generate` (tokens from a causal
+language model; re-exported as ``nets.generate``).
 
 A sequence is ONE example of shape ``(T, d)`` (positions first); batches come from
 ``jax.vmap`` as for every layer of :mod:`nets.layers`.
+
+Padding and variable-length sequences. Every example has the model's ``seq_len`` ``T``;
+shorter sequences are padded (with any valid id, e.g. 0). There is NO input mask: every
+layer reads the padding like any other token. What is masked is the loss: a label ``-1``
+(``nets.losses.IGNORE``) is not scored. So for sequences of different lengths use a
+CAUSAL model (the default Transformer, Mamba, the RNN/LSTM) with ``readout="all"``,
+right-pad, and give labels ``-1`` everywhere except the positions to score (to classify a
+whole sequence: its label at its last real position, ``-1`` elsewhere); a causal model's
+output at ``t`` never sees the padding after ``t``. ``readout="mean"`` averages over the
+padded positions too, ``readout="last"`` reads position ``T - 1`` (padding for a short
+sequence), and a Transformer built with ``causal=False`` attends to the padding from every
+position: all three see the pads.
+
+The value of an objective over per-position labels (:func:`nets.objective.make`, hence
+``loss`` and ``val_loss`` of ``train.fit``) is the mean over SEQUENCES of each sequence's
+mean over its scored positions, ``(1/n) sum_i (1/|S_i|) sum_{t in S_i} l_it`` (a sequence
+with no scored position counts as 0); it is not the mean over scored tokens when the
+``|S_i|`` differ, so ``exp(val_loss)`` is then not the token-level perplexity.
 """
 
 from __future__ import annotations
 
+import functools
+import weakref
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nets import _checks
 from nets import layers as L
 from nets.layers import Layer
+from nets.model import Model
 
 READOUTS = ("all", "last", "mean")
 
@@ -88,3 +112,142 @@ def embed_or_project(vocab_size, d_in, d_model: int, who: str) -> tuple[Layer, t
         return L.Embedding(vocab_size, d_model, stddev=1.0), ()
     d_in = positive_int(d_in, "d_in", who)
     return per_position(L.Dense(d_model)), (d_in,)
+
+
+ATTENTION = _checks.TraceRecorder()  # `causal` of each attention layer traced (nets.transformer)
+
+
+def _generation_model(model) -> int:
+    """The vocabulary ``V`` of a causal model of token ids with scores for the next token at
+    every position (input ``(T,)``, output ``(T, V)``, softmax), or a clear error. The
+    attention layers' ``causal`` and the embedding's ``vocab_size`` are read by one abstract
+    trace of the layer (:class:`nets._checks.TraceRecorder`), once per model."""
+    if not isinstance(model, Model):
+        raise TypeError(f"model: generate expected a nets.Model (e.g. nets.transformer.model"
+                        f"(...)), got {type(model).__name__}")
+    if model in _GENERATION:
+        return _GENERATION[model]
+    shape, out = tuple(model.input_shape), tuple(model.output_shape)
+    if len(shape) != 1:
+        raise ValueError(f"model: generate expected a model of token ids, input_shape (T,), got "
+                         f"input_shape {shape} (real features? build it with vocab_size=)")
+    _, params, state = model._abstract
+    with ATTENTION.collect() as causal, L.record_token_ranges() as vocabs:
+        jax.eval_shape(lambda p, s, x: model.layer.apply(p, s, x, train=False, key=None),
+                       params, state, jax.ShapeDtypeStruct(shape, np.int32))
+    vocab = max(vocabs, default=0)
+    if not vocab:
+        raise ValueError(f"model: generate expected a model of token ids (an Embedding), got "
+                         f"input_shape {shape} without one")
+    if len(out) != 2 or out[0] != shape[0]:
+        raise ValueError(f"model: generate expected scores at every position, output_shape "
+                         f"({shape[0]}, {vocab}) (readout=\"all\"), got output_shape {out} "
+                         f"(readout=\"last\" or \"mean\"?)")
+    if out[1] != vocab:
+        raise ValueError(f"model: generate expected scores of the next token, n_classes == "
+                         f"vocab_size {vocab}, got n_classes {out[1]}")
+    if model.output != "softmax":
+        raise ValueError(f"model: generate expected a model of output 'softmax' (logits), got "
+                         f"{model.output!r}")
+    if not all(causal):
+        raise ValueError("model: generate expected a causal model (the output at t a function "
+                         "of positions <= t only), got attention with causal=False (an "
+                         "encoder: its positions see the padding after the prompt)")
+    _GENERATION[model] = vocab
+    return vocab
+
+
+_GENERATION: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def generate(model: Model, params, prompt, steps: int, *, key=None, temperature=1.0,
+             state=None) -> jax.Array:
+    """``len(prompt) + steps`` token ids: ``prompt`` followed by ``steps`` tokens drawn one
+    at a time from a causal language model (:func:`nets.transformer.model`,
+    :func:`nets.mamba.model`, :func:`nets.rnn.model` with ``vocab_size=``, ``n_classes =
+    vocab_size`` and ``readout="all"``).
+
+    Token ``t`` is ``argmax z_{t-1}`` (greedy: ``key=None`` or ``temperature=0``) or a draw
+    from ``softmax(z_{t-1} / temperature)`` with the key ``jax.random.fold_in(key, t)``,
+    where ``z = model.apply(params, buffer)`` (T, V) and ``buffer`` (T,) holds the prompt
+    and the tokens so far, right-padded with id 0. The model is causal, so ``z_{t-1}`` is
+    a function of ``buffer[:t]`` only and the padding is never read. One compiled program
+    (a ``lax.fori_loop`` over positions, per model and mode) for every prompt length and
+    ``steps``; there is NO key-value cache: each new token reruns the whole ``T``-length
+    forward pass, ``steps`` passes in all (fine for the note's small models). A layer of
+    your own must be causal too (only attention's ``causal`` is checked).
+
+    Args:
+      model: a :class:`nets.Model` of token ids ``(T,)`` with output ``(T, V)``.
+      params: its parameters.
+      prompt: integer ids ``(len,)`` in ``[0, V)``, ``1 <= len <= T``.
+      steps: tokens to add, ``0 <= steps <= T - len``.
+      key: a typed PRNG key to sample; ``None``: greedy.
+      temperature: ``>= 0``; ``0`` is greedy.
+      state: the model's state (``model.init``'s second value) for a model with one;
+        evaluation mode (``train=False``).
+
+    Returns:
+      ``(len + steps,)`` int32 ids, the prompt first.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from nets import transformer
+    >>> net = transformer.model(vocab_size=5, n_classes=5, seq_len=6, d_model=8, n_heads=2)
+    >>> params, _ = net.init(jax.random.key(0))
+    >>> out = generate(net, params, jnp.array([1, 2]), 3)
+    >>> out.shape, out[:2].tolist(), bool(((0 <= out) & (out < 5)).all())
+    ((5,), [1, 2], True)
+    >>> sampled = generate(net, params, jnp.array([1, 2]), 3, key=jax.random.key(1))
+    >>> bool((sampled == generate(net, params, jnp.array([1, 2]), 3,
+    ...                           key=jax.random.key(1))).all())
+    True
+    """
+    from nets import objective  # objective imports the model machinery: import on use
+
+    who = "generate"
+    V = _generation_model(model)
+    T = model.input_shape[0]
+    if isinstance(prompt, jax.core.Tracer):
+        raise TypeError(f"prompt: {who} expected concrete token ids (generate is not "
+                        f"traceable: it checks them, then runs one compiled program), got a "
+                        f"tracer")
+    prompt = np.asarray(prompt)
+    if prompt.dtype.kind not in "iu":
+        raise TypeError(f"prompt: {who} expected integer token ids, got dtype {prompt.dtype}")
+    if prompt.ndim != 1 or not 1 <= prompt.shape[0] <= T:
+        raise ValueError(f"prompt: {who} expected ids of shape (len,) with 1 <= len <= {T} "
+                         f"(the model's seq_len), got shape {prompt.shape}")
+    objective.check_token_ids(prompt, V, "prompt")
+    n = prompt.shape[0]
+    steps = _checks.check_int(steps, f"steps: {who}", 0)
+    if n + steps > T:
+        raise ValueError(f"steps: {who} expected len(prompt) + steps <= {T} (the model's "
+                         f"seq_len), got {n} + {steps} = {n + steps}")
+    temperature = _checks.check_real(temperature, "temperature", minimum=0)
+    greedy = key is None or temperature == 0
+    if not greedy:
+        _checks.check_key(key, "key")
+    state = model._state(state)
+    model._check_params(params)
+    buffer = jnp.zeros((T,), jnp.int32).at[:n].set(jnp.asarray(prompt, jnp.int32))
+    out = _compiled_generate(model, greedy)(params, state, buffer, n, steps,
+                                            None if greedy else key,
+                                            jnp.float32(1.0 if greedy else temperature))
+    return out[:n + steps]
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_generate(model: Model, greedy: bool):
+    def run(params, state, buffer, n, steps, key, temperature):
+        def body(t, buffer):  # token t from the scores at t - 1
+            z = model.layer.apply(params, state, buffer, train=False, key=None)[0]  # (T, V)
+            logits = z[t - 1]
+            if greedy:
+                token = jnp.argmax(logits)
+            else:
+                token = jax.random.categorical(jax.random.fold_in(key, t), logits / temperature)
+            return buffer.at[t].set(token.astype(buffer.dtype))
+
+        return jax.lax.fori_loop(n, n + steps, body, buffer)
+
+    return jax.jit(run)

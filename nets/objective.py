@@ -10,6 +10,7 @@ function ``apply(params, x) -> z`` of one example, so every architecture shares 
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Any, Callable, ClassVar
 
 import jax
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nets import _checks
+from nets import layers as _layers
 from nets import losses as _losses
 from nets import mlp as _mlp
 from nets import penalties as _penalties
@@ -86,6 +88,7 @@ class Objective:
             raise ValueError(f"model_state: {self.model._carries_state()}; pass model_state= "
                              f"(the state from model.init(key))")
         train = self.model._train_mode(train)  # None: refused with state, else evaluation
+        self._check_inputs(X)
         self._check_targets(X, Y)
         Z, new_state = self.model.batch_apply(params, X, state=model_state, train=train,
                                               key=key)
@@ -93,6 +96,50 @@ class Objective:
                                                                           self.penalties)
         return value if model_state is None else (value, new_state)
 
+
+    def target_shapes(self) -> tuple[tuple, tuple] | None:
+        """``(labels, probabilities)``: the shapes of ONE example's target that a
+        classification loss takes (integer labels ``output_shape[:-1]``, -1 allowed where a
+        per-position loss does not score; probabilities ``output_shape``); ``None`` for the
+        other losses (their targets are not checked by shape here)."""
+        if self.loss.labels != "class":
+            return None
+        out = tuple(self.model.output_shape)
+        return out[:-1], out
+
+    def check_shapes(self, X, Y, x_name: str = "X", y_name: str = "Y") -> None:
+        """The shapes of a data set ``(X, Y)`` as the user passed it (before any batching)
+        against the model: ``X`` of shape ``(n, *input_shape)``, and ``Y`` of one of the
+        shapes of :meth:`target_shapes` after its ``n`` rows. Arrays only (a pytree, a list
+        or ``None`` is left to the other checks); ``train.fit`` calls it before tracing."""
+        def shape(a):
+            return None if a is None or isinstance(a, (dict, list, tuple)) or not hasattr(
+                a, "shape") else tuple(a.shape)
+
+        sx, sy, want = shape(X), shape(Y), tuple(self.model.input_shape)
+        if sx is not None and sx[1:] != want:
+            raise ValueError(f"{x_name}: expected shape {_with_n(want)} for the model's "
+                             f"input_shape {want}, got {sx}")
+        targets = self.target_shapes()
+        if sy is None or targets is None or sy[1:] in targets:
+            return
+        labels, probabilities = targets
+        scored = (f", {_losses.IGNORE} where not scored"
+                  if self.loss.name in {p.name for p in _losses.PER_POSITION.values()} else "")
+        raise ValueError(f"{y_name}: expected shape {_with_n(labels)} (integer labels{scored}) "
+                         f"or {_with_n(probabilities)} (probabilities) for the model's "
+                         f"output_shape {probabilities}, got {sy}")
+
+    def _check_inputs(self, X) -> None:
+        """Concrete integer inputs of a model with an embedding against its vocabulary
+        ``[0, V)`` (an id outside gives a row of NaN, never an error); traced ones pass."""
+        if isinstance(X, (dict, list, tuple)) or not hasattr(X, "dtype") or isinstance(
+                X, jax.core.Tracer) or np.dtype(X.dtype).kind not in "iu" \
+                or tuple(X.shape[1:]) != tuple(self.model.input_shape):
+            return
+        vocab = embedding_vocab(self.model, X.dtype)
+        if vocab:
+            check_token_ids(X, vocab, "X")
 
     def _check_targets(self, X, Y) -> None:
         """Concrete targets against the model before anything runs: one row per example of
@@ -130,6 +177,52 @@ class Objective:
             _check_probabilities(Y, self.loss.name)
 
 
+def _with_n(shape: tuple) -> str:
+    """``(n, *shape)`` written out: ``(n, 12)``, ``(n,)``."""
+    return "(" + ", ".join(["n", *map(str, shape)]) + (",)" if not shape else ")")
+
+
+_VOCAB: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def embedding_vocab(model: Model, dtype) -> int:
+    """The largest ``vocab_size`` of the embeddings of ``model`` on integer inputs of
+    ``dtype`` (0: none), by an abstract trace of its layer inside
+    :func:`nets.layers.record_token_ranges`, once per model and dtype (the model's own
+    programs are compiled once per model, so a later trace may not run the embedding's
+    Python again)."""
+    key = str(np.dtype(dtype))
+    known = _VOCAB.setdefault(model, {})
+    if key not in known:
+        _, params, state = model._abstract
+        with _layers.record_token_ranges() as vocab:
+            jax.eval_shape(lambda p, s, x: model.layer.apply(p, s, x, train=False, key=None),
+                           params, state, jax.ShapeDtypeStruct(model.input_shape, dtype))
+        known[key] = max(vocab, default=0)
+    return known[key]
+
+
+def check_token_ids(X, vocab_size: int, name: str = "X") -> None:
+    """Concrete integer token ids ``X`` against ``[0, vocab_size)``; the message names the
+    range seen and the first id outside, by its index (row, position).
+
+    >>> check_token_ids(np.array([[0, 1], [2, 7]]), 5, "X")
+    Traceback (most recent call last):
+      ...
+    ValueError: X: expected token ids in [0, 5) (the model's embedding has vocab_size 5), got values in [0, 7]; the first outside is X[1, 1] = 7
+    """
+    X = np.asarray(X)
+    if X.size == 0:
+        return
+    bad = (X < 0) | (X >= vocab_size)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name}: expected token ids in [0, {vocab_size}) (the model's embedding has "
+            f"vocab_size {vocab_size}), got values in [{X.min()}, {X.max()}]; the first outside "
+            f"is {name}[{', '.join(map(str, where))}] = {X[where]}")
+
+
 def _check_probabilities(Y, loss: str) -> None:
     """Floating targets of cross-entropy: non-negative rows (the last axis) summing to 1,
     to ``1e-3 + 1e-6 M`` (float32 rounding grows with the row's size ``M``)."""
@@ -157,7 +250,9 @@ def make(model_or_apply, loss="cross_entropy", penalties=None) -> Callable:
       loss: a name or :class:`nets.losses.Loss`. For a model whose output has positions
         (``output_shape`` ``(T, M)``, the sequence models), ``"cross_entropy"`` is
         :func:`nets.losses.per_position_cross_entropy`: labels ``(n, T)``, ``-1`` where a
-        position is not scored, each example's loss the mean over its scored positions.
+        position is not scored, each example's loss the mean over its scored positions
+        (so the objective is a mean over sequences of per-sequence means, not over tokens;
+        padding and variable lengths: :mod:`nets._sequence`).
         A classification loss (``cross_entropy``, ``binary_cross_entropy``) with a model of
         output ``"identity"`` raises ``ValueError``.
       penalties: a spec for :func:`nets.penalties.terms` (e.g. ``{"l2": 1e-3}``). Only

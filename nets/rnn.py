@@ -83,8 +83,13 @@ def rnn_step(params, h, x):
 
 
 def lstm_step(params, carry: LSTMState, x):
-    """One LSTM step (module doc): ``carry = (h_{t-1}, c_{t-1})``, ``x = x_t`` (d,).
-    Returns ``((h_t, c_t), h_t)``."""
+    """One LSTM step (module doc): ``carry = (h_{t-1}, c_{t-1})``, an :class:`LSTMState` or a
+    pair of ``(n,)`` vectors, ``x = x_t`` (d,). Returns ``(LSTMState(h_t, c_t), h_t)``."""
+    if not isinstance(carry, LSTMState):
+        if not isinstance(carry, (tuple, list)) or len(carry) != 2:
+            raise TypeError(f"carry: lstm_step expected an LSTMState(h, c) or a pair (h, c) of "
+                            f"(n,) vectors, got {type(carry).__name__}")
+        carry = LSTMState(*carry)
     z = params["W"] @ x + params["U"] @ carry.h + params["b"]  # z_t, (4n,)
     zi, zf, zg, zo = jnp.split(z, 4)
     i, f, g, o = jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo)

@@ -188,6 +188,7 @@ def MultiHeadAttention(n_heads: int, *, causal: bool = True, impl: str = "writte
         if jnp.ndim(x) != 2 or jnp.shape(x)[1] != params["Wq"].shape[1]:
             raise ValueError(f"x: {who} expected one sequence of shape (T, "
                              f"{params['Wq'].shape[1]}), got shape {jnp.shape(x)}")
+        _sequence.ATTENTION.record(bool(causal))  # read by nets.generate
         return attention(params, x, n_heads=n_heads, causal=causal, impl=impl)[0], state
 
     return Layer(init, apply)

@@ -133,21 +133,38 @@ def compiles():
 
 
 @pytest.mark.parametrize("bad, error, match", [
-    ("short", ValueError, r"per_position_cross_entropy: target y: expected integer labels of "
-     r"shape \(6,\) .* got dtype int32, shape \(5,\) \(labels for sequences of length 5, logits "
-     r"for length 6\?"),
+    ("short", ValueError, r"^Y: expected shape \(n, 6\) \(integer labels, -1 where not scored\) "
+     r"or \(n, 6, 4\) \(probabilities\) for the model's output_shape \(6, 4\), got \(8, 5\)$"),
+    ("per_sequence", ValueError, r"^Y: expected shape \(n, 6\) .* got \(8,\)$"),
+    ("x_length", ValueError, r"^X: expected shape \(n, 6\) for the model's input_shape \(6,\), "
+     r"got \(8, 9\)$"),
+    ("x_val_length", ValueError, r"^X_val: expected shape \(n, 6\) for the model's input_shape "
+     r"\(6,\), got \(8, 9\)$"),
+    ("token", ValueError, r"^X: expected token ids in \[0, 5\) \(the model's embedding has "
+     r"vocab_size 5\), got values in \[-1, 4\]; the first outside is X\[2, 3\] = -1$"),
     ("float", TypeError, r"per_position_cross_entropy: target y: .* got dtype float32, shape "
      r"\(6,\) \(float labels\? pass Y.astype\(np.int32\)\)"),
     ("range", ValueError, r"^Y: expected per-position class labels in \[0, 4\) or -1 \(not "
      r"scored\), got values in \[0, 7\]"),
     ("negative", ValueError, r"^Y_val: expected per-position class labels in \[0, 4\) or -1 "
      r"\(not scored\), got values in \[-3, 3\]"),
-], ids=["short", "float", "range", "negative"])
+], ids=["short", "per_sequence", "x_length", "x_val_length", "token", "float", "range",
+        "negative"])
 def test_fit_refuses_bad_labels_before_compiling(net, problem, compiles, bad, error, match):
     params, X, Y = problem
     data, val = (X, Y), None
     if bad == "short":
         data = (X, Y[:, :-1])
+    elif bad == "per_sequence":  # one label per sequence for a per-position model
+        data = (X, Y[:, -1])
+    elif bad == "x_length":  # the X passed is named, not a batch of it
+        data = (np.zeros((8, 9), np.int32), np.zeros((8, 9), np.int32))
+    elif bad == "x_val_length":
+        val = (np.zeros((8, 9), np.int32), np.zeros((8, 9), np.int32))
+    elif bad == "token":
+        X = X.copy()
+        X[2, 3] = -1
+        data = (X, Y)
     elif bad == "float":
         data = (X, Y.astype(np.float32))
     elif bad == "range":
@@ -159,3 +176,20 @@ def test_fit_refuses_bad_labels_before_compiling(net, problem, compiles, bad, er
                   optimizer=optax.sgd(0.1), epochs=1, batch_size=4, key=jax.random.key(1),
                   progress=False)
     assert compiles == []
+
+
+def test_an_objective_called_by_hand_checks_concrete_token_ids(net, problem):
+    """An id outside [0, vocab_size) is a row of NaN in the embedding: the objective refuses
+    concrete ones by name and index (as it refuses labels), and traced ones pass."""
+    params, X, Y = problem
+    obj = objective.make(net, "cross_entropy")
+    for bad, where in ((VOCAB, "X\\[1, 4\\] = 5"), (-1, "X\\[1, 4\\] = -1")):
+        Xbad = X.copy()
+        Xbad[1, 4] = bad
+        with pytest.raises(ValueError, match=r"^X: expected token ids in \[0, 5\) .* the first "
+                           r"outside is " + where + "$"):
+            obj(params, Xbad, Y)
+    assert np.isfinite(obj(params, X, Y))
+    Xbad = X.copy()
+    Xbad[1, 4] = VOCAB
+    assert np.isnan(jax.jit(obj)(params, Xbad, Y))  # traced: unchecked, NaN as documented

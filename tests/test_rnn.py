@@ -79,6 +79,19 @@ def test_the_scan_carries_the_initial_state(rng):
     chex.assert_trees_all_close(end, end2, rtol=1e-6, atol=1e-6)
 
 
+def test_lstm_step_takes_a_pair_as_documented(rng):
+    """lstm_step's carry is (h_{t-1}, c_{t-1}): a plain pair works like an LSTMState and
+    the step returns an LSTMState; anything else is a clear TypeError."""
+    p, x = _params(rng, 4), rng.normal(size=D).astype(np.float32)
+    h, c = rng.normal(size=(2, N)).astype(np.float32)
+    want_carry, want_h = rnn.lstm_step(p, rnn.LSTMState(h, c), x)
+    carry, out = rnn.lstm_step(p, (h, c), x)
+    assert isinstance(carry, rnn.LSTMState)
+    chex.assert_trees_all_close((carry, out), (want_carry, want_h), atol=0)
+    with pytest.raises(TypeError, match=r"carry: lstm_step expected an LSTMState"):
+        rnn.lstm_step(p, h, x)
+
+
 def test_token_model_and_readouts(rng):
     """An embedding, an LSTM and a per-position classifier over token ids: batch shapes;
     "last" and "mean" read the same scores as "all" (the readout has no parameters)."""

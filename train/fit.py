@@ -37,6 +37,7 @@ import optax
 from nets import _checks
 from nets import layers as _layers
 from nets import losses as _losses
+from nets import objective as _objective
 from nets.model import Model as _Model
 from train import data as _data
 from train import loop as _loop
@@ -222,6 +223,7 @@ def fit(
                      loss_takes_key, model_state is not None)
     _checks.check_key(key, "key")
     _checks.check_float_tree(params)
+    _check_model_shapes(loss_fn, data, validation)
     train_np, val_np = _loop._check_data(data, validation, num_classes)
     hp = _loop._check_hyperparams(optimizer, params, hyperparams)
     _runner.check_settings(
@@ -410,35 +412,33 @@ def _check_labels(trace, loss_fn, params, train_np, val_np) -> None:
         if vocab_size:
             for path, leaf in jax.tree_util.tree_leaves_with_path(pair[0]):
                 leaf = np.asarray(leaf)
-                if leaf.dtype.kind in "iu" and leaf.size and (
-                        leaf.min() < 0 or leaf.max() >= vocab_size):
-                    raise ValueError(
-                        f"X{suffix}{jax.tree_util.keystr(path)}: expected token ids in "
-                        f"[0, {vocab_size}) (the model's embedding has vocab_size "
-                        f"{vocab_size}), got values in [{leaf.min()}, {leaf.max()}]")
-
-
-_MODEL_VOCAB: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+                if leaf.dtype.kind in "iu":
+                    _objective.check_token_ids(
+                        leaf, vocab_size, f"X{suffix}{jax.tree_util.keystr(path)}")
 
 
 def _model_vocab(loss_fn, X) -> int:
     """The largest vocabulary of the embeddings of ``loss_fn.model`` (a
-    :class:`nets.Model`, as :func:`nets.objective.make` builds) on integer inputs ``X``, by
-    an abstract trace of its layer: the model's own programs are compiled once per model,
-    so a later trace of the loss may not run the embedding's Python again. 0 otherwise."""
+    :class:`nets.Model`, as :func:`nets.objective.make` builds) on integer inputs ``X``
+    (:func:`nets.objective.embedding_vocab`); 0 otherwise."""
     model = getattr(loss_fn, "model", None)
     if not isinstance(model, _Model) or not isinstance(X, np.ndarray) \
             or X.dtype.kind not in "iu" or X.shape[1:] != tuple(model.input_shape):
         return 0
-    key = (str(X.dtype),)
-    known = _MODEL_VOCAB.setdefault(model, {})
-    if key not in known:
-        _, params, state = model._abstract
-        with _layers.record_token_ranges() as vocab:
-            jax.eval_shape(lambda p, s, x: model.layer.apply(p, s, x, train=False, key=None),
-                           params, state, jax.ShapeDtypeStruct(model.input_shape, X.dtype))
-        known[key] = max(vocab, default=0)
-    return known[key]
+    return _objective.embedding_vocab(model, X.dtype)
+
+
+def _check_model_shapes(loss_fn, data, validation) -> None:
+    """The data as passed against the model of an objective of a :class:`nets.Model`
+    (:meth:`nets.objective.Objective.check_shapes`): ``X`` ``(n, *input_shape)`` and ``Y``
+    a target of the model's output, by name, before anything is batched or traced. Other
+    losses are left to the checks of :mod:`train.loop` and to tracing."""
+    check = getattr(loss_fn, "check_shapes", None)
+    if not isinstance(getattr(loss_fn, "model", None), _Model) or not callable(check):
+        return
+    for pair, suffix in ((data, ""), (validation, "_val")):
+        if isinstance(pair, (tuple, list)) and len(pair) == 2:
+            check(pair[0], pair[1], "X" + suffix, "Y" + suffix)
 
 
 def _diverged(loss) -> str | None:
