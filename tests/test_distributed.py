@@ -205,6 +205,12 @@ def test_mesh_arguments_are_refused_before_compiling(tmp_path):
         train.run(step, {"w": np.zeros((2, 2), np.float32)}, X, models=2,
                   key=jax.random.split(jax.random.key(0), 2), mesh=1, devices=jax.devices(),
                   epochs=1, batch_size=4, progress=False)
+    no_mesh = r"data_on_devices: expected it with mesh= .*got data_on_devices=True without a mesh"
+    with pytest.raises(ValueError, match=no_mesh):
+        train.run(step, state, X, data_on_devices=True, **kw)
+    with pytest.raises(ValueError, match=no_mesh):
+        train.fit(lambda p, x, y: (p["w"] ** 2).sum(), state, (X, None),
+                  optimizer=train.sgd(0.1), data_on_devices=True, **kw)
     with pytest.raises(ValueError, match=r"num_processes: expected an int >= 1, got 0"):
         train.distributed.launch(0, [sys.executable, "-c", "pass"])
     with pytest.raises(ValueError, match=r"command: expected the program to run"):

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -137,12 +139,45 @@ def _env_int(name: str) -> int:
         raise ValueError(f"{name}: expected an integer, got {os.environ[name]!r}") from None
 
 
+# `launch` stops a process with SIGTERM, then SIGKILL after this many seconds: a process that
+# has called `jax.distributed.initialize` catches SIGTERM (JAX's preemption notifier) and
+# keeps running.
+STOP_GRACE_S = 3.0
+
+# Linux: a child exec'd through this stub gets SIGKILL when the launcher dies, even by
+# SIGKILL (prctl PR_SET_PDEATHSIG, which survives exec); argv: launcher pid, command...
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)\n"
+    "except (OSError, AttributeError):\n"
+    "    pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    os._exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n")
+
+
 def launch(num_processes: int, command: Sequence[str], *, cpu_devices: int | None = None,
            port: int | None = None, timeout: float | None = None) -> int:
     """Runs ``command`` (e.g. ``[sys.executable, "script.py"]``) as ``num_processes``
     processes on this machine, each told its place through the ``JAXNETS_*`` variables
-    that :func:`initialize` reads; their output lines are prefixed ``[i]``. When one fails,
-    the others are stopped. Returns the first non-zero exit status (0 when all succeed)."""
+    that :func:`initialize` reads; their output lines are prefixed ``[i]``.
+
+    Every process is polled: when one exits with a non-zero status, a line on stderr says
+    which one and how, and the others are stopped at once. Stopping is SIGTERM to each
+    process's group (every process starts in a session of its own), then SIGKILL to what is
+    left after ``STOP_GRACE_S`` seconds. ``timeout`` (seconds) stops them all the same way
+    and returns 124. SIGTERM or SIGINT to the launcher (when ``launch`` runs in the main
+    thread) stops them too and returns ``-signal``. On Linux each process also gets
+    SIGKILL if the launcher dies (``PR_SET_PDEATHSIG``), SIGKILL included; the signal
+    follows the thread that called ``launch``, so call it from a thread that outlives the
+    run.
+
+    Returns:
+      0 when every process succeeds; else the status of the first process seen to fail
+      (``-N`` for signal N, as ``subprocess``), 124 on ``timeout``, or ``-N`` when the
+      launcher itself was sent SIGTERM or SIGINT.
+    """
     _checks.check_int(num_processes, "num_processes", 1)
     if cpu_devices is not None:
         _checks.check_int(cpu_devices, "cpu_devices", 1)
@@ -153,32 +188,90 @@ def launch(num_processes: int, command: Sequence[str], *, cpu_devices: int | Non
         with socket.socket() as s:
             s.bind(("localhost", 0))
             port = s.getsockname()[1]
-    procs = []
-    for i in range(num_processes):
-        env = dict(os.environ, **{ENV_COORDINATOR: f"localhost:{port}",
-                                  ENV_PROCESSES: str(num_processes), ENV_ID: str(i)})
-        if cpu_devices is not None:
-            env[ENV_CPU_DEVICES] = str(cpu_devices)
-        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True, bufsize=1))
-    threads = [threading.Thread(target=_prefix, args=(p.stdout, f"[{i}] "), daemon=True)
-               for i, p in enumerate(procs)]
-    for t in threads:
-        t.start()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    status = 0
-    while any(p.poll() is None for p in procs):
-        failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
-        late = deadline is not None and time.monotonic() > deadline
-        if (failed or late) and not status:
-            status = failed[0] if failed else 124
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-        time.sleep(0.05)
+    program = shutil.which(command[0])
+    if program is None:
+        raise FileNotFoundError(f"command: expected a program to run, got {command[0]!r} "
+                                "(not found)")
+    if sys.platform.startswith("linux"):
+        command = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), program,
+                   *command[1:]]
+    received: list[int] = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # e.g. SIGINT under nohup
+                handlers[sig] = signal.signal(sig, lambda signum, _: received.append(signum))
+    procs: list[subprocess.Popen] = []
+    threads = []
+    try:
+        for i in range(num_processes):
+            env = dict(os.environ, **{ENV_COORDINATOR: f"localhost:{port}",
+                                      ENV_PROCESSES: str(num_processes), ENV_ID: str(i)})
+            if cpu_devices is not None:
+                env[ENV_CPU_DEVICES] = str(cpu_devices)
+            procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                          start_new_session=True))
+            threads.append(threading.Thread(target=_prefix, args=(procs[-1].stdout, f"[{i}] "),
+                                            daemon=True))
+            threads[-1].start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        status = 0
+        while True:
+            codes = [p.poll() for p in procs]  # every process, every round
+            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+            if failed:
+                i, status = failed[0]
+                how = (f"killed by signal {-status} ({signal.Signals(-status).name})"
+                       if status < 0 else f"exit status {status}")
+                _say(f"process {i} failed ({how})"
+                     + ("; stopping the others" if None in codes else ""))
+                break
+            if None not in codes:
+                break
+            if received:
+                status = -received[0]
+                _say(f"received {signal.Signals(received[0]).name}; stopping the processes")
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                status = 124
+                _say(f"timeout after {timeout:g} s; stopping the processes")
+                break
+            time.sleep(0.05)
+    finally:
+        _stop(procs)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     for t in threads:
         t.join(timeout=5)
-    return status or next((p.returncode for p in procs if p.returncode), 0)
+    return status
+
+
+def _say(message: str) -> None:
+    sys.stdout.flush()
+    print(f"train.launch: {message}", file=sys.stderr, flush=True)
+
+
+def _signal_group(p: subprocess.Popen, sig: int) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, sig)  # the process's own group: what it started goes too
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _stop(procs: Sequence[subprocess.Popen], grace: float | None = None) -> None:
+    """SIGTERM to every running process, SIGKILL to those left after ``grace`` seconds."""
+    grace = STOP_GRACE_S if grace is None else grace
+    for p in procs:
+        _signal_group(p, signal.SIGTERM)
+    end = time.monotonic() + grace
+    while any(p.poll() is None for p in procs) and time.monotonic() < end:
+        time.sleep(0.05)
+    for p in procs:
+        _signal_group(p, signal.SIGKILL)
+    for p in procs:
+        p.wait()
 
 
 def _prefix(stream, prefix: str) -> None:

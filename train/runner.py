@@ -934,8 +934,8 @@ def run(
         program. No host round trip per step (on the 2-core CPU, a small Transformer's step
         1.4-2x faster than one device, against 1.2x when fed from the host), at the cost of
         the data set in every device's memory. ``False`` (the default): batches fed from
-        the host, device memory independent of the data set's size. Not for a stream, a
-        sweep or several processes; the run ends where the host-fed run ends, up to float
+        the host, device memory independent of the data set's size. Needs ``mesh=``; not
+        for a stream, a sweep or several processes; the run ends where the host-fed run ends, up to float
         rounding.
       config: extra settings recorded in the checkpoint and compared on resume (strings,
         numbers, bools). ``{"optimizer": train.optim.fingerprint(opt)}`` refuses a resume
@@ -1002,6 +1002,8 @@ def run(
         n = None
     else:
         n = _check_array_data(data, "data")
+        if data_on_devices and mesh is None:  # (a stream's own error comes first)
+            _refuse_data_on_devices_without_mesh()
         if batch_size is None:
             raise TypeError("batch_size: expected an int for array data, got None")
         batch_size = _loop._check_batching(n, batch_size, order)
@@ -1317,6 +1319,8 @@ def check_settings(*, epochs, eval_every, epochs_per_call, models, key, patience
     if data_on_devices and models is not None:
         raise ValueError("data_on_devices: expected False for a sweep (models=), which keeps "
                          "the data set on each of its devices already, got True")
+    if data_on_devices and mesh is None and n is not None:  # run() checks it for itself
+        _refuse_data_on_devices_without_mesh()
     if data_on_devices and jax.process_count() > 1:
         raise ValueError(f"data_on_devices: expected False in a run of "
                          f"{jax.process_count()} processes (each feeds its own rows from the "
@@ -1325,6 +1329,11 @@ def check_settings(*, epochs, eval_every, epochs_per_call, models, key, patience
         if batch_size is None:
             raise TypeError("batch_size: expected an int for array data, got None")
         _loop._check_batching(n, batch_size, order)
+
+
+def _refuse_data_on_devices_without_mesh():
+    raise ValueError("data_on_devices: expected it with mesh= (the data set on every device "
+                     "of the mesh), got data_on_devices=True without a mesh")
 
 
 def check_resume(resume) -> str:
