@@ -454,6 +454,7 @@ _NAN_X[3, 1] = np.nan
     ({"data": (_X, _Y[:19])}, ValueError, r"X has 20 rows but Y has 19"),
     ({"data": (_X[:, 0], _Y)}, ValueError, r"X must be at least 2-D"),
     ({"data": (_X, _Y + 2), "num_classes": 2}, ValueError, r"Y must hold labels in \[0, 2\)"),
+    ({"data": (_X, None), "num_classes": 2}, ValueError, r"num_classes: expected integer labels Y .*got Y=None"),
     ({"validation": (_X[:, :3], _Y)}, ValueError, r"validation: expected X_val of shape \(m, \.\.\.\) with trailing shape \(4,\) like X \(20, 4\), got \(20, 3\)"),
     ({"validation": (_X, _Y[:, None])}, ValueError, r"validation: expected Y_val .* trailing shape \(\) like Y \(20,\), got \(20, 1\)"),
     ({"validation": (_X, None)}, ValueError, r"validation: expected Y_val to be an array like Y, got None"),

@@ -125,3 +125,14 @@ def test_a_bad_process_count_is_a_usage_error_naming_n(capsys):
             f"python -m train.launch: error: argument -n/--processes: expected an int >= 1, "
             f"got {bad}")
         assert "Traceback" not in err
+
+
+def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(capsys):
+    for bad in ("0", "-5", "inf", "soon"):
+        with pytest.raises(SystemExit) as e:
+            launch.main(["-n", "2", "--timeout", bad, "script.py"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1] == (
+            f"python -m train.launch: error: argument --timeout: expected a number of seconds "
+            f"> 0, got {bad}")

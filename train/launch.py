@@ -31,6 +31,17 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds > 0 (``--timeout``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m train.launch -n N [--cpu-devices K] script.py [args...]``."""
     parser = argparse.ArgumentParser(
@@ -42,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cpu-devices", type=_at_least_one, default=None,
                         help="CPU devices per process (jax_num_cpu_devices)")
     parser.add_argument("--port", type=int, default=None, help="coordinator port")
-    parser.add_argument("--timeout", type=float, default=None,
+    parser.add_argument("--timeout", type=_positive_seconds, default=None,
                         help="stop every process after this many seconds (status 124)")
     parser.add_argument("script")
     parser.add_argument("args", nargs=argparse.REMAINDER)

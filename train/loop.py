@@ -495,6 +495,10 @@ def _is_pytree_data(X) -> bool:
 
 def _validate_pair(X, Y, num_classes, name, y_name):
     """One (X, Y) pair as NumPy: arrays through train.data.validate, pytrees leaf by leaf."""
+    if num_classes is not None and Y is None:
+        raise ValueError(f"num_classes: expected integer labels {y_name} to check against "
+                         f"num_classes={num_classes!r}, got {y_name}=None (no labels: leave "
+                         f"num_classes out)")
     if not _is_pytree_data(X) and not _is_pytree_data(Y):
         return _data.validate(X, Y, num_classes=num_classes, name=name, y_name=y_name)
     out = []
