@@ -1,7 +1,8 @@
 """Helpers shared by the sequence models (:mod:`nets.rnn`, :mod:`nets.transformer`,
 :mod:`nets.mamba`): a layer applied at every position of a sequence, the readout of a
-sequence model, the argument checks they share, and :func:`generate` (tokens from a causal
-language model; re-exported as ``nets.generate``).
+sequence model, the argument checks they share, :func:`with_dropout` (the models'
+``drop_rate=``) and :func:`generate` (tokens from a causal language model; re-exported as
+``nets.generate``).
 
 A sequence is ONE example of shape ``(T, d)`` (positions first); batches come from
 ``jax.vmap`` as for every layer of :mod:`nets.layers`.
@@ -44,6 +45,43 @@ READOUTS = ("all", "last", "mean")
 
 def positive_int(value, name: str, who: str) -> int:
     return _checks.check_int(value, f"{name}: {who}", 1)
+
+
+def check_dropout(value, who: str) -> float:
+    """The models' ``drop_rate=``: a drop probability in ``[0, 1)`` as a ``float``, or a clear
+    error (a bool, a string or NaN is refused)."""
+    return _checks.check_number(value, f"drop_rate: {who}", "a drop probability in [0, 1)",
+                                lambda p: 0.0 <= p < 1.0)
+
+
+def with_dropout(layer: Layer, drop_rate: float) -> Layer:
+    """``layer`` followed by :func:`nets.layers.Dropout`: ``y = Dropout(f(x))``, inverted
+    dropout of ``f``'s output in train mode, ``f(x)`` in eval mode. ``drop_rate == 0``
+    returns ``layer`` itself (no Dropout, no state: the model is built as without it).
+
+    The params are ``f``'s, initialised from the same key, so a model's params have the
+    same structure and initial values with and without dropout (only the state differs).
+    The state is ``(f's state, {"drop_rate": float32 scalar})`` (the rate as Dropout keeps
+    it: ``optax.tree_utils.tree_set(state, drop_rate=r)`` changes it). ``key`` (when not
+    ``None``) is split between ``f`` and the dropout mask."""
+    layer = L._as_layer(layer, "with_dropout: layer")
+    if not drop_rate:
+        return layer
+    drop = L.Dropout(drop_rate)
+
+    def init(key, input_shape):
+        out, params, state = L._checked_init(layer, key, input_shape, "with_dropout: layer")
+        out, _, drop_state = drop.init(key, out)
+        return out, params, (state, drop_state)
+
+    def apply(params, state, x, *, train=False, key=None):
+        k_layer, k_drop = L._split(key, 2)
+        y, inner = L._checked_apply(layer, "with_dropout: layer", params, state[0], x,
+                                    train=train, key=k_layer)
+        y, drop_state = drop.apply((), state[1], y, train=train, key=k_drop)
+        return y, (inner, drop_state)
+
+    return Layer(init, apply)
 
 
 def sequence_shape(input_shape, who: str) -> tuple[int, int]:

@@ -39,6 +39,14 @@ residual stream; LayerNorm where the paper uses RMSNorm) between an input layer 
 per-position classifier. Everything is causal: the output at ``t`` depends on inputs up to
 ``t`` only.
 
+Dropout. The paper's models use none; with ``drop_rate = p > 0`` :func:`model` drops each
+block's output before it joins the residual stream, ``x <- x + Drop(Mamba(LN(x)))``, the
+Transformer's residual dropout (Vaswani et al. 2017, section 5.4; :mod:`nets.transformer`)
+on the same pre-norm residual stream, with inverted dropout of rate ``p``
+(:func:`nets.layers.Dropout`) in train mode only. The rate lives in the model state, so
+such a model is stateful and every call passes ``train=`` (:mod:`nets.model`); its params
+are those of ``drop_rate=0``, which builds no Dropout at all.
+
 >>> net = model(vocab_size=5, n_classes=3, seq_len=7, d_model=8, d_state=4)
 >>> net.input_shape, net.output_shape       # token ids -> class scores at every position
 ((7,), (7, 3))
@@ -54,6 +62,8 @@ References:
   Parallelizing Linear Recurrent Neural Nets Over Sequence Length, ICLR 2018,
   https://arxiv.org/abs/1709.04057 . Gu, Goel & Re, S4, 2021, https://arxiv.org/abs/2111.00396
   (the S4D-real initialisation ``A[e, n] = -(n + 1)``: Gu et al. 2022, arXiv:2206.11893).
+  Vaswani et al., Attention Is All You Need, NeurIPS 2017, https://arxiv.org/abs/1706.03762
+  (section 5.4, residual dropout).
 """
 
 from __future__ import annotations
@@ -236,9 +246,10 @@ def MambaBlock(d_state: int = 16, *, expand: int = 2, d_conv: int = 4,
 def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
           d_in: int | None = None, d_model: int = 32, n_layers: int = 2, d_state: int = 16,
           expand: int = 2, d_conv: int = 4, readout: str = "all",
-          scan: str = "parallel") -> Model:
+          scan: str = "parallel", drop_rate: float = 0.0) -> Model:
     """A Mamba classifier of sequences: input layer -> ``n_layers`` blocks ``x + Mamba(LN(x))``
-    -> LN -> ``per_position(Dense(n_classes))`` -> readout.
+    (``x + Drop(Mamba(LN(x)))`` with ``drop_rate``) -> LN -> ``per_position(Dense(n_classes))``
+    -> readout.
 
     Args:
       n_classes: outputs per position (or per sequence).
@@ -250,6 +261,10 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
       d_state, expand, d_conv: ``N``, ``E / d``, the convolution's length (:func:`MambaBlock`).
       readout: ``"all"`` (``(T, n_classes)``), ``"last"`` or ``"mean"`` (``(n_classes,)``).
       scan: ``"parallel"`` (``associative_scan``) or ``"sequential"`` (``lax.scan``).
+      drop_rate: drop probability ``p`` in ``[0, 1)`` of each block's output before the
+        residual sum (module doc). ``0`` (the default) builds no Dropout layer; ``p > 0``
+        makes a stateful model (its state holds the rate; pass ``train=``) with the same
+        params as ``drop_rate=0``.
 
     :mod:`nets.penalties` decays every leaf with two axes, here ``A_log`` and the
     convolution kernel too; leave them out of the penalty (or use none) to follow the paper.
@@ -259,9 +274,11 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
     n_classes = _sequence.positive_int(n_classes, "n_classes", who)
     n_layers = _sequence.positive_int(n_layers, "n_layers", who)
     d_model = _sequence.positive_int(d_model, "d_model", who)
+    drop_rate = _sequence.check_dropout(drop_rate, who)
     first, tail = _sequence.embed_or_project(vocab_size, d_in, d_model, who)
-    blocks = [L.residual(L.serial(L.LayerNorm(), MambaBlock(
-        d_state, expand=expand, d_conv=d_conv, scan=scan))) for _ in range(n_layers)]
+    blocks = [L.residual(_sequence.with_dropout(L.serial(L.LayerNorm(), MambaBlock(
+        d_state, expand=expand, d_conv=d_conv, scan=scan)), drop_rate))  # x + Drop(Mamba(LN(x)))
+        for _ in range(n_layers)]
     layers = [first, *blocks, L.LayerNorm(), *_sequence.head(n_classes, readout)]
     return Model(L.serial(*layers), input_shape=(seq_len, *tail))
 

@@ -24,6 +24,19 @@ first remember. Weights are the note's orientation (``z = W a + b``, ``W`` of sh
 ``(n_out, n_in)``). :func:`nets.backprop_sequence.lstm_backward` writes the backward pass through
 time out by hand; the tests hold it against ``jax.grad`` of :func:`lstm`.
 
+Dropout (Zaremba, Sutskever & Vinyals 2014, section 3): on the NON-recurrent connections
+only, the input of every recurrent layer and the output of the last one, never on
+``h_{t-1} -> h_t`` (so the recurrence keeps its memory). With ``drop_rate = p > 0``
+:func:`model` is
+
+    input layer -> Drop -> [recurrent layer -> Drop] x n_layers -> head
+
+(between stacked layers, and before the head), inverted dropout of rate ``p``
+(:func:`nets.layers.Dropout`) with an independent mask at every position, in train mode
+only. The rate lives in the model state, so such a model is stateful and every call passes
+``train=`` (:mod:`nets.model`); its params are those of ``drop_rate=0``, which builds no
+Dropout at all.
+
 >>> import jax, jax.numpy as jnp
 >>> net = model(vocab_size=5, n_classes=3, seq_len=7, d_model=8, d_hidden=6)
 >>> net.input_shape, net.output_shape       # token ids -> class scores at every position
@@ -38,7 +51,8 @@ References:
   Gers, Schmidhuber & Cummins, Learning to Forget: Continual Prediction with LSTM, Neural
   Computation 12(10), 2000. Elman, Finding Structure in Time, Cognitive Science 14, 1990.
   Jozefowicz, Zaremba & Sutskever, An Empirical Exploration of Recurrent Network
-  Architectures, ICML 2015.
+  Architectures, ICML 2015. Zaremba, Sutskever & Vinyals, Recurrent Neural Network
+  Regularization, 2014, https://arxiv.org/abs/1409.2329 (section 3, dropout).
 """
 
 from __future__ import annotations
@@ -200,9 +214,11 @@ def LSTM(d_hidden: int, *, return_sequences: bool = True, forget_bias: float = 1
 
 def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
           d_in: int | None = None, d_model: int = 32, d_hidden: int = 64,
-          n_layers: int = 1, cell: str = "lstm", readout: str = "all") -> Model:
+          n_layers: int = 1, cell: str = "lstm", readout: str = "all",
+          drop_rate: float = 0.0) -> Model:
     """A recurrent classifier of sequences: input layer -> ``n_layers`` recurrent layers ->
-    ``per_position(Dense(n_classes))`` -> readout.
+    ``per_position(Dense(n_classes))`` -> readout, with ``drop_rate`` after the input layer
+    and after each recurrent layer (module doc).
 
     Args:
       n_classes: outputs per position (or per sequence).
@@ -214,6 +230,11 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
       cell: ``"lstm"`` or ``"rnn"``.
       readout: ``"all"`` (scores at every position, ``(T, n_classes)``), ``"last"`` or
         ``"mean"`` (``(n_classes,)``).
+      drop_rate: drop probability ``p`` in ``[0, 1)`` on the non-recurrent connections
+        (Zaremba et al. 2014; module doc): the input layer's output, between stacked
+        layers and before the head. ``0`` (the default) builds no Dropout layer; ``p > 0``
+        makes a stateful model (its state holds the rate; pass ``train=``) with the same
+        params as ``drop_rate=0``.
     """
     who = "rnn.model"
     if cell not in ("lstm", "rnn"):
@@ -222,9 +243,11 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
     n_classes = _sequence.positive_int(n_classes, "n_classes", who)
     n_layers = _sequence.positive_int(n_layers, "n_layers", who)
     d_model = _sequence.positive_int(d_model, "d_model", who)
+    drop_rate = _sequence.check_dropout(drop_rate, who)
     first, tail = _sequence.embed_or_project(vocab_size, d_in, d_model, who)
     make = LSTM if cell == "lstm" else RNN
-    layers = [first, *[make(d_hidden) for _ in range(n_layers)],
+    drop = lambda f: _sequence.with_dropout(f, drop_rate)  # noqa: E731  f then Dropout
+    layers = [drop(first), *[drop(make(d_hidden)) for _ in range(n_layers)],
               *_sequence.head(n_classes, readout)]
     return Model(L.serial(*layers), input_shape=(seq_len, *tail))
 

@@ -47,6 +47,20 @@ branches around layer norm (Ba et al. 2016):
 and :func:`model` is input layer -> positional encoding -> ``n_layers`` blocks -> LN ->
 ``per_position(Dense(n_classes))`` -> readout.
 
+Dropout (Vaswani et al. 2017, section 5.4, "Residual Dropout"): with ``drop_rate = p > 0``,
+inverted dropout of rate ``p`` (:func:`nets.layers.Dropout`) is applied "to the output of
+each sub-layer, before it is added to the sub-layer input" and "to the sums of the
+embeddings and the positional encodings":
+
+    x <- Drop(x + PE)
+    x <- x + Drop(Attention(LN(x)))
+    x <- x + Drop(MLP(LN(x)))
+
+in train mode only (eval mode is the model without dropout, same params). Not dropped: the
+attention weights ``P`` (section 5.4 does not drop them) and the final LN's output.
+The rate lives in the model state, so such a model is stateful and every call passes
+``train=`` (:mod:`nets.model`); ``drop_rate=0`` (the default) builds no Dropout at all.
+
 >>> net = model(vocab_size=5, n_classes=3, seq_len=7, d_model=8, n_heads=2)
 >>> net.input_shape, net.output_shape       # token ids -> class scores at every position
 ((7,), (7, 3))
@@ -58,7 +72,8 @@ array([[ 0.   ,  1.   ,  0.   ,  1.   ],
 
 References:
   Vaswani, Shazeer, Parmar, Uszkoreit, Jones, Gomez, Kaiser & Polosukhin, Attention Is All
-  You Need, NeurIPS 2017, https://arxiv.org/abs/1706.03762 (eq. 1, sections 3.2, 3.5).
+  You Need, NeurIPS 2017, https://arxiv.org/abs/1706.03762 (eq. 1, sections 3.2, 3.5, 5.4).
+  Srivastava, Hinton, Krizhevsky, Sutskever & Salakhutdinov, Dropout, JMLR 15, 2014.
   Xiong et al., On Layer Normalization in the Transformer Architecture, ICML 2020,
   https://arxiv.org/abs/2002.04745 . Ba, Kiros & Hinton, Layer Normalization, 2016,
   https://arxiv.org/abs/1607.06450 . Hendrycks & Gimpel, GELUs, 2016,
@@ -211,13 +226,19 @@ def mlp_block(d_mlp: int) -> Layer:
     return Layer(init, apply)
 
 
-def block(n_heads: int, d_mlp: int, *, causal: bool = True, impl: str = "written") -> Layer:
-    """A pre-LN Transformer block (module doc): ``x + Attn(LN(x))``, then ``x +
-    MLP(LN(x))``. Shapes: ``(T, d) -> (T, d)``."""
-    d_mlp = _sequence.positive_int(d_mlp, "d_mlp", "transformer.block")
+def block(n_heads: int, d_mlp: int, *, causal: bool = True, impl: str = "written",
+          drop_rate: float = 0.0) -> Layer:
+    """A pre-LN Transformer block (module doc): ``x + Drop(Attn(LN(x)))``, then ``x +
+    Drop(MLP(LN(x)))``, ``Drop`` the residual dropout of rate ``drop_rate`` (section 5.4;
+    none for ``0``). Shapes: ``(T, d) -> (T, d)``; params ``((LN, Attn), (LN, MLP))``
+    whatever the rate."""
+    who = "transformer.block"
+    d_mlp = _sequence.positive_int(d_mlp, "d_mlp", who)
+    drop_rate = _sequence.check_dropout(drop_rate, who)
     attn = MultiHeadAttention(n_heads, causal=causal, impl=impl)
-    return L.serial(L.residual(L.serial(_norm(impl), attn)),
-                    L.residual(L.serial(_norm(impl), mlp_block(d_mlp))))
+    drop = lambda f: _sequence.with_dropout(f, drop_rate)  # noqa: E731  f then Dropout
+    return L.serial(L.residual(drop(L.serial(_norm(impl), attn))),
+                    L.residual(drop(L.serial(_norm(impl), mlp_block(d_mlp)))))
 
 
 def _norm(impl: str) -> Layer:
@@ -228,7 +249,7 @@ def _norm(impl: str) -> Layer:
 def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
           d_in: int | None = None, d_model: int = 32, n_heads: int = 2, n_layers: int = 2,
           d_mlp: int | None = None, readout: str = "all", causal: bool = True,
-          impl: str = "written") -> Model:
+          impl: str = "written", drop_rate: float = 0.0) -> Model:
     """A Transformer classifier of sequences, causal by default (module doc).
 
     Args:
@@ -245,6 +266,11 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
       impl: ``"written"``, ``"jax"`` (``jax.nn.dot_product_attention``) or
         ``"custom_vjp"`` (the written forward pass, the hand-derived backward of attention
         and of the layer norms; module doc).
+      drop_rate: drop probability ``p`` in ``[0, 1)`` of the residual dropout of Vaswani et
+        al. (2017, section 5.4; module doc): on each sub-layer's output before it is added
+        to the residual stream and on the embeddings plus positional encodings. ``0`` (the
+        default) builds no Dropout layer; ``p > 0`` makes a stateful model (its state holds
+        the rate; pass ``train=``) with the same params as ``drop_rate=0``.
     """
     who = "transformer.model"
     seq_len = _sequence.positive_int(seq_len, "seq_len", who)
@@ -252,9 +278,11 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
     n_layers = _sequence.positive_int(n_layers, "n_layers", who)
     d_model = _sequence.positive_int(d_model, "d_model", who)
     d_mlp = 4 * d_model if d_mlp is None else d_mlp
+    drop_rate = _sequence.check_dropout(drop_rate, who)
     first, tail = _sequence.embed_or_project(vocab_size, d_in, d_model, who)
-    layers = [first, PositionalEncoding(),
-              *[block(n_heads, d_mlp, causal=causal, impl=impl) for _ in range(n_layers)],
+    layers = [first, _sequence.with_dropout(PositionalEncoding(), drop_rate),  # Drop(x + PE)
+              *[block(n_heads, d_mlp, causal=causal, impl=impl, drop_rate=drop_rate)
+                for _ in range(n_layers)],
               _norm(impl), *_sequence.head(n_classes, readout)]
     return Model(L.serial(*layers), input_shape=(seq_len, *tail))
 

@@ -21,6 +21,7 @@ import pytest
 from nets import gradcheck, mamba
 from nets.model import Model
 from tests._random import random_params
+from tests.test_transformer import check_dropout_option
 
 LONG = 4096  # the issue's "sequence lengths up to at least 4,096"
 E, N = 3, 4  # channels, state entries per channel
@@ -189,3 +190,13 @@ def test_s6_step_range_batches_and_empty_sequences():
         assert f(a, b).shape == (0, 2)
         with pytest.raises(ValueError, match="a, b: "):
             f(jnp.ones((3, 2)), jnp.ones((3, 1)))
+
+
+def test_dropout_on_each_blocks_output_and_off_in_eval_mode(key, rng):
+    """dropout=: one Dropout per block, on Mamba(LN(x)) before the residual sum
+    (tests.test_transformer.check_dropout_option: eval mode is drop_rate=0, train mode draws
+    reproducible masks, the model is stateful, bad rates, train.fit)."""
+    make = functools.partial(mamba.model, vocab_size=5, n_classes=3, seq_len=6, d_model=4,
+                             d_state=N, n_layers=2)
+    X, Y = rng.integers(0, 5, size=(8, 6)), rng.integers(0, 3, size=(8, 6))
+    check_dropout_option(make, "mamba.model", 2, X, Y, key)

@@ -2,6 +2,7 @@
 over time as the oracle); a scan continues from its carry; jit and no-jit agree; readouts;
 bad arguments. A handful of small programs are compiled."""
 
+import functools
 import zlib
 
 import chex
@@ -14,6 +15,7 @@ from nets import backprop_sequence, rnn
 from nets import layers as L
 from nets.model import Model
 from tests._random import random_params
+from tests.test_transformer import check_dropout_option
 
 T, D, N = 5, 3, 4
 
@@ -156,3 +158,15 @@ def test_initial_states_and_sequences_are_checked_by_name():
     np.testing.assert_array_equal(hs, rnn.rnn(pr, xs)[0])
     hs, _ = rnn.lstm(pl, xs, rnn.LSTMState(jnp.zeros(6), jnp.zeros(6)))
     np.testing.assert_array_equal(hs, rnn.lstm(pl, xs)[0])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_dropout_between_layers_and_before_the_head(key, rng, cell):
+    """drop_rate=: on the non-recurrent connections (Zaremba et al. 2014), after the input
+    layer and after each of the 2 recurrent layers, 3 in all
+    (tests.test_transformer.check_dropout_option: eval mode is drop_rate=0, train mode draws
+    reproducible masks, the model is stateful, bad rates, train.fit)."""
+    make = functools.partial(rnn.model, vocab_size=5, n_classes=3, seq_len=T, d_model=4,
+                             d_hidden=N, n_layers=2, cell=cell)
+    X, Y = rng.integers(0, 5, size=(8, T)), rng.integers(0, 3, size=(8, T))
+    check_dropout_option(make, "rnn.model", 3, X, Y, key)

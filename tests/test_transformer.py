@@ -1,7 +1,8 @@
 """nets.transformer: the positional encoding is Vaswani et al.'s formula; multi-head attention
 is eq. 1 per head (a NumPy oracle) and equals jax.nn.dot_product_attention; causality: the
 output at position t has exactly zero gradient w.r.t. every input after t (and not before);
-attention maps; jit and no-jit agree; shapes and bad arguments. A few small programs."""
+attention maps; jit and no-jit agree; shapes and bad arguments; drop_rate= (section 5.4).
+A few small programs."""
 
 import functools
 import zlib
@@ -10,10 +11,12 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+import train
 from nets import layers as L
-from nets import transformer
+from nets import objective, transformer
 from nets.model import Model
 from tests._random import random_params
 
@@ -203,3 +206,70 @@ def test_custom_vjp_attention_trains_a_model_like_the_written_one(rng):
     np.testing.assert_allclose(out["custom_vjp"][0], out["written"][0], rtol=1e-6)
     chex.assert_trees_all_close(out["custom_vjp"][1], out["written"][1], rtol=1e-4,
                                 atol=1e-6)
+
+
+def check_dropout_option(make, who: str, n_dropout: int, X, Y, key):
+    """The contract of a sequence model's ``drop_rate=`` (shared by test_mamba and test_rnn):
+    ``make(drop_rate=0.3)`` has ``n_dropout`` Dropout rates in its state (stateful: no call
+    without ``train=``) and the params of ``make()`` (same structure, same initial values);
+    in eval mode it IS ``make()`` with the same params; in train mode it differs, the same
+    key reproduces it, and with the rates set to 0 it is eval mode again (the traced rate
+    is used); a bad rate is refused by name; ``train.fit`` trains it (the objective passes
+    ``train=``) and keeps the rate."""
+    plain, dropped = make(), make(drop_rate=0.3)
+    assert not plain.stateful and dropped.stateful
+    k_init, k_drop, k_other, k_fit = jax.random.split(key, 4)
+    params, _ = plain.init(k_init)
+    params_d, state = dropped.init(k_init)
+    assert jax.tree.structure(params_d) == jax.tree.structure(params)
+    chex.assert_trees_all_equal(params_d, params)
+    rates = jax.tree.leaves(state)
+    assert len(rates) == n_dropout and all(float(r) == np.float32(0.3) for r in rates)
+
+    Z, _ = plain.batch_apply(params, X)
+    Z_eval, same = dropped.batch_apply(params, X, state=state, train=False)
+    np.testing.assert_allclose(Z_eval, Z, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_equal(same, state)
+    Z_train, _ = dropped.batch_apply(params, X, state=state, train=True, key=k_drop)
+    Z_again, _ = dropped.batch_apply(params, X, state=state, train=True, key=k_drop)
+    Z_other, _ = dropped.batch_apply(params, X, state=state, train=True, key=k_other)
+    assert not np.allclose(Z_train, Z_eval, atol=1e-3)
+    np.testing.assert_array_equal(Z_again, Z_train)
+    assert not np.allclose(Z_other, Z_train, atol=1e-3)
+    zero = optax.tree_utils.tree_set(state, drop_rate=jnp.float32(0.0))
+    Z_zero, _ = dropped.batch_apply(params, X, state=zero, train=True, key=k_drop)
+    np.testing.assert_allclose(Z_zero, Z_eval, rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError, match=r"train: this model carries state"):
+        dropped.batch_apply(params, X, state=state)
+
+    for bad, error in [(1.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError),
+                       (True, TypeError), ("0.1", TypeError), (None, TypeError)]:
+        with pytest.raises(error, match=rf"drop_rate: {who}: expected a drop probability in "
+                                        rf"\[0, 1\), got"):
+            make(drop_rate=bad)
+
+    result = train.fit(objective.make(dropped, "cross_entropy"), params, (X, Y),
+                       optimizer=optax.adam(1e-2), epochs=2, batch_size=len(X) // 2,
+                       key=k_fit, model_state=state, progress=False)
+    assert result.history["epoch"] == [1, 2] and np.all(np.isfinite(result.history["loss"]))
+    chex.assert_trees_all_equal(result.model_state, state)  # the rate is not trained
+    assert jax.tree.structure(result.params) == jax.tree.structure(params)
+
+
+def test_dropout_is_residual_dropout_and_off_in_eval_mode(key, rng):
+    """dropout=: one Dropout on the embeddings + positional encodings and one on each
+    sub-layer's output (2 per block), section 5.4; the dropout model's params replay through
+    attention_maps and generate (eval mode, the model's state)."""
+    kw = dict(vocab_size=5, n_classes=5, seq_len=T, d_model=D, n_heads=H, n_layers=2)
+    make = functools.partial(transformer.model, **kw)
+    X, Y = rng.integers(0, 5, size=(8, T)), rng.integers(0, 5, size=(8, T))
+    check_dropout_option(make, "transformer.model", 1 + 2 * 2, X, Y, key)
+    net = make(drop_rate=0.1)
+    params, state = net.init(key)
+    maps = transformer.attention_maps(params, X[0], n_heads=H)
+    np.testing.assert_allclose(maps[0].sum(-1), 1.0, rtol=1e-5)
+    from nets import generate
+    np.testing.assert_array_equal(generate(net, params, X[0, :2], 3, state=state),
+                                  generate(make(), params, X[0, :2], 3))
+    with pytest.raises(ValueError, match=r"drop_rate: transformer.block: expected"):
+        transformer.block(H, 16, drop_rate=1.5)
