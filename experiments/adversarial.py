@@ -80,7 +80,8 @@ eps_train_grey=E``, the same standard MLP; accuracy under the check PGD at E):
     PGD accuracy at E, adv.        93.0%   72.4%   35.1%   16.2%
 
 so at 1-2 levels adversarial training is free here (at 1 level it even helps, as Goodfellow
-et al. saw on MNIST: 6 images, one seed), at 3 levels it costs 5.3 points and at 4 levels 22.6 (81 images).
+et al. saw on MNIST: 6 images, one seed), at 3 levels it costs 5.3 points and at 4 levels
+22.6 (81 images).
 
 Wall time 479 s on a 2-core CPU shared with other jobs (load average 8-10), the CNN's
 programs compiled afresh (CNN adversarial training 197 s, standard training with its

@@ -169,10 +169,8 @@ def _generation_model(model) -> int:
     if len(shape) != 1:
         raise ValueError(f"model: generate expected a model of token ids, input_shape (T,), got "
                          f"input_shape {shape} (real features? build it with vocab_size=)")
-    _, params, state = model._abstract
     with ATTENTION.collect() as causal, L.record_token_ranges() as vocabs:
-        jax.eval_shape(lambda p, s, x: model.layer.apply(p, s, x, train=False, key=None),
-                       params, state, jax.ShapeDtypeStruct(shape, np.int32))
+        model._trace_example(np.int32)
     vocab = max(vocabs, default=0)
     if not vocab:
         raise ValueError(f"model: generate expected a model of token ids (an Embedding), got "
@@ -274,7 +272,7 @@ def generate(model: Model, params, prompt, steps: int, *, key=None, temperature=
     return out[:n + steps]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=256)  # as the model's other compiled programs (nets.model)
 def _compiled_generate(model: Model, greedy: bool):
     def run(params, state, buffer, n, steps, key, temperature):
         def body(t, buffer):  # token t from the scores at t - 1

@@ -80,6 +80,15 @@ class Model:
         params, state = jax.eval_shape(init, jax.random.key(0))
         return box["out"], params, state
 
+    def _trace_example(self, dtype) -> None:
+        """Traces the layer on ONE abstract example of ``input_shape`` and ``dtype`` in
+        evaluation mode, computing nothing: for the trace recorders of
+        :class:`nets._checks.TraceRecorder` (an embedding's vocabulary, attention's
+        ``causal``) around it."""
+        _, params, state = self._abstract
+        jax.eval_shape(lambda p, s, x: self.layer.apply(p, s, x, train=False, key=None),
+                       params, state, jax.ShapeDtypeStruct(self.input_shape, dtype))
+
     @property
     def output_shape(self) -> tuple:
         """Shape of the output ``z`` for one example, e.g. ``(10,)``."""

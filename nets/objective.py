@@ -194,10 +194,8 @@ def embedding_vocab(model: Model, dtype) -> int:
     key = str(np.dtype(dtype))
     known = _VOCAB.setdefault(model, {})
     if key not in known:
-        _, params, state = model._abstract
         with _layers.record_token_ranges() as vocab:
-            jax.eval_shape(lambda p, s, x: model.layer.apply(p, s, x, train=False, key=None),
-                           params, state, jax.ShapeDtypeStruct(model.input_shape, dtype))
+            model._trace_example(dtype)
         known[key] = max(vocab, default=0)
     return known[key]
 

@@ -202,10 +202,10 @@ def fit(
         the fit ends where the one-device fit ends (same batches, same order) up to float
         rounding. ``batch_size`` must be a multiple of the data axis. Default: one device.
         See :mod:`train.distributed` (several processes) and :func:`train.run`.
-      data_on_devices: with ``mesh`` (refused without it) in one process: the data set copied to every device and
-        each epoch one compiled program (no host round trip per step; faster for small
-        models, e.g. a CPU's cores as devices by ``jax_num_cpu_devices``); default: each
-        batch fed from the host. See :func:`train.run`.
+      data_on_devices: with ``mesh`` (refused without it) in one process: the data set
+        copied to every device and each epoch one compiled program (no host round trip per
+        step; faster for small models, e.g. a CPU's cores as devices by
+        ``jax_num_cpu_devices``); default: each batch fed from the host. See :func:`train.run`.
 
     Returns:
       A :class:`FitResult`.

@@ -20,26 +20,23 @@ from typing import Sequence
 from train import distributed
 
 
-def _at_least_one(text: str) -> int:
-    """An int >= 1 for argparse (a bad one is a usage error naming the option, status 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text}")
-    return value
+def _checked(convert, ok, expected: str):
+    """An argparse type: ``convert(text)`` where ``ok`` holds, else a usage error naming the
+    option (status 2) that says ``expected``."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return parse
 
 
-def _positive_seconds(text: str) -> float:
-    """An argparse type: a number of seconds > 0 (``--timeout``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
-    return value
+_at_least_one = _checked(int, lambda v: v >= 1, "an int >= 1")
+_positive_seconds = _checked(float, lambda v: 0 < v < float("inf"), "a number of seconds > 0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
