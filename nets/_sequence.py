@@ -8,16 +8,16 @@ A sequence is ONE example of shape ``(T, d)`` (positions first); batches come fr
 ``jax.vmap`` as for every layer of :mod:`nets.layers`.
 
 Padding and variable-length sequences. Every example has the model's ``seq_len`` ``T``;
-shorter sequences are padded (with any valid id, e.g. 0). There is NO input mask: every
-layer reads the padding like any other token. What is masked is the loss: a label ``-1``
-(``nets.losses.IGNORE``) is not scored. So for sequences of different lengths use a
-CAUSAL model (the default Transformer, Mamba, the RNN/LSTM) with ``readout="all"``,
-right-pad, and give labels ``-1`` everywhere except the positions to score (to classify a
-whole sequence: its label at its last real position, ``-1`` elsewhere); a causal model's
-output at ``t`` never sees the padding after ``t``. ``readout="mean"`` averages over the
-padded positions too, ``readout="last"`` reads position ``T - 1`` (padding for a short
-sequence), and a Transformer built with ``causal=False`` attends to the padding from every
-position: all three see the pads.
+shorter sequences are right-padded with a token id ``k`` and the model is built with
+``pad_id=k`` (:func:`padded`): the padding mask ``real = ids != k`` reaches every layer that
+reads one (:func:`nets.layers.takes_mask`). The Transformer's attention then hides the
+padded keys (a padded position still sees itself), and the readouts ``"last"`` and
+``"mean"`` read the real positions only, so a right-padded sequence gets at its real
+positions exactly what a model of its own length gives it (tested in float64, forward and
+gradient, causal or encoder; Mamba and the LSTM are causal, so there only the readout needs
+the mask). Outputs at padded positions are still computed: with ``readout="all"`` give them
+label ``-1`` (``nets.losses.IGNORE``), which the loss does not score. Without ``pad_id``
+every layer reads the padding like any other token.
 
 The value of an objective over per-position labels (:func:`nets.objective.make`, hence
 ``loss`` and ``val_loss`` of ``train.fit``) is the mean over SEQUENCES of each sequence's
@@ -74,14 +74,14 @@ def with_dropout(layer: Layer, drop_rate: float) -> Layer:
         out, _, drop_state = drop.init(key, out)
         return out, params, (state, drop_state)
 
-    def apply(params, state, x, *, train=False, key=None):
+    def apply(params, state, x, *, train=False, key=None, mask=None):
         k_layer, k_drop = L._split(key, 2)
         y, inner = L._checked_apply(layer, "with_dropout: layer", params, state[0], x,
-                                    train=train, key=k_layer)
+                                    train=train, key=k_layer, mask=mask)
         y, drop_state = drop.apply((), state[1], y, train=train, key=k_drop)
         return y, (inner, drop_state)
 
-    return Layer(init, apply)
+    return Layer(init, L.reads_mask(apply, L.takes_mask(layer)))
 
 
 def sequence_shape(input_shape, who: str) -> tuple[int, int]:
@@ -122,19 +122,64 @@ def per_position(layer: Layer) -> Layer:
 def Readout(kind: str = "all") -> Layer:
     """The output of a sequence model: ``"all"`` positions ``(T, m) -> (T, m)``, the
     ``"last"`` one ``(T, m) -> (m,)`` (a causal model's summary of the whole sequence), or
-    the ``"mean"`` over positions ``(T, m) -> (m,)``."""
+    the ``"mean"`` over positions ``(T, m) -> (m,)``.
+
+    With a padding mask ``real`` (``mask=``, the models' ``pad_id=``), ``"last"`` reads the
+    last real position and ``"mean"`` averages the real positions only (a sequence of
+    padding alone reads position ``T - 1``, and its mean is 0); ``"all"`` is unchanged."""
     if kind not in READOUTS:
         raise ValueError(f"readout: expected one of {READOUTS}, got {kind!r}")
     if kind == "all":
         return L.Identity()
-    fn = (lambda x: x[-1]) if kind == "last" else (lambda x: jnp.mean(x, axis=0))
-    return L._stateless(fn, lambda s: tuple(s[1:]))
+
+    def init(key, input_shape):
+        return tuple(L._shape(input_shape, "Readout")[1:]), (), ()
+
+    def apply(params, state, x, *, train=False, key=None, mask=None):
+        if mask is None:
+            return (x[-1] if kind == "last" else jnp.mean(x, axis=0)), state
+        if kind == "last":
+            return x[x.shape[0] - 1 - jnp.argmax(mask[::-1])], state
+        total = jnp.sum(jnp.where(mask[:, None], x, 0), axis=0)
+        return total / jnp.maximum(jnp.sum(mask), 1).astype(x.dtype), state
+
+    return Layer(init, L.reads_mask(apply))
 
 
 def head(n_classes: int, readout: str, init: str = "glorot") -> list[Layer]:
     """``per_position(Dense(n_classes))`` then :func:`Readout`: class scores per position
     (``"all"``) or for the sequence (``"last"``, ``"mean"``)."""
     return [per_position(L.Dense(n_classes, init=init)), Readout(readout)]
+
+
+def check_pad_id(pad_id, vocab_size, who: str):
+    """The models' ``pad_id=``: ``None``, or a token id in ``[0, vocab_size)`` of a model of
+    token ids, as a Python ``int``; a clear error otherwise."""
+    if pad_id is None:
+        return None
+    if vocab_size is None:
+        raise ValueError(f"pad_id: {who} reads padding from token ids, so it needs "
+                         f"vocab_size= (a model of real features d_in= has no pad token), "
+                         f"got pad_id={pad_id!r} with vocab_size=None")
+    return _checks.check_int(pad_id, f"pad_id: {who}", 0, int(vocab_size) - 1)
+
+
+def padded(layer: Layer, pad_id: int | None) -> Layer:
+    """``layer`` over token ids ``(T,)`` with the padding mask ``real = ids != pad_id``
+    passed to every layer inside that reads one (:func:`nets.layers.takes_mask`: the
+    attention and the readout). ``pad_id=None`` returns ``layer`` itself. The params and
+    state are ``layer``'s, so a model with and without ``pad_id`` share them."""
+    if pad_id is None:
+        return layer
+
+    def init(key, input_shape):
+        return L._checked_init(layer, key, input_shape, "padded: layer")
+
+    def apply(params, state, x, *, train=False, key=None):
+        return L._checked_apply(layer, "padded: layer", params, state, x, train=train,
+                                key=key, mask=jnp.asarray(x) != pad_id)
+
+    return Layer(init, apply)
 
 
 def embed_or_project(vocab_size, d_in, d_model: int, who: str) -> tuple[Layer, tuple]:

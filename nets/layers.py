@@ -201,11 +201,27 @@ def _tuples(tree):
     return tree
 
 
-def _checked_apply(layer: Layer, who: str, params, state, x, *, train, key):
-    """``layer.apply(params, state, x, train=train, key=key)``, refused unless it is
-    ``(y, new_state)`` with ``new_state`` of the structure of ``state``. A check of the
-    returned Python structure, made while tracing: nothing at run time."""
-    out = layer.apply(params, state, x, train=train, key=key)
+def takes_mask(layer: Layer) -> bool:
+    """Whether ``layer.apply`` reads a padding mask: ``apply(..., mask=real)`` with ``real``
+    a bool ``(T,)``, True at the real positions of a sequence (the sequence models'
+    ``pad_id=``; :func:`nets.transformer.MultiHeadAttention`, the sequence readouts and the
+    combinators holding them). A layer of your own opts in with :func:`reads_mask`."""
+    return bool(getattr(layer.apply, "takes_mask", False))
+
+
+def reads_mask(apply: Callable, takes: bool = True) -> Callable:
+    """Marks ``apply`` as taking ``mask=`` (:func:`takes_mask`); returns it."""
+    apply.takes_mask = bool(takes)
+    return apply
+
+
+def _checked_apply(layer: Layer, who: str, params, state, x, *, train, key, mask=None):
+    """``layer.apply(params, state, x, train=train, key=key)`` (with ``mask=mask`` when the
+    layer reads a padding mask and one is given), refused unless it is ``(y, new_state)``
+    with ``new_state`` of the structure of ``state``. A check of the returned Python
+    structure, made while tracing: nothing at run time."""
+    extra = {"mask": mask} if mask is not None and takes_mask(layer) else {}
+    out = layer.apply(params, state, x, train=train, key=key, **extra)
     expected = f"{who}: expected {_name(layer.apply)}(params, state, x, *, train, key) to return "
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise TypeError(f"{expected}(y, new_state), got {_describe(out)}; return y, state")
@@ -730,7 +746,7 @@ def serial(*layers: Layer) -> Layer:
             states.append(s)
         return shape, tuple(params), tuple(states)
 
-    def apply(params, state, x, *, train=False, key=None):
+    def apply(params, state, x, *, train=False, key=None, mask=None):
         for name, tree in (("params", params), ("state", state)):
             if not isinstance(tree, (tuple, list)) or len(tree) != len(layers):
                 got = f"{type(tree).__name__} of length {len(tree)}" if isinstance(
@@ -740,11 +756,12 @@ def serial(*layers: Layer) -> Layer:
         new_states = []
         for i, (layer, p, s, k) in enumerate(zip(layers, params, state,
                                                  _split(key, len(layers)))):
-            x, s = _checked_apply(layer, f"serial: layers[{i}]", p, s, x, train=train, key=k)
+            x, s = _checked_apply(layer, f"serial: layers[{i}]", p, s, x, train=train, key=k,
+                                  mask=mask)
             new_states.append(s)
         return x, tuple(new_states)
 
-    return Layer(init, apply)
+    return Layer(init, reads_mask(apply, any(map(takes_mask, layers))))
 
 
 def residual(layer: Layer) -> Layer:
@@ -760,12 +777,12 @@ def residual(layer: Layer) -> Layer:
                              f"{input_shape} to {out}")
         return input_shape, params, state
 
-    def apply(params, state, x, *, train=False, key=None):
+    def apply(params, state, x, *, train=False, key=None, mask=None):
         y, state = _checked_apply(layer, "residual: layer", params, state, x, train=train,
-                                 key=key)
+                                  key=key, mask=mask)
         return x + y, state
 
-    return Layer(init, apply)
+    return Layer(init, reads_mask(apply, takes_mask(layer)))
 
 
 def concat(*branches: Layer) -> Layer:
@@ -792,21 +809,22 @@ def concat(*branches: Layer) -> Layer:
                              f"got shapes {outs}")
         return (*outs[0][:-1], sum(o[-1] for o in outs)), tuple(params), tuple(states)
 
-    def apply(params, state, x, *, train=False, key=None):
+    def apply(params, state, x, *, train=False, key=None, mask=None):
         ys, new_states = [], []
         for i, (b, p, s, k) in enumerate(zip(branches, params, state,
                                              _split(key, len(branches)))):
-            y, s = _checked_apply(b, f"concat: branches[{i}]", p, s, x, train=train, key=k)
+            y, s = _checked_apply(b, f"concat: branches[{i}]", p, s, x, train=train, key=k,
+                                  mask=mask)
             ys.append(y)
             new_states.append(s)
         return jnp.concatenate(ys, axis=-1), tuple(new_states)
 
-    return Layer(init, apply)
+    return Layer(init, reads_mask(apply, any(map(takes_mask, branches))))
 
 
 __all__ = [
     "Layer", "count_params", "dropout", "Dense", "Activation", "Sigmoid", "Tanh", "Relu",
     "Elu", "Softplus", "Identity", "Flatten", "Dropout", "Conv2D", "MaxPool", "AvgPool",
     "Embedding", "embed", "record_token_ranges", "LayerNorm", "BatchNorm", "serial", "residual",
-    "concat", "DENSE_INITS",
+    "concat", "takes_mask", "reads_mask", "DENSE_INITS",
 ]

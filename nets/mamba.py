@@ -246,7 +246,7 @@ def MambaBlock(d_state: int = 16, *, expand: int = 2, d_conv: int = 4,
 def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
           d_in: int | None = None, d_model: int = 32, n_layers: int = 2, d_state: int = 16,
           expand: int = 2, d_conv: int = 4, readout: str = "all",
-          scan: str = "parallel", drop_rate: float = 0.0) -> Model:
+          scan: str = "parallel", drop_rate: float = 0.0, pad_id: int | None = None) -> Model:
     """A Mamba classifier of sequences: input layer -> ``n_layers`` blocks ``x + Mamba(LN(x))``
     (``x + Drop(Mamba(LN(x)))`` with ``drop_rate``) -> LN -> ``per_position(Dense(n_classes))``
     -> readout.
@@ -265,6 +265,10 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
         residual sum (module doc). ``0`` (the default) builds no Dropout layer; ``p > 0``
         makes a stateful model (its state holds the rate; pass ``train=``) with the same
         params as ``drop_rate=0``.
+      pad_id: ``None`` (the default), or the token id that pads shorter sequences (with
+        ``vocab_size``): ``readout="last"``/``"mean"`` then read the real positions only.
+        The blocks are causal, so a right-padded sequence's real positions are what a model
+        of its own length gives them. Same params as ``pad_id=None``.
 
     :mod:`nets.penalties` decays every leaf with two axes, here ``A_log`` and the
     convolution kernel too; leave them out of the penalty (or use none) to follow the paper.
@@ -279,8 +283,9 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
     blocks = [L.residual(_sequence.with_dropout(L.serial(L.LayerNorm(), MambaBlock(
         d_state, expand=expand, d_conv=d_conv, scan=scan)), drop_rate))  # x + Drop(Mamba(LN(x)))
         for _ in range(n_layers)]
+    pad_id = _sequence.check_pad_id(pad_id, vocab_size, who)
     layers = [first, *blocks, L.LayerNorm(), *_sequence.head(n_classes, readout)]
-    return Model(L.serial(*layers), input_shape=(seq_len, *tail))
+    return Model(_sequence.padded(L.serial(*layers), pad_id), input_shape=(seq_len, *tail))
 
 
 __all__ = ["scan_parallel", "scan_sequential", "selective_scan", "causal_conv", "S6",

@@ -215,7 +215,7 @@ def LSTM(d_hidden: int, *, return_sequences: bool = True, forget_bias: float = 1
 def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
           d_in: int | None = None, d_model: int = 32, d_hidden: int = 64,
           n_layers: int = 1, cell: str = "lstm", readout: str = "all",
-          drop_rate: float = 0.0) -> Model:
+          drop_rate: float = 0.0, pad_id: int | None = None) -> Model:
     """A recurrent classifier of sequences: input layer -> ``n_layers`` recurrent layers ->
     ``per_position(Dense(n_classes))`` -> readout, with ``drop_rate`` after the input layer
     and after each recurrent layer (module doc).
@@ -235,6 +235,10 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
         layers and before the head. ``0`` (the default) builds no Dropout layer; ``p > 0``
         makes a stateful model (its state holds the rate; pass ``train=``) with the same
         params as ``drop_rate=0``.
+      pad_id: ``None`` (the default), or the token id that pads shorter sequences (with
+        ``vocab_size``): ``readout="last"``/``"mean"`` then read the real positions only.
+        The recurrence is causal, so a right-padded sequence's real positions are what a
+        model of its own length gives them. Same params as ``pad_id=None``.
     """
     who = "rnn.model"
     if cell not in ("lstm", "rnn"):
@@ -247,9 +251,10 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
     first, tail = _sequence.embed_or_project(vocab_size, d_in, d_model, who)
     make = LSTM if cell == "lstm" else RNN
     drop = lambda f: _sequence.with_dropout(f, drop_rate)  # noqa: E731  f then Dropout
+    pad_id = _sequence.check_pad_id(pad_id, vocab_size, who)
     layers = [drop(first), *[drop(make(d_hidden)) for _ in range(n_layers)],
               *_sequence.head(n_classes, readout)]
-    return Model(L.serial(*layers), input_shape=(seq_len, *tail))
+    return Model(_sequence.padded(L.serial(*layers), pad_id), input_shape=(seq_len, *tail))
 
 
 __all__ = ["LSTMState", "rnn_step", "lstm_step", "rnn", "lstm", "RNN", "LSTM", "model",

@@ -8,7 +8,8 @@ into fragments (``"caf"``, ``"é"``); transliterate such text to ASCII first. A
 :class:`Tokenizer` maps each word to its index in a fixed vocabulary whose first three
 entries are the special tokens
 
-    id 0  ``<pad>``   fills the sequence after the end token
+    id 0  ``<pad>``   fills the sequence after the end token (a sequence model built
+                      with ``pad_id=0`` hides it: :mod:`nets._sequence`, "Padding")
     id 1  ``<end>``   closes every caption (a causal text encoder reads its summary there)
     id 2  ``<unk>``   a word outside the vocabulary (``unknown="unk"``, the default)
 

@@ -34,6 +34,13 @@ forward and backward take about 30% less time, and a width-16 model trains about
 ``jax.custom_vjp``, forward mode alone (``jax.jvp``, ``jax.jacfwd``) needs ``"written"``;
 ``jax.hessian`` (forward over reverse) differentiates the backward pass and works.
 
+Padding (``model(..., pad_id=k)``): with ``real[s] = ids[s] != k`` the mask also hides the
+padded keys, ``M[t, s] = -inf`` unless ``real[s]`` or ``s == t`` (a padded position still
+sees itself, so no row of ``S`` is all ``-inf``), and the readouts ``"last"``/``"mean"`` read
+the real positions only. A right-padded sequence then gets, at its real positions, exactly
+what a model of its own length gives it; with ``causal=False`` (an encoder) too. The
+hand-derived backward pass above holds unchanged (masked entries have ``P = 0``).
+
 Sinusoidal positional encoding (Vaswani et al. 2017, section 3.5), added to the input:
 
     PE[t, 2i] = sin(t / 10000^(2i / d)),   PE[t, 2i + 1] = cos(t / 10000^(2i / d))
@@ -126,23 +133,35 @@ def causal_mask(T: int) -> np.ndarray:
     return np.tril(np.ones((T, T), bool))
 
 
-def _heads_attention(q, k, v, causal: bool):
+def _allowed(T: int, causal: bool, real):
+    """The entries ``(t, s)`` the attention keeps: ``s <= t`` when ``causal``, and, given the
+    padding mask ``real`` (T,), only real keys ``s`` or ``s == t`` (module doc); ``None``
+    when every entry is kept."""
+    keep = causal_mask(T) if causal else None
+    if real is None:
+        return keep
+    keys = jnp.logical_or(real[None, :], np.eye(T, dtype=bool))
+    return keys if keep is None else jnp.logical_and(keep, keys)
+
+
+def _heads_attention(q, k, v, causal: bool, real=None):
     """``(O, P)`` of eq. 1 for the heads ``q, k, v`` (T, H, d_h): ``O`` (T, H, d_h), ``P``
-    (H, T, T)."""
+    (H, T, T); ``real`` (T,) the padding mask or ``None``."""
     S = jnp.einsum("thc,shc->hts", q, k) / np.sqrt(q.shape[-1])  # S_j = Q_j K_j^T / sqrt(d_h)
-    if causal:
-        S = jnp.where(causal_mask(q.shape[0]), S, -jnp.inf)  # replaced: no gradient into s > t
+    keep = _allowed(q.shape[0], causal, real)
+    if keep is not None:
+        S = jnp.where(keep, S, -jnp.inf)  # replaced: no gradient into the hidden entries
     P = jax.nn.softmax(S, axis=-1)  # (H, T, T)
     return jnp.einsum("hts,shc->thc", P, v), P  # head_j = P_j V_j
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _attention_custom_vjp(q, k, v, causal):
-    return _heads_attention(q, k, v, causal)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _attention_custom_vjp(q, k, v, real, causal):
+    return _heads_attention(q, k, v, causal, real)[0]
 
 
-def _attention_forward(q, k, v, causal):
-    o, P = _heads_attention(q, k, v, causal)
+def _attention_forward(q, k, v, real, causal):
+    o, P = _heads_attention(q, k, v, causal, real)
     return o, (q, k, v, P, o)
 
 
@@ -155,28 +174,33 @@ def _attention_backward(causal, residuals, do):
     dS = P * (dP - jnp.einsum("thc,thc->ht", do, o)[..., None])  # rowsum(dO O) = rowsum(P dP)
     dq = jnp.einsum("hts,shc->thc", dS, k) * scale
     dk = jnp.einsum("hts,thc->shc", dS, q) * scale
-    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None  # none for real
 
 
 _attention_custom_vjp.defvjp(_attention_forward, _attention_backward)
 
 
-def attention(params, x, *, n_heads: int, causal: bool = True, impl: str = "written"):
+def attention(params, x, *, n_heads: int, causal: bool = True, impl: str = "written",
+              mask=None):
     """Multi-head self-attention of one sequence (module doc). Returns ``(y, P)``: ``y``
     (T, d) and the attention weights ``P`` (H, T, T), rows summing to 1 (``P`` is ``None``
     with ``impl="jax"``, whose kernel does not return them, and with ``"custom_vjp"``, whose
-    backward pass takes no gradient through them)."""
+    backward pass takes no gradient through them). ``mask``: ``None`` or the padding mask
+    ``real`` (T,) bool, True at real positions (module doc, "Padding")."""
     T, d = x.shape
     dh = d // n_heads
     heads = lambda W: (x @ W.T).reshape(T, n_heads, dh)  # noqa: E731  (T, H, d_h)
     q, k, v = heads(params["Wq"]), heads(params["Wk"]), heads(params["Wv"])
+    real = None if mask is None else jnp.asarray(mask, bool)
     P = None
-    if impl == "jax":
+    if impl == "jax" and real is None:
         o = jax.nn.dot_product_attention(q, k, v, is_causal=causal)  # (T, H, d_h)
+    elif impl == "jax":
+        o = jax.nn.dot_product_attention(q, k, v, mask=_allowed(T, causal, real)[None])
     elif impl == "custom_vjp":
-        o = _attention_custom_vjp(q, k, v, causal)
+        o = _attention_custom_vjp(q, k, v, real, causal)
     else:
-        o, P = _heads_attention(q, k, v, causal)
+        o, P = _heads_attention(q, k, v, causal, real)
     return o.reshape(T, d) @ params["Wo"].T, P  # [head_1 .. head_H] Wo^T
 
 
@@ -199,14 +223,18 @@ def MultiHeadAttention(n_heads: int, *, causal: bool = True, impl: str = "writte
         keys = jax.random.split(key, 4)
         return (T, d), {n: glorot(k, (d, d)) for n, k in zip(("Wq", "Wk", "Wv", "Wo"), keys)}, ()
 
-    def apply(params, state, x, *, train=False, key=None):
+    def apply(params, state, x, *, train=False, key=None, mask=None):
         if jnp.ndim(x) != 2 or jnp.shape(x)[1] != params["Wq"].shape[1]:
             raise ValueError(f"x: {who} expected one sequence of shape (T, "
                              f"{params['Wq'].shape[1]}), got shape {jnp.shape(x)}")
+        if mask is not None and jnp.shape(mask) != jnp.shape(x)[:1]:
+            raise ValueError(f"mask: {who} expected the padding mask of shape "
+                             f"({jnp.shape(x)[0]},), got shape {jnp.shape(mask)}")
         _sequence.ATTENTION.record(bool(causal))  # read by nets.generate
-        return attention(params, x, n_heads=n_heads, causal=causal, impl=impl)[0], state
+        return attention(params, x, n_heads=n_heads, causal=causal, impl=impl,
+                         mask=mask)[0], state
 
-    return Layer(init, apply)
+    return Layer(init, L.reads_mask(apply))
 
 
 def mlp_block(d_mlp: int) -> Layer:
@@ -249,7 +277,7 @@ def _norm(impl: str) -> Layer:
 def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
           d_in: int | None = None, d_model: int = 32, n_heads: int = 2, n_layers: int = 2,
           d_mlp: int | None = None, readout: str = "all", causal: bool = True,
-          impl: str = "written", drop_rate: float = 0.0) -> Model:
+          impl: str = "written", drop_rate: float = 0.0, pad_id: int | None = None) -> Model:
     """A Transformer classifier of sequences, causal by default (module doc).
 
     Args:
@@ -271,6 +299,13 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
         to the residual stream and on the embeddings plus positional encodings. ``0`` (the
         default) builds no Dropout layer; ``p > 0`` makes a stateful model (its state holds
         the rate; pass ``train=``) with the same params as ``drop_rate=0``.
+      pad_id: ``None`` (the default: no padding mask), or the token id that pads shorter
+        sequences (with ``vocab_size``): no position attends to a padded one (but itself),
+        and ``readout="last"``/``"mean"`` read the real positions only (module doc,
+        "Padding"). Right-pad: a real position's output is then the one a model of the
+        sequence's own length gives, causal or not. Outputs at padded positions are
+        computed too; with ``readout="all"`` give them label ``-1``. Same params as
+        ``pad_id=None``.
     """
     who = "transformer.model"
     seq_len = _sequence.positive_int(seq_len, "seq_len", who)
@@ -280,14 +315,16 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
     d_mlp = 4 * d_model if d_mlp is None else d_mlp
     drop_rate = _sequence.check_dropout(drop_rate, who)
     first, tail = _sequence.embed_or_project(vocab_size, d_in, d_model, who)
+    pad_id = _sequence.check_pad_id(pad_id, vocab_size, who)
     layers = [first, _sequence.with_dropout(PositionalEncoding(), drop_rate),  # Drop(x + PE)
               *[block(n_heads, d_mlp, causal=causal, impl=impl, drop_rate=drop_rate)
                 for _ in range(n_layers)],
               _norm(impl), *_sequence.head(n_classes, readout)]
-    return Model(L.serial(*layers), input_shape=(seq_len, *tail))
+    return Model(_sequence.padded(L.serial(*layers), pad_id), input_shape=(seq_len, *tail))
 
 
-def attention_maps(params, x, *, n_heads: int, causal: bool = True) -> list:
+def attention_maps(params, x, *, n_heads: int, causal: bool = True,
+                   pad_id: int | None = None) -> list:
     """The attention weights ``P`` (H, T, T) of every block of a :func:`model` for ONE
     input ``x`` (ids ``(T,)`` or features ``(T, d_in)``; a batch: ``jax.vmap``), in the
     order of the blocks (the written attention, whatever ``impl`` the model uses): the
@@ -297,7 +334,8 @@ def attention_maps(params, x, *, n_heads: int, causal: bool = True) -> list:
 
     ``params`` do not record the head count or the mask: ``n_heads`` and ``causal`` must be
     the model's (``d_model`` divisible by ``n_heads`` is checked; a wrong divisor is not
-    detectable and gives maps of the wrong heads). ``causal=False`` for an encoder."""
+    detectable and gives maps of the wrong heads). ``causal=False`` for an encoder;
+    ``pad_id`` the model's (``None``: no padding mask)."""
     who = "attention_maps"
     n_heads = _sequence.positive_int(n_heads, "n_heads", who)
     if not isinstance(causal, (bool, np.bool_)):
@@ -320,12 +358,14 @@ def attention_maps(params, x, *, n_heads: int, causal: bool = True) -> list:
             raise TypeError(f"ids: {who} expected integer token ids, got dtype "
                             f"{jnp.result_type(x)}")
         h = L.embed(first["E"], x)  # an id outside [0, V) gives NaN, as in the model
+        pad_id = _sequence.check_pad_id(pad_id, first["E"].shape[0], who)
     else:
         d_in = first["W"].shape[1]
         if shape[1:] != (d_in,) or len(shape) != 2:
             raise ValueError(f"x: {who} expected one sequence of shape (T, {d_in}), got "
                              f"{shape}; call it per sequence or jax.vmap")
         h = jax.vmap(lambda xt: first["W"] @ xt + first["b"])(x)
+        pad_id = _sequence.check_pad_id(pad_id, None, who)
     h = h + sinusoidal_encoding(*h.shape).astype(h.dtype)
     maps = []
     for p in params[2:]:
@@ -337,7 +377,8 @@ def attention_maps(params, x, *, n_heads: int, causal: bool = True) -> list:
             if jnp.shape(att[name]) != (d, d):
                 raise ValueError(f"params: {who} expected {name} of shape ({d}, {d}) in block "
                                  f"{len(maps) + 1}, got {jnp.shape(att[name])}")
-        y, P = attention(att, _layer_norm(ln1, h), n_heads=n_heads, causal=bool(causal))
+        y, P = attention(att, _layer_norm(ln1, h), n_heads=n_heads, causal=bool(causal),
+                         mask=None if pad_id is None else jnp.asarray(x) != pad_id)
         maps.append(P)
         h = h + y
         h = h + mlp_block(1).apply(mlp, ((),) * len(mlp), _layer_norm(ln2, h))[0]  # stateless

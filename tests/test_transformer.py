@@ -174,7 +174,7 @@ def test_custom_vjp_attention_is_the_written_one_with_its_hand_derived_gradient(
         dh = D // heads
         q, k, v = (jnp.asarray((x @ params[w].T).reshape(T, heads, dh))
                    for w in ("Wq", "Wk", "Wv"))
-        o, res = transformer._attention_forward(q, k, v, True)
+        o, res = transformer._attention_forward(q, k, v, None, True)
         do = jnp.asarray(rng.normal(size=o.shape))
         right = transformer._attention_backward(True, res, do)
         wrong = transformer._attention_backward(True, (*res[:4], jnp.zeros_like(o)), do)

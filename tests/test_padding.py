@@ -1,0 +1,169 @@
+"""Padded sequences (the sequence models' ``pad_id=``): a right-padded sequence gets, at its
+real positions, exactly what a model of its own length gives it (forward and gradient, in
+float64), for the Transformer (causal or encoder, every attention impl), Mamba and the LSTM;
+the readouts read the real positions only; bad ``pad_id`` values are refused by name.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nets
+import optax
+import train
+from nets import layers as L
+from nets import mamba, rnn, transformer
+
+T, t, V = 7, 4, 9
+
+# (model, its options, readout): every readout of the written attention, causal and not;
+# each other attention impl, Mamba and the LSTM with the readouts that read the mask
+CASES = [(transformer, dict(causal=c, impl="written"), r)
+         for c in (True, False) for r in ("last", "mean", "all")] + [
+    (transformer, dict(causal=False, impl="jax"), "mean"),
+    (transformer, dict(causal=False, impl="custom_vjp"), "all"),
+    (transformer, dict(causal=True, impl="custom_vjp"), "last"),
+    (mamba, {}, "last"), (mamba, {}, "mean"), (rnn, {}, "last"), (rnn, {}, "mean")]
+IDS = [f"{m.__name__.split('.')[-1]}-{'-'.join(map(str, kw.values()))}-{r}"
+       for m, kw, r in CASES]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def _sequences(rng):
+    ids = rng.integers(1, V, size=t)
+    return ids, np.concatenate([ids, np.zeros(T - t, ids.dtype)])  # pad id 0 on the right
+
+
+def _f64(params):
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+
+
+@pytest.mark.parametrize("module, kw, readout", CASES, ids=IDS)
+def test_a_right_padded_sequence_is_the_sequence_alone(x64, rng, module, kw, readout):
+    padded = module.model(vocab_size=V, n_classes=3, seq_len=T, readout=readout, pad_id=0, **kw)
+    plain = module.model(vocab_size=V, n_classes=3, seq_len=T, readout=readout, **kw)
+    short = module.model(vocab_size=V, n_classes=3, seq_len=t, readout=readout, **kw)
+    params = _f64(padded.init(jax.random.key(1))[0])
+    ids, long = _sequences(rng)
+    real = (lambda y: y[:t]) if readout == "all" else (lambda y: y)  # noqa: E731
+    G = jnp.asarray(rng.normal(size=short.output_shape))
+
+    def loss(p, model, x):  # a random linear functional: every output's gradient counts
+        return jnp.sum(G * real(model.apply(p, x)))
+
+    def value_and_grad(model, x):
+        return jax.jit(jax.value_and_grad(lambda p: loss(p, model, x)))(params)
+
+    want, g_want = value_and_grad(short, ids)
+    got, g_got = value_and_grad(padded, long)
+    # float64 to rounding; impl="jax" computes its softmax in float32 (module doc)
+    tol = dict(rtol=1e-5, atol=1e-7) if kw.get("impl") == "jax" else dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got, want, **tol)
+    for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
+        np.testing.assert_allclose(a, b, **tol)
+    # teeth: without the mask the padding changes what an encoder or a readout sees
+    if readout != "all" or kw.get("causal") is False:
+        assert abs(float(loss(params, plain, long)) - float(want)) > 1e-4
+
+
+@pytest.mark.parametrize("readout", ["last", "mean"])
+def test_a_sequence_without_padding_is_unchanged_by_pad_id(rng, readout):
+    kw = dict(vocab_size=V, n_classes=3, seq_len=T, readout=readout, causal=False)
+    padded, plain = transformer.model(pad_id=0, **kw), transformer.model(**kw)
+    params, _ = plain.init(jax.random.key(2))
+    X = rng.integers(1, V, size=(5, T))
+    np.testing.assert_allclose(padded.batch_apply(params, X)[0], plain.batch_apply(params, X)[0],
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_padding_alone_is_finite_and_reads_position_T_minus_1_and_a_zero_mean(rng):
+    kw = dict(vocab_size=V, n_classes=3, seq_len=T, causal=False, pad_id=0)
+    params, _ = transformer.model(**kw).init(jax.random.key(3))
+    pads = jnp.zeros(T, int)
+    z_all = transformer.model(readout="all", **kw).apply(params, pads)
+    z_last = transformer.model(readout="last", **kw).apply(params, pads)
+    assert np.isfinite(np.asarray(z_all)).all()
+    np.testing.assert_allclose(z_last, z_all[-1], rtol=1e-6)
+    g = jax.grad(lambda p: jnp.sum(transformer.model(readout="mean", **kw).apply(p, pads)))(
+        params)
+    assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(g))
+
+
+def test_the_readouts_on_a_mask():
+    x = jnp.arange(12.0).reshape(4, 3)
+    mask = jnp.array([True, True, False, False])
+    for kind, want in (("last", x[1]), ("mean", (x[0] + x[1]) / 2)):
+        y, _ = transformer._sequence.Readout(kind).apply((), (), x, mask=mask)
+        np.testing.assert_array_equal(y, want)
+    y, _ = transformer._sequence.Readout("mean").apply((), (), x, mask=jnp.zeros(4, bool))
+    np.testing.assert_array_equal(y, jnp.zeros(3))
+
+
+def test_attention_maps_with_pad_id_put_no_weight_on_the_padding(rng):
+    net = transformer.model(vocab_size=V, n_classes=3, seq_len=T, causal=False, pad_id=0)
+    params, _ = net.init(jax.random.key(4))
+    _, long = _sequences(rng)
+    for P in transformer.attention_maps(params, long, n_heads=2, causal=False, pad_id=0):
+        assert float(jnp.max(P[:, :t, t:])) == 0.0  # real queries, padded keys
+        np.testing.assert_allclose(jnp.sum(P, -1), 1.0, rtol=1e-6)
+    for P in transformer.attention_maps(params, long, n_heads=2, causal=False):
+        assert float(jnp.min(P[:, :t, t:])) > 0.0  # teeth: unmasked, they attend to pads
+
+
+def test_a_layer_of_your_own_gets_the_mask_through_the_combinators():
+    seen = []
+
+    def MaskCount():
+        def init(key, input_shape):
+            return tuple(input_shape), (), ()
+
+        def apply(params, state, x, *, train=False, key=None, mask=None):
+            seen.append(mask is not None)
+            return x * jnp.sum(mask), state
+        return L.Layer(init, L.reads_mask(apply))
+
+    net = transformer._sequence.padded(
+        L.serial(L.Embedding(V, 2), L.residual(L.serial(L.LayerNorm(), MaskCount())),
+                 L.Relu()), pad_id=0)
+    assert L.takes_mask(L.serial(L.Relu(), MaskCount())) and not L.takes_mask(L.Relu())
+    _, params, state = net.init(jax.random.key(0), (T,))
+    ids = jnp.array([3, 1, 2, 0, 0, 0, 0])
+    net.apply(params, state, ids, train=False, key=None)
+    assert seen == [True]  # a layer without mask= (Relu, LayerNorm) is called as before
+
+
+def test_fit_trains_a_padded_encoder_on_sequences_of_different_lengths(rng):
+    """The class is whether token 1 occurs more often than token 2 among the real tokens;
+    the pad id 0 fills the rest. The padded encoder's mean readout learns it."""
+    n = 256
+    lengths = rng.integers(2, T + 1, size=n)
+    X = np.zeros((n, T), np.int32)
+    for i, k in enumerate(lengths):
+        X[i, :k] = rng.integers(1, 3, size=k)
+    Y = ((X == 1).sum(1) > (X == 2).sum(1)).astype(np.int32)
+    net = transformer.model(vocab_size=3, n_classes=2, seq_len=T, causal=False,
+                            readout="mean", pad_id=0, d_model=8, n_layers=1)
+    params, _ = net.init(jax.random.key(6))
+    result = train.fit(nets.objective.make(net, "cross_entropy"), params, (X, Y),
+                       optimizer=optax.adam(1e-2), epochs=20, batch_size=32,
+                       key=jax.random.key(5), progress=False)
+    accuracy = float(np.mean(np.argmax(net.batch_apply(result.params, X)[0], 1) == Y))
+    assert result.history["loss"][-1] < 0.5 * result.history["loss"][0]
+    assert accuracy > 0.9, accuracy
+
+
+@pytest.mark.parametrize("module", [transformer, mamba, rnn])
+def test_bad_pad_ids_are_refused_by_name(module):
+    kw = dict(n_classes=2, seq_len=T)
+    with pytest.raises(ValueError, match=r"pad_id: .*needs vocab_size"):
+        module.model(d_in=3, pad_id=0, **kw)
+    with pytest.raises(ValueError, match=r"pad_id: .*expected an int in \[0, 8\], got 9"):
+        module.model(vocab_size=V, pad_id=9, **kw)
+    for bad in (True, 0.0, "0"):
+        with pytest.raises(TypeError, match=r"pad_id: .*expected an int in \[0, 8\]"):
+            module.model(vocab_size=V, pad_id=bad, **kw)
