@@ -42,6 +42,7 @@ EXPERIMENTS = (  # the registry, in the order `list` shows it
     "benchmark",
     "benchmark-gpu",
     "sequence",
+    "padding",
 )
 
 _LAZY = {  # re-exported from `experiments._framework` on first use (it imports jax)
