@@ -9,15 +9,15 @@ A sequence is ONE example of shape ``(T, d)`` (positions first); batches come fr
 
 Padding and variable-length sequences. Every example has the model's ``seq_len`` ``T``;
 shorter sequences are right-padded with a token id ``k`` and the model is built with
-``pad_id=k`` (:func:`padded`): the padding mask ``real = ids != k`` reaches every layer that
-reads one (:func:`nets.layers.takes_mask`). The Transformer's attention then hides the
-padded keys (a padded position still sees itself), and the readouts ``"last"`` and
-``"mean"`` read the real positions only, so a right-padded sequence gets at its real
-positions exactly what a model of its own length gives it (tested in float64, forward and
-gradient, causal or encoder; Mamba and the LSTM are causal, so there only the readout needs
-the mask). Outputs at padded positions are still computed: with ``readout="all"`` give them
-label ``-1`` (``nets.losses.IGNORE``), which the loss does not score. Without ``pad_id``
-every layer reads the padding like any other token.
+``pad_id=k`` (:func:`nets.layers.padded`): the padding mask ``real = ids != k`` reaches
+every layer that reads one (:func:`nets.layers.takes_mask`). The Transformer's attention
+then hides the padded keys (a padded position still sees itself), and the readouts
+``"last"`` and ``"mean"`` read the real positions only, so a right-padded sequence gets at
+its real positions exactly what a model of its own length gives it (tested in float64,
+forward and gradient, causal or encoder; Mamba and the LSTM are causal, so there only the
+readout needs the mask). Outputs at padded positions are still computed: with
+``readout="all"`` give them label ``-1`` (``nets.losses.IGNORE``), which the loss does not
+score. Without ``pad_id`` every layer reads the padding like any other token.
 
 The value of an objective over per-position labels (:func:`nets.objective.make`, hence
 ``loss`` and ``val_loss`` of ``train.fit``) is the mean over SEQUENCES of each sequence's
@@ -162,24 +162,6 @@ def check_pad_id(pad_id, vocab_size, who: str):
                          f"vocab_size= (a model of real features d_in= has no pad token), "
                          f"got pad_id={pad_id!r} with vocab_size=None")
     return _checks.check_int(pad_id, f"pad_id: {who}", 0, int(vocab_size) - 1)
-
-
-def padded(layer: Layer, pad_id: int | None) -> Layer:
-    """``layer`` over token ids ``(T,)`` with the padding mask ``real = ids != pad_id``
-    passed to every layer inside that reads one (:func:`nets.layers.takes_mask`: the
-    attention and the readout). ``pad_id=None`` returns ``layer`` itself. The params and
-    state are ``layer``'s, so a model with and without ``pad_id`` share them."""
-    if pad_id is None:
-        return layer
-
-    def init(key, input_shape):
-        return L._checked_init(layer, key, input_shape, "padded: layer")
-
-    def apply(params, state, x, *, train=False, key=None):
-        return L._checked_apply(layer, "padded: layer", params, state, x, train=train,
-                                key=key, mask=jnp.asarray(x) != pad_id)
-
-    return Layer(init, apply)
 
 
 def embed_or_project(vocab_size, d_in, d_model: int, who: str) -> tuple[Layer, tuple]:

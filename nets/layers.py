@@ -56,6 +56,12 @@ Traceback (most recent call last):
   ...
 TypeError: serial: layers[1]: expected <lambda>(...) to return (y, new_state), got an array of shape (4,)...
 
+A padding mask reaches the layers that ask for it: :func:`padded` computes ``real = ids !=
+pad_id`` (T,) from a sequence of token ids and :func:`serial`, :func:`residual` and
+:func:`concat` pass it, as ``apply(..., mask=real)``, to every layer whose ``apply`` is
+marked by :func:`reads_mask` (the Transformer's attention, the sequence readouts); other
+layers are called as before. The sequence models' ``pad_id=`` is built this way.
+
 A layer whose ``apply`` reads ``train`` (noise in training only, batch statistics) carries
 a state, as :func:`Dropout` keeps its rate there: a model with state
 (:attr:`nets.model.Model.stateful`) has no default mode and refuses a call without
@@ -213,6 +219,28 @@ def reads_mask(apply: Callable, takes: bool = True) -> Callable:
     """Marks ``apply`` as taking ``mask=`` (:func:`takes_mask`); returns it."""
     apply.takes_mask = bool(takes)
     return apply
+
+
+def padded(layer: Layer, pad_id: int | None) -> Layer:
+    """``layer`` over token ids ``(T,)`` with the padding mask ``real = ids != pad_id``
+    passed to every layer inside that reads one (:func:`takes_mask`: the Transformer's
+    attention, the sequence readouts, a layer of your own marked by :func:`reads_mask`),
+    through :func:`serial`, :func:`residual` and :func:`concat`. ``pad_id=None`` returns
+    ``layer`` itself. Params and state are ``layer``'s. The sequence models build it from
+    their ``pad_id=`` (:mod:`nets._sequence`, "Padding")."""
+    layer = _as_layer(layer, "padded: layer")
+    if pad_id is None:
+        return layer
+    pad_id = _checks.check_int(pad_id, "pad_id: padded", 0)
+
+    def init(key, input_shape):
+        return _checked_init(layer, key, input_shape, "padded: layer")
+
+    def apply(params, state, x, *, train=False, key=None):
+        return _checked_apply(layer, "padded: layer", params, state, x, train=train, key=key,
+                              mask=jnp.asarray(x) != pad_id)
+
+    return Layer(init, apply)
 
 
 def _checked_apply(layer: Layer, who: str, params, state, x, *, train, key, mask=None):
@@ -826,5 +854,5 @@ __all__ = [
     "Layer", "count_params", "dropout", "Dense", "Activation", "Sigmoid", "Tanh", "Relu",
     "Elu", "Softplus", "Identity", "Flatten", "Dropout", "Conv2D", "MaxPool", "AvgPool",
     "Embedding", "embed", "record_token_ranges", "LayerNorm", "BatchNorm", "serial", "residual",
-    "concat", "takes_mask", "reads_mask", "DENSE_INITS",
+    "concat", "padded", "takes_mask", "reads_mask", "DENSE_INITS",
 ]

@@ -285,7 +285,7 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
         for _ in range(n_layers)]
     pad_id = _sequence.check_pad_id(pad_id, vocab_size, who)
     layers = [first, *blocks, L.LayerNorm(), *_sequence.head(n_classes, readout)]
-    return Model(_sequence.padded(L.serial(*layers), pad_id), input_shape=(seq_len, *tail))
+    return Model(L.padded(L.serial(*layers), pad_id), input_shape=(seq_len, *tail))
 
 
 __all__ = ["scan_parallel", "scan_sequential", "selective_scan", "causal_conv", "S6",

@@ -254,7 +254,7 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
     pad_id = _sequence.check_pad_id(pad_id, vocab_size, who)
     layers = [drop(first), *[drop(make(d_hidden)) for _ in range(n_layers)],
               *_sequence.head(n_classes, readout)]
-    return Model(_sequence.padded(L.serial(*layers), pad_id), input_shape=(seq_len, *tail))
+    return Model(L.padded(L.serial(*layers), pad_id), input_shape=(seq_len, *tail))
 
 
 __all__ = ["LSTMState", "rnn_step", "lstm_step", "rnn", "lstm", "RNN", "LSTM", "model",

@@ -320,7 +320,7 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
               *[block(n_heads, d_mlp, causal=causal, impl=impl, drop_rate=drop_rate)
                 for _ in range(n_layers)],
               _norm(impl), *_sequence.head(n_classes, readout)]
-    return Model(_sequence.padded(L.serial(*layers), pad_id), input_shape=(seq_len, *tail))
+    return Model(L.padded(L.serial(*layers), pad_id), input_shape=(seq_len, *tail))
 
 
 def attention_maps(params, x, *, n_heads: int, causal: bool = True,
