@@ -764,14 +764,17 @@ def serial(*layers: Layer) -> Layer:
     if not layers:
         raise ValueError("serial: expected at least one layer, got none")
     layers = tuple(_as_layer(layer, f"serial: layers[{i}]") for i, layer in enumerate(layers))
+    promised = {}  # input shape -> the children's output shapes, as their inits said
 
     def init(key, input_shape):
         shape = _shape(input_shape, "serial")
-        params, states = [], []
+        params, states, shapes = [], [], []
         for i, (layer, k) in enumerate(zip(layers, jax.random.split(key, len(layers)))):
             shape, p, s = _checked_init(layer, k, shape, f"serial: layers[{i}]")
             params.append(p)
             states.append(s)
+            shapes.append(shape)
+        promised[_shape(input_shape, "serial")] = tuple(shapes)
         return shape, tuple(params), tuple(states)
 
     def apply(params, state, x, *, train=False, key=None, mask=None):
@@ -781,11 +784,17 @@ def serial(*layers: Layer) -> Layer:
                     tree, (tuple, list)) else type(tree).__name__
                 raise ValueError(f"serial: expected {name} with one entry per layer ({len(layers)}, "
                                  f"as init returns them), got {got}")
-        new_states = []
+        new_states, shapes = [], promised.get(tuple(jnp.shape(x)))
         for i, (layer, p, s, k) in enumerate(zip(layers, params, state,
                                                  _split(key, len(layers)))):
+            x_in = jnp.shape(x)
             x, s = _checked_apply(layer, f"serial: layers[{i}]", p, s, x, train=train, key=k,
                                   mask=mask)
+            if shapes is not None and hasattr(x, "shape") and tuple(x.shape) != shapes[i]:
+                raise ValueError(  # blame the layer that broke its promise, not the next one
+                    f"serial: layers[{i}]: {_name(layer.init)} said output shape {shapes[i]} "
+                    f"for input {tuple(x_in)}, but {_name(layer.apply)} returned shape "
+                    f"{tuple(x.shape)}; make init's output_shape what apply returns")
             new_states.append(s)
         return x, tuple(new_states)
 

@@ -192,3 +192,23 @@ def test_an_output_other_than_init_says_is_named():
                                          r"example, as its init says, got an array of shape "
                                          r"\(8, 8\)"):
         jax.eval_shape(lambda p: model.batch_apply(p, np.ones((2, 8, 8))), _params(model))
+
+
+def test_a_broken_promise_inside_serial_is_blamed_on_its_layer_not_the_next():
+    """A layer whose init says (4,) but whose apply returns (5,), between two Dense layers:
+    the error names it (the next Dense used to say it expected (4,) and got (5,))."""
+
+    def Liar():
+        def init(key, s):
+            return (4,), {"W": jnp.ones((5, s[0]))}, ()
+
+        def apply(params, state, x, *, train=False, key=None):
+            return params["W"] @ x, state
+
+        return L.Layer(init, apply)
+
+    model = Model(L.serial(L.Dense(3), Liar(), L.Dense(2)), (4,))
+    with pytest.raises(ValueError, match=r"^serial: layers\[1\]: \S*Liar.init said output "
+                                         r"shape \(4,\) for input \(3,\), but "
+                                         r"\S*Liar.apply returned shape \(5,\)"):
+        jax.eval_shape(lambda p: model.batch_apply(p, X), _params(model))
