@@ -81,7 +81,7 @@ def with_dropout(layer: Layer, drop_rate: float) -> Layer:
         y, drop_state = drop.apply((), state[1], y, train=train, key=k_drop)
         return y, (inner, drop_state)
 
-    return Layer(init, L.reads_mask(apply, L.takes_mask(layer)))
+    return Layer(init, L.reads_mask(apply, L._wants_mask(layer)))
 
 
 def sequence_shape(input_shape, who: str) -> tuple[int, int]:
@@ -215,7 +215,7 @@ def _generation_model(model) -> int:
     if not all(causal):
         raise ValueError("model: generate expected a causal model (the output at t a function "
                          "of positions <= t only), got attention with causal=False (an "
-                         "encoder: its positions see the padding after the prompt)")
+                         "encoder: its positions see the positions after them)")
     _GENERATION[model] = vocab
     return vocab
 
@@ -238,7 +238,9 @@ def generate(model: Model, params, prompt, steps: int, *, key=None, temperature=
     (a ``lax.fori_loop`` over positions, per model and mode) for every prompt length and
     ``steps``; there is NO key-value cache: each new token reruns the whole ``T``-length
     forward pass, ``steps`` passes in all (fine for the note's small models). A layer of
-    your own must be causal too (only attention's ``causal`` is checked).
+    your own must be causal too (only attention's ``causal`` is checked). A model built
+    with ``pad_id=k`` hides every ``k`` in the prompt or generated from the positions after
+    it, as in training: generate with the model it was trained as.
 
     Args:
       model: a :class:`nets.Model` of token ids ``(T,)`` with output ``(T, V)``.

@@ -73,6 +73,7 @@ modes agree). A stateless layer that reads ``train`` escapes that rule: give it 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Callable, NamedTuple
 
@@ -216,9 +217,35 @@ def takes_mask(layer: Layer) -> bool:
 
 
 def reads_mask(apply: Callable, takes: bool = True) -> Callable:
-    """Marks ``apply`` as taking ``mask=`` (:func:`takes_mask`); returns it."""
+    """Marks ``apply`` as reading the padding mask (:func:`takes_mask`); returns it. Its
+    signature is ``apply(params, state, x, *, train=False, key=None, mask=None)``: inside
+    :func:`padded` it gets ``mask=real``, elsewhere (no padding) no mask, so ``mask``
+    must default to ``None``. An unmarked ``apply`` with a ``mask`` parameter is refused
+    inside :func:`padded` (it would never get the mask)."""
     apply.takes_mask = bool(takes)
     return apply
+
+
+def _mask_parameter(fn) -> str | None:
+    """``"named"`` if ``fn`` has a ``mask`` parameter, ``"kwargs"`` if it takes ``**kwargs``
+    only, ``"none"`` if neither, ``None`` if its signature is not readable."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.name == "mask" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+           for p in parameters):
+        return "named"
+    return "kwargs" if any(p.kind == p.VAR_KEYWORD for p in parameters) else "none"
+
+
+def _wants_mask(layer: Layer) -> bool:
+    """Marked to read the mask, or unmarked with a ``mask`` parameter (a layer of your own
+    that forgot :func:`reads_mask`: the combinators pass it the mask, which it is refused
+    with a message, rather than leave it without one)."""
+    if hasattr(layer.apply, "takes_mask"):
+        return takes_mask(layer)
+    return _mask_parameter(layer.apply) == "named"
 
 
 def padded(layer: Layer, pad_id: int | None) -> Layer:
@@ -237,6 +264,11 @@ def padded(layer: Layer, pad_id: int | None) -> Layer:
         return _checked_init(layer, key, input_shape, "padded: layer")
 
     def apply(params, state, x, *, train=False, key=None):
+        if jnp.ndim(x) != 1 or not jnp.issubdtype(jnp.result_type(x), jnp.integer):
+            raise TypeError(f"x: padded expected one sequence of integer token ids (T,) (the "
+                            f"mask is ids != pad_id), got {jnp.result_type(x)} of shape "
+                            f"{jnp.shape(x)}")
+        _PADS.record(pad_id)
         return _checked_apply(layer, "padded: layer", params, state, x, train=train, key=key,
                               mask=jnp.asarray(x) != pad_id)
 
@@ -248,7 +280,16 @@ def _checked_apply(layer: Layer, who: str, params, state, x, *, train, key, mask
     layer reads a padding mask and one is given), refused unless it is ``(y, new_state)``
     with ``new_state`` of the structure of ``state``. A check of the returned Python
     structure, made while tracing: nothing at run time."""
-    extra = {"mask": mask} if mask is not None and takes_mask(layer) else {}
+    extra = {}
+    if mask is not None and _wants_mask(layer):
+        if not takes_mask(layer):
+            raise TypeError(f"{who}: {_name(layer.apply)} has a mask parameter but is not marked "
+                            f"to read the padding mask, so it would never get it; return "
+                            f"Layer(init, nets.layers.reads_mask(apply))")
+        if _mask_parameter(layer.apply) == "none":
+            raise TypeError(f"{who}: {_name(layer.apply)} is marked by reads_mask but has no "
+                            f"mask parameter; give it mask=None")
+        extra = {"mask": mask}
     out = layer.apply(params, state, x, train=train, key=key, **extra)
     expected = f"{who}: expected {_name(layer.apply)}(params, state, x, *, train, key) to return "
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
@@ -583,6 +624,15 @@ def AvgPool(window, stride=None, padding="VALID") -> Layer:
 
 
 _TOKENS = _checks.TraceRecorder()  # vocab_size of each Embedding traced on integer ids
+_PADS = _checks.TraceRecorder()  # pad_id of each padded layer traced
+
+
+def record_padding():
+    """Inside ``with record_padding() as seen``, ``seen`` collects the ``pad_id`` of every
+    :func:`padded` layer traced, so a caller can check concrete ids (right padding) and
+    labels (``-1`` at the padding) before compiling (:func:`nets.objective.model_facts`)."""
+    return _PADS.collect()
+
 
 
 def record_token_ranges():
@@ -798,7 +848,7 @@ def serial(*layers: Layer) -> Layer:
             new_states.append(s)
         return x, tuple(new_states)
 
-    return Layer(init, reads_mask(apply, any(map(takes_mask, layers))))
+    return Layer(init, reads_mask(apply, any(map(_wants_mask, layers))))
 
 
 def residual(layer: Layer) -> Layer:
@@ -819,7 +869,7 @@ def residual(layer: Layer) -> Layer:
                                   key=key, mask=mask)
         return x + y, state
 
-    return Layer(init, reads_mask(apply, takes_mask(layer)))
+    return Layer(init, reads_mask(apply, _wants_mask(layer)))
 
 
 def concat(*branches: Layer) -> Layer:
@@ -856,12 +906,12 @@ def concat(*branches: Layer) -> Layer:
             new_states.append(s)
         return jnp.concatenate(ys, axis=-1), tuple(new_states)
 
-    return Layer(init, reads_mask(apply, any(map(takes_mask, branches))))
+    return Layer(init, reads_mask(apply, any(map(_wants_mask, branches))))
 
 
 __all__ = [
     "Layer", "count_params", "dropout", "Dense", "Activation", "Sigmoid", "Tanh", "Relu",
     "Elu", "Softplus", "Identity", "Flatten", "Dropout", "Conv2D", "MaxPool", "AvgPool",
     "Embedding", "embed", "record_token_ranges", "LayerNorm", "BatchNorm", "serial", "residual",
-    "concat", "padded", "takes_mask", "reads_mask", "DENSE_INITS",
+    "concat", "padded", "takes_mask", "reads_mask", "record_padding", "DENSE_INITS",
 ]

@@ -137,9 +137,11 @@ class Objective:
                 X, jax.core.Tracer) or np.dtype(X.dtype).kind not in "iu" \
                 or tuple(X.shape[1:]) != tuple(self.model.input_shape):
             return
-        vocab = embedding_vocab(self.model, X.dtype)
+        vocab, pads = model_facts(self.model, X.dtype)
         if vocab:
             check_token_ids(X, vocab, "X")
+        for pad_id in pads:
+            check_right_padding(X, pad_id, "X")
 
     def _check_targets(self, X, Y) -> None:
         """Concrete targets against the model before anything runs: one row per example of
@@ -163,6 +165,9 @@ class Objective:
             per_position = self.loss.name in {p.name for p in _losses.PER_POSITION.values()}
             _checks.check_labels(Y, out[-1], "Y",
                                  ignore=_losses.IGNORE if per_position else None)
+            if per_position and hasattr(X, "dtype") and np.dtype(X.dtype).kind in "iu":
+                for pad_id in model_facts(self.model, X.dtype)[1]:
+                    check_padding_labels(X, Y, pad_id, "X", "Y")
         elif Y.shape == labels:
             raise TypeError(f"Y: expected integer class labels of shape {labels}, got dtype "
                             f"{Y.dtype} (float labels? pass Y.astype(np.int32))")
@@ -185,19 +190,68 @@ def _with_n(shape: tuple) -> str:
 _VOCAB: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def embedding_vocab(model: Model, dtype) -> int:
-    """The largest ``vocab_size`` of the embeddings of ``model`` on integer inputs of
-    ``dtype`` (0: none), by an abstract trace of its layer inside
-    :func:`nets.layers.record_token_ranges`, once per model and dtype (the model's own
-    programs are compiled once per model, so a later trace may not run the embedding's
-    Python again)."""
+def model_facts(model: Model, dtype) -> tuple[int, tuple[int, ...]]:
+    """``(V, pad_ids)`` of ``model`` on integer inputs of ``dtype``: the largest
+    ``vocab_size`` of its embeddings (0: none) and the ``pad_id`` of its
+    :func:`nets.layers.padded` layers (``()``: none), by one abstract trace of its layer
+    inside :func:`nets.layers.record_token_ranges` and :func:`nets.layers.record_padding`,
+    once per model and dtype (the model's own programs are compiled once per model, so a
+    later trace may not run the layers' Python again)."""
     key = str(np.dtype(dtype))
     known = _VOCAB.setdefault(model, {})
     if key not in known:
-        with _layers.record_token_ranges() as vocab:
+        with _layers.record_token_ranges() as vocab, _layers.record_padding() as pads:
             model._trace_example(dtype)
-        known[key] = max(vocab, default=0)
+        known[key] = (max(vocab, default=0), tuple(sorted(set(pads))))
     return known[key]
+
+
+def embedding_vocab(model: Model, dtype) -> int:
+    """The largest ``vocab_size`` of the embeddings of ``model`` on integer inputs of
+    ``dtype`` (0: none; :func:`model_facts`)."""
+    return model_facts(model, dtype)[0]
+
+
+def check_right_padding(X, pad_id: int, name: str = "X") -> None:
+    """Concrete token ids ``X`` (n, T) of a model built with ``pad_id``: in every row the
+    pad id only after the real tokens (right padding). Left padding, or a real token equal
+    to ``pad_id``, would hide real tokens from the model: refused, naming the first place.
+
+    >>> check_right_padding(np.array([[5, 3, 0, 0], [0, 0, 4, 2]]), 0, "X")
+    Traceback (most recent call last):
+      ...
+    ValueError: X: expected right padding with pad_id 0 (the model's): real tokens first, then only pad ids; got X[1, 1] = 0 followed by X[1, 2] = 4 (left padding? a real token equal to the pad id? pad with an id the data never uses)
+    """
+    X = np.asarray(X)
+    if X.ndim < 2 or X.shape[-1] < 2:
+        return
+    pad = X == pad_id
+    bad = pad[..., :-1] & ~pad[..., 1:]
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        after = (*where[:-1], where[-1] + 1)
+        index = lambda w: ", ".join(map(str, w))  # noqa: E731
+        raise ValueError(
+            f"{name}: expected right padding with pad_id {pad_id} (the model's): real tokens "
+            f"first, then only pad ids; got {name}[{index(where)}] = {pad_id} followed by "
+            f"{name}[{index(after)}] = {X[after]} (left padding? a real token equal to the pad "
+            f"id? pad with an id the data never uses)")
+
+
+def check_padding_labels(X, Y, pad_id: int, x_name: str = "X", y_name: str = "Y") -> None:
+    """Per-position labels ``Y`` (n, T) of a model built with ``pad_id``: ``-1`` (not
+    scored) wherever ``X`` holds the pad id (its outputs there mean nothing)."""
+    X, Y = np.asarray(X), np.asarray(Y)
+    if X.shape != Y.shape:
+        return
+    bad = (X == pad_id) & (Y != _losses.IGNORE)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        index = ", ".join(map(str, where))
+        raise ValueError(
+            f"{y_name}: expected label {_losses.IGNORE} (not scored) at the padding, where "
+            f"{x_name} == pad_id {pad_id}; got {y_name}[{index}] = {Y[where]} (the model's "
+            f"outputs at padded positions see no real token)")
 
 
 def check_token_ids(X, vocab_size: int, name: str = "X") -> None:

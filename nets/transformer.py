@@ -300,12 +300,16 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
         default) builds no Dropout layer; ``p > 0`` makes a stateful model (its state holds
         the rate; pass ``train=``) with the same params as ``drop_rate=0``.
       pad_id: ``None`` (the default: no padding mask), or the token id that pads shorter
-        sequences (with ``vocab_size``): no position attends to a padded one (but itself),
-        and ``readout="last"``/``"mean"`` read the real positions only (module doc,
-        "Padding"). Right-pad: a real position's output is then the one a model of the
-        sequence's own length gives, causal or not. Outputs at padded positions are
-        computed too; with ``readout="all"`` give them label ``-1``. Same params as
-        ``pad_id=None``.
+        sequences (with ``vocab_size``; an id the data never uses otherwise, not ``-1``,
+        which is outside the vocabulary): no position attends to a padded one (but
+        itself), and ``readout="last"``/``"mean"`` read the real positions only (module
+        doc, "Padding"). Right-pad: a real position's output is then the one a model of
+        the sequence's own length gives, causal or not. Outputs at padded positions are
+        computed too; with ``readout="all"`` their labels must be ``-1``. A sequence of
+        padding alone reads position ``T - 1`` (``"last"``) or 0 (``"mean"``). ``train.fit``
+        and :func:`nets.objective.make`'s objective refuse concrete ids that are not right
+        padded and labels other than ``-1`` at the padding. Same params as ``pad_id=None``
+        (:func:`attention_maps` needs the same ``pad_id`` passed).
     """
     who = "transformer.model"
     seq_len = _sequence.positive_int(seq_len, "seq_len", who)
@@ -335,7 +339,8 @@ def attention_maps(params, x, *, n_heads: int, causal: bool = True,
     ``params`` do not record the head count or the mask: ``n_heads`` and ``causal`` must be
     the model's (``d_model`` divisible by ``n_heads`` is checked; a wrong divisor is not
     detectable and gives maps of the wrong heads). ``causal=False`` for an encoder;
-    ``pad_id`` the model's (``None``: no padding mask)."""
+    ``pad_id`` the model's (``None``: no padding mask; a model built with ``pad_id`` and
+    maps drawn without it show attention on the padding the model never had)."""
     who = "attention_maps"
     n_heads = _sequence.positive_int(n_heads, "n_heads", who)
     if not isinstance(causal, (bool, np.bool_)):

@@ -367,5 +367,6 @@ def test_restore_params_reads_a_fits_parameters_into_their_structure(key, tmp_pa
     other = tmp_path / "other.msgpack"
     checkpoint.save(other, {"W": np.zeros(2)})
     with pytest.raises(ValueError, match=r"expected a checkpoint written by train.fit "
-                                         r"\(holding carry/state/params\)"):
+                                         r"\(holding carry/state/params\).* read it with "
+                                         r"train.checkpoint.restore\(path, like=...\)"):
         checkpoint.restore_params(other, like=params)

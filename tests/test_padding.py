@@ -168,3 +168,80 @@ def test_bad_pad_ids_are_refused_by_name(module):
     for bad in (True, 0.0, "0"):
         with pytest.raises(TypeError, match=r"pad_id: .*expected an int in \[0, 8\]"):
             module.model(vocab_size=V, pad_id=bad, **kw)
+
+
+def _fit(net, X, Y, validation=None):
+    params, _ = net.init(jax.random.key(0))
+    return train.fit(nets.objective.make(net, "cross_entropy"), params, (X, Y),
+                     optimizer=optax.sgd(0.1), epochs=1, batch_size=2, key=jax.random.key(1),
+                     validation=validation, progress=False)
+
+
+LEFT = r"X: expected right padding with pad_id 0 .*got X\[1, 1\] = 0 followed by X\[1, 2\] = 3"
+
+
+def test_left_padding_and_a_pad_id_inside_the_data_are_refused_before_compiling():
+    net = transformer.model(vocab_size=V, n_classes=2, seq_len=5, causal=False,
+                            readout="mean", pad_id=0)
+    params, _ = net.init(jax.random.key(0))
+    Y = np.array([0, 1])
+    for X in (np.array([[4, 2, 0, 0, 0], [0, 0, 3, 1, 2]]),   # left padding
+              np.array([[4, 2, 0, 0, 0], [3, 0, 3, 1, 2]])):  # pad id used as a token
+        with pytest.raises(ValueError, match=LEFT):
+            _fit(net, X, Y)
+        with pytest.raises(ValueError, match=LEFT):
+            nets.objective.make(net, "cross_entropy")(params, X, Y)
+    right = np.array([[4, 2, 0, 0, 0], [3, 3, 3, 1, 2]])
+    with pytest.raises(ValueError, match=LEFT.replace("X", "X_val")):
+        _fit(net, right, Y, validation=(np.array([[4, 2, 0, 0, 0], [0, 0, 3, 1, 2]]), Y))
+    assert np.isfinite(_fit(net, right, Y).history["loss"][0])
+
+
+def test_scored_padding_is_refused_before_compiling():
+    net = transformer.model(vocab_size=V, n_classes=V, seq_len=5, pad_id=0)
+    params, _ = net.init(jax.random.key(0))
+    X = np.array([[4, 2, 7, 0, 0], [3, 3, 3, 1, 2]])
+    Y = np.array([[2, 7, 0, 0, 0], [3, 3, 1, 2, 5]])  # the naive shift scores the pads
+    said = r"Y: expected label -1 \(not scored\) at the padding, .* got Y\[0, 3\] = 0"
+    with pytest.raises(ValueError, match=said):
+        _fit(net, X, Y)
+    with pytest.raises(ValueError, match=said):
+        nets.objective.make(net, "cross_entropy")(params, X, Y)
+    Y[0, 3:] = -1
+    assert np.isfinite(_fit(net, X, Y).history["loss"][0])
+
+
+def _mean_layer(*, marked: bool, mask_parameter: bool):
+    def init(key, input_shape):
+        return tuple(input_shape[1:]), (), ()
+
+    if mask_parameter:
+        def apply(params, state, x, *, train=False, key=None, mask=None):
+            return jnp.mean(x, axis=0), state
+    else:
+        def apply(params, state, x, *, train=False, key=None):
+            return jnp.mean(x, axis=0), state
+    return L.Layer(init, L.reads_mask(apply) if marked else apply)
+
+
+@pytest.mark.parametrize("marked, mask_parameter, says", [
+    (False, True, r"serial: layers\[1\]: \S*apply has a mask parameter but is not marked "
+                  r"to read the padding mask, so it would never get it"),
+    (True, False, r"serial: layers\[1\]: \S*apply is marked by reads_mask but has no mask "
+                  r"parameter; give it mask=None"),
+])
+def test_a_layer_of_your_own_that_half_asks_for_the_mask_is_refused(marked, mask_parameter,
+                                                                    says):
+    layer = _mean_layer(marked=marked, mask_parameter=mask_parameter)
+    net = nets.Model(L.padded(L.serial(L.Embedding(V, 4), layer, L.Dense(2)), 0), (T,))
+    params, _ = net.init(jax.random.key(0))
+    with pytest.raises(TypeError, match=says):
+        net.apply(params, jnp.array([3, 1, 2, 0, 0, 0, 0]))
+
+
+def test_padded_refuses_what_is_not_one_sequence_of_token_ids():
+    net = nets.Model(L.padded(L.serial(L.Flatten(), L.Dense(2)), 0), (T, 3))
+    params, _ = net.init(jax.random.key(0))
+    with pytest.raises(TypeError, match=r"x: padded expected one sequence of integer token "
+                                        r"ids \(T,\) .*got float32 of shape \(7, 3\)"):
+        net.apply(params, jnp.ones((T, 3)))

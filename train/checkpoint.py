@@ -519,8 +519,9 @@ def restore_params(path: str | os.PathLike, like: Any) -> Any:
         params = state["carry"]["state"]["params"]
     except (KeyError, TypeError):
         raise ValueError(f"checkpoint {source!r}: expected a checkpoint written by train.fit "
-                         f"(holding carry/state/params), got one without parameters there"
-                         ) from None
+                         f"(holding carry/state/params), got one without parameters there (a "
+                         f"pytree written by train.checkpoint.save? read it with "
+                         f"train.checkpoint.restore(path, like=...))") from None
     return conform(params, like, source)
 
 

@@ -391,7 +391,8 @@ def _check_labels(trace, loss_fn, params, train_np, val_np) -> None:
     if seen or binary or vocab:
         per_shape[signature] = (tuple(sorted(set(seen))), bool(binary), max(vocab, default=0))
     classes, is_binary, vocab_size = per_shape.get(signature, ((), False, 0))
-    vocab_size = max(vocab_size, _model_vocab(loss_fn, train_np[0]))
+    model_vocab, pad_ids = _model_facts(loss_fn, train_np[0])
+    vocab_size = max(vocab_size, model_vocab)
     sets = (("", train_np), ("_val", val_np))
     for suffix, pair in sets:
         if pair is None:
@@ -415,17 +416,23 @@ def _check_labels(trace, loss_fn, params, train_np, val_np) -> None:
                 if leaf.dtype.kind in "iu":
                     _objective.check_token_ids(
                         leaf, vocab_size, f"X{suffix}{jax.tree_util.keystr(path)}")
+        for pad_id in pad_ids:  # a model built with pad_id: right padding, -1 labels there
+            _objective.check_right_padding(pair[0], pad_id, f"X{suffix}")
+            if isinstance(pair[1], np.ndarray) and pair[1].dtype.kind in "iu":
+                _objective.check_padding_labels(pair[0], pair[1], pad_id, f"X{suffix}",
+                                                f"Y{suffix}")
 
 
-def _model_vocab(loss_fn, X) -> int:
+def _model_facts(loss_fn, X) -> tuple[int, tuple[int, ...]]:
     """The largest vocabulary of the embeddings of ``loss_fn.model`` (a
     :class:`nets.Model`, as :func:`nets.objective.make` builds) on integer inputs ``X``
-    (:func:`nets.objective.embedding_vocab`); 0 otherwise."""
+    and the pad ids of its padded layers (:func:`nets.objective.model_facts`); ``(0, ())``
+    otherwise."""
     model = getattr(loss_fn, "model", None)
     if not isinstance(model, _Model) or not isinstance(X, np.ndarray) \
             or X.dtype.kind not in "iu" or X.shape[1:] != tuple(model.input_shape):
-        return 0
-    return _objective.embedding_vocab(model, X.dtype)
+        return 0, ()
+    return _objective.model_facts(model, X.dtype)
 
 
 def _check_model_shapes(loss_fn, data, validation) -> None:
