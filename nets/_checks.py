@@ -330,6 +330,11 @@ class TraceRecorder:
         finally:  # by identity: list.remove would drop an outer list with equal contents
             del stack[next(i for i, s in enumerate(stack) if s is seen)]
 
+    def active(self) -> bool:
+        """Whether a ``collect`` is open (on this thread): a value costly to compute need
+        not be computed otherwise."""
+        return bool(getattr(self._local, "stack", ()))
+
     def record(self, value) -> None:
         for seen in getattr(self._local, "stack", ()):
             seen.append(value)

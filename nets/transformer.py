@@ -95,7 +95,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nets import _sequence
+from nets import _checks, _sequence
 from nets import layers as L
 from nets._sequence import per_position  # re-exported
 from nets.layers import Layer
@@ -231,8 +231,11 @@ def MultiHeadAttention(n_heads: int, *, causal: bool = True, impl: str = "writte
             raise ValueError(f"mask: {who} expected the padding mask of shape "
                              f"({jnp.shape(x)[0]},), got shape {jnp.shape(mask)}")
         _sequence.ATTENTION.record(bool(causal))  # read by nets.generate
-        return attention(params, x, n_heads=n_heads, causal=causal, impl=impl,
-                         mask=mask)[0], state
+        y, P = attention(params, x, n_heads=n_heads, causal=causal, impl=impl, mask=mask)
+        if _MAPS.active():  # attention_maps(model=...): the written P of this very layer
+            _MAPS.record(P if P is not None else attention(
+                params, x, n_heads=n_heads, causal=causal, mask=mask)[1])
+        return y, state
 
     return Layer(init, L.reads_mask(apply))
 
@@ -327,21 +330,34 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
     return Model(L.padded(L.serial(*layers), pad_id), input_shape=(seq_len, *tail))
 
 
-def attention_maps(params, x, *, n_heads: int, causal: bool = True,
-                   pad_id: int | None = None) -> list:
+def attention_maps(params, x, *, n_heads: int | None = None, causal: bool | None = None,
+                   pad_id: int | None = None, model: Model | None = None,
+                   state=None) -> list:
     """The attention weights ``P`` (H, T, T) of every block of a :func:`model` for ONE
     input ``x`` (ids ``(T,)`` or features ``(T, d_in)``; a batch: ``jax.vmap``), in the
     order of the blocks (the written attention, whatever ``impl`` the model uses): the
-    attention maps of the sequence experiment. Replays the model's forward pass up to each
-    block's attention from ``params`` (``(input layer, (), block_1, ..., block_L, LN,
-    head...)``).
+    attention maps of the sequence experiment.
 
-    ``params`` do not record the head count or the mask: ``n_heads`` and ``causal`` must be
-    the model's (``d_model`` divisible by ``n_heads`` is checked; a wrong divisor is not
+    With ``model=`` (the :class:`nets.Model` the params belong to; ``state=`` its state if
+    it has one), the maps come from the model's own forward pass in evaluation mode: every
+    :func:`MultiHeadAttention` it runs, with its own heads, mask and padding, in a model of
+    any composition; pass none of ``n_heads``, ``causal``, ``pad_id`` then.
+
+    Without it, the forward pass of a :func:`model` is replayed from ``params`` alone
+    (``(input layer, (), block_1, ..., block_L, LN, head...)``), which do not record the
+    head count or the mask: ``n_heads`` and ``causal`` (default ``True``) must be the
+    model's (``d_model`` divisible by ``n_heads`` is checked; a wrong divisor is not
     detectable and gives maps of the wrong heads). ``causal=False`` for an encoder;
     ``pad_id`` the model's (``None``: no padding mask; a model built with ``pad_id`` and
     maps drawn without it show attention on the padding the model never had)."""
     who = "attention_maps"
+    if model is not None:
+        return _model_maps(model, params, x, state, n_heads=n_heads, causal=causal,
+                           pad_id=pad_id)
+    if n_heads is None:
+        raise TypeError(f"n_heads: {who} expected the model's head count, or model= (the "
+                        f"Model, which knows it), got neither")
+    causal = True if causal is None else causal
     n_heads = _sequence.positive_int(n_heads, "n_heads", who)
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal: {who} expected a bool (the model's causal=), got "
@@ -391,6 +407,36 @@ def attention_maps(params, x, *, n_heads: int, causal: bool = True,
         raise ValueError(f"params: {who} found no Transformer block in params (expected the "
                          f"params of transformer.model)")
     return maps
+
+
+_MAPS = _checks.TraceRecorder()  # the P of every MultiHeadAttention run inside attention_maps
+
+
+def _model_maps(model, params, x, state, **replay) -> list:
+    """:func:`attention_maps` with ``model=``: the maps its attention layers record while
+    its layer runs (not compiled here: under a caller's ``jit``/``vmap`` they are traced)."""
+    who = "attention_maps"
+    given = [name for name, value in replay.items() if value is not None]
+    if given:
+        raise TypeError(f"{', '.join(given)}: {who} with model= reads them from the model; "
+                        f"pass model= alone (or drop model= and pass n_heads=, causal=, "
+                        f"pad_id=)")
+    if not isinstance(model, Model):
+        raise TypeError(f"model: {who} expected a nets.Model, got {type(model).__name__}")
+    if tuple(jnp.shape(x)) != tuple(model.input_shape):
+        raise ValueError(f"x: {who} expected one example of the model's input_shape "
+                         f"{tuple(model.input_shape)}, got shape {tuple(jnp.shape(x))} (a "
+                         f"batch? jax.vmap over it)")
+    if model.stateful and state is None:
+        raise ValueError(f"state: {who} expected the state of this model, which has one "
+                         f"(model.init's second value)")
+    if state is None:
+        state = model._abstract[2]  # a stateless model's: empty tuples, no arrays
+    with _MAPS.collect() as maps:
+        L._checked_apply(model.layer, "model", params, state, x, train=False, key=None)
+    if not maps:
+        raise ValueError(f"model: {who} found no MultiHeadAttention in the model")
+    return list(maps)
 
 
 def _layer_norm(params, x):

@@ -273,3 +273,51 @@ def test_dropout_is_residual_dropout_and_off_in_eval_mode(key, rng):
                                   generate(make(), params, X[0, :2], 3))
     with pytest.raises(ValueError, match=r"drop_rate: transformer.block: expected"):
         transformer.block(H, 16, drop_rate=1.5)
+
+
+@pytest.mark.parametrize("kw", [dict(causal=True), dict(causal=False, pad_id=0),
+                                dict(causal=False, impl="custom_vjp", drop_rate=0.1)],
+                         ids=["decoder", "padded-encoder", "custom_vjp-dropout"])
+def test_attention_maps_from_the_model_itself_need_no_settings(rng, kw):
+    """model= reads the heads, the mask and the padding from the model's own forward pass:
+    the maps of the replay given the right settings, under jit and vmap; the replay with
+    the default causal=True on an encoder gives other maps (what model= prevents)."""
+    net = transformer.model(vocab_size=5, n_classes=3, seq_len=T, d_model=D, n_heads=H, **kw)
+    params, state = net.init(jax.random.key(0))
+    ids = rng.integers(1, 5, size=T)
+    ids[T - 2:] = 0
+    state = state if net.stateful else None
+    own = transformer.attention_maps(params, ids, model=net, state=state)
+    replay = transformer.attention_maps(params, ids, n_heads=H, causal=kw["causal"],
+                                        pad_id=kw.get("pad_id"))
+    assert len(own) == len(replay) == 2
+    for a, b in zip(own, replay):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    batched = jax.jit(jax.vmap(lambda x: transformer.attention_maps(params, x, model=net,
+                                                                    state=state)))(
+        np.stack([ids, ids]))
+    np.testing.assert_allclose(batched[1][1], own[1], rtol=1e-6, atol=1e-7)
+    if not kw["causal"]:  # teeth
+        assert float(jnp.max(jnp.abs(transformer.attention_maps(params, ids, n_heads=H)[0]
+                                     - own[0]))) > 1e-3
+
+
+def test_attention_maps_from_a_model_of_another_composition_and_bad_calls():
+    from nets import clip, mamba
+    text = clip.text_encoder(vocab_size=6, seq_len=5, end_id=1, embed_dim=4, d_model=8)
+    params, _ = text.init(jax.random.key(0))
+    maps = transformer.attention_maps(params, np.array([3, 4, 1, 0, 0]), model=text)
+    assert [m.shape for m in maps] == [(2, 5, 5)] * 2
+    with pytest.raises(TypeError, match=r"n_heads: attention_maps with model= reads them from "
+                                        r"the model"):
+        transformer.attention_maps(params, np.array([3, 4, 1, 0, 0]), model=text, n_heads=2)
+    with pytest.raises(ValueError, match=r"x: attention_maps expected one example of the "
+                                         r"model's input_shape \(5,\), got shape \(1, 5\)"):
+        transformer.attention_maps(params, np.zeros((1, 5), int), model=text)
+    with pytest.raises(TypeError, match=r"n_heads: attention_maps expected the model's head "
+                                        r"count, or model="):
+        transformer.attention_maps(params, np.zeros(5, int))
+    ssm = mamba.model(vocab_size=6, n_classes=2, seq_len=5)
+    with pytest.raises(ValueError, match=r"model: attention_maps found no MultiHeadAttention"):
+        transformer.attention_maps(ssm.init(jax.random.key(0))[0], np.zeros(5, int),
+                                   model=ssm)
