@@ -63,6 +63,16 @@ def _gone(pids, within=5.0):
     return [p for p in pids if _alive(p)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _room():
+    """This worker's JAX caches out (and its heap trimmed) before it starts processes: a
+    child between fork and exec shows the parent's resident set."""
+    from tests import _memory
+
+    _memory.release("test_launch")
+    yield
+
+
 @pytest.fixture
 def script(tmp_path):
     path = tmp_path / "script.py"
