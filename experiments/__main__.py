@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             run_parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        if key.strip() in overrides:
+            run_parser.error(f"--set {key.strip()} given twice ({overrides[key.strip()]!r} and "
+                             f"{value!r}); give it once")
+        if key.strip() == "seed" and args.seed is not None:
+            run_parser.error(f"--set seed={value} and --seed {args.seed}: give the seed once")
         overrides[key.strip()] = value
     from experiments._framework import execute, format_summary  # imports jax: not for `list`
     try:

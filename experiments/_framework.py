@@ -346,6 +346,14 @@ def execute(name_or_module, config=None, *, out=None, smoke=False, overrides=Non
     from train.checkpoint import owner
 
     staging = target.with_name(f"{target.name}.partial-{owner()}")
+    if target.exists():  # empty (checked): replaced by the run's folder at the end, so
+        try:             # a folder that cannot be (a mount point) is refused before the run
+            target.rmdir()
+        except OSError as e:
+            release()
+            raise UsageError(f"output folder {target} is empty but cannot be replaced by the "
+                             f"run's folder ({e.strerror or e}: a mount point?); give a new "
+                             f"folder inside it, e.g. --out {target / 'run'}") from None
     try:
         shutil.rmtree(staging, ignore_errors=True)  # left by a killed process with our pid
         staging.mkdir(parents=True)
@@ -359,8 +367,6 @@ def execute(name_or_module, config=None, *, out=None, smoke=False, overrides=Non
         metrics = to_jsonable(metrics)
         write_json(staging / "metrics.json", metrics)
         write_json(staging / "environment.json", environment(now, wall_time_s))
-        if target.exists():
-            target.rmdir()  # empty, checked above
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -139,10 +139,13 @@ def check(config: Config) -> None:
             raise ValueError(f"{name}: expected at least 10 of the 1797 images (>= 0.0056), "
                              f"got {getattr(config, name)} ({n} images)")
     n_train = 1797 - n_val - n_test
-    if n_train < max(10, config.batch_size):
+    if n_train < 10:
         raise ValueError(f"val_fraction + test_fraction: expected a training set of at least "
-                         f"max(10, batch_size={config.batch_size}) of the 1797 images, got "
-                         f"{config.val_fraction} + {config.test_fraction} ({n_train} images)")
+                         f"10 of the 1797 images, got {config.val_fraction} + "
+                         f"{config.test_fraction} ({n_train} images)")
+    if config.batch_size > n_train:
+        raise ValueError(f"batch_size: expected at most the {n_train} training images (1797 "
+                         f"less the validation and test sets), got {config.batch_size}")
 
 
 def run(config: Config, outdir) -> dict:

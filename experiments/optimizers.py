@@ -60,6 +60,7 @@ import numpy as np
 import train
 from experiments._config import (
     Annotated, Count, MAX_COUNT, MAX_SAMPLES, NonEmpty, NonNegative, Positive, Positives, Range)
+from experiments import UsageError
 from experiments._framework import progress, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import objective as _objective
@@ -274,11 +275,12 @@ def run(config: Config, outdir) -> dict:
     key_split, key_order = jax.random.split(jax.random.key(config.seed))
     X, y = _task(config, key_split)
     n, d = X.shape
-    for b in config.batch_sizes:
+    for b in config.batch_sizes:  # the task's n is known only now: still before any work
         if not 0 <= b <= n:
-            raise ValueError(f"batch_sizes: expected sizes in [0, n={n}] (0 for n), got {b}")
+            raise UsageError(f"batch_sizes: expected sizes in [0, n={n}] (0 for n: the "
+                             f"{config.task} task's training images), got {b}")
     if len({b or n for b in config.batch_sizes}) != len(config.batch_sizes):
-        raise ValueError(f"batch_sizes: expected distinct sizes (0 is n={n}), got "
+        raise UsageError(f"batch_sizes: expected distinct sizes (0 is n={n}), got "
                          f"{config.batch_sizes}")
 
     with jax.enable_x64(True):

@@ -363,6 +363,9 @@ def check(config: Config) -> None:
     if config.lambda_min > config.lambda_max:
         raise ValueError(f"lambda_min: expected at most lambda_max={config.lambda_max:g}, got "
                          f"{config.lambda_min:g}")
+    if config.batch_size > config.n_train:
+        raise ValueError(f"batch_size: expected at most n_train={config.n_train} (the training "
+                         f"images), got {config.batch_size}")
 
 
 def _combinations(config: Config) -> dict[str, tuple[dict, float]]:

@@ -101,3 +101,10 @@ def test_without_phase_2_the_headline_is_the_single_mlp(tmp_path, cache_dir):
         overrides={"refit": "false", "ensemble": "1", "epochs": "2", "patience": "1"})
     assert metrics["final_model"] == "single_mlp" and "ensemble" not in metrics
     assert metrics["test_error"] == metrics["single_mlp"]["test_error"]
+
+
+def test_a_batch_larger_than_the_training_set_names_batch_size():
+    from experiments import UsageError
+    with pytest.raises(UsageError, match=r"batch_size: expected at most the 1079 training "
+                                         r"images .*got 100000"):
+        _framework.make_config(digits, overrides={"batch_size": "100000"})

@@ -67,3 +67,13 @@ def test_smoke_history_and_timings(smoke):
     for t in timings.values():
         assert len(t["cumulative_s"]) == len(t["step"])
         assert all(b >= a for a, b in zip(t["cumulative_s"], t["cumulative_s"][1:]))
+
+
+def test_a_batch_larger_than_the_task_is_a_usage_error_before_any_work(tmp_path):
+    from experiments import UsageError
+    out = tmp_path / "run"
+    with pytest.raises(UsageError, match=r"batch_sizes: expected sizes in \[0, n=1079\] .*got "
+                                         r"2000"):
+        _framework.execute("optimizers", out=out, smoke=True, progress=False,
+                           overrides={"batch_sizes": "2000", "epochs": "1"})
+    assert not out.exists()

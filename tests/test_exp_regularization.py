@@ -108,3 +108,9 @@ def test_gain_over_seeds_pairs_the_seeds():
     assert gain["val_error_ranges_apart"] is False and gain["beyond_seed_spread"] is False
     assert gain["val_loss_ranges_apart"] is True
     assert gain["test_error_gain"] == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("overrides", [{"batch_size": "500"}, {"n_train": "5"}])
+def test_a_batch_larger_than_the_training_set_is_a_usage_error(overrides):
+    with pytest.raises(UsageError, match=r"batch_size: expected at most n_train="):
+        _framework.make_config(regularization, smoke=True, overrides=overrides)

@@ -2,8 +2,10 @@
 
 import dataclasses
 import datetime
+import errno
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -245,6 +247,28 @@ def test_out_must_be_new_or_empty(registered, tmp_path):
     assert (out / "metrics.json").read_bytes() == before
 
 
+def test_an_empty_out_that_cannot_be_replaced_is_refused_before_the_run(registered, tmp_path,
+                                                                        monkeypatch):
+    """An empty mount point (or an immutable folder) cannot be replaced by the run's folder:
+    refused before the run, instead of a traceback after it that took the results along."""
+    out = tmp_path / "volume"
+    out.mkdir()
+    real_rmdir, ran = pathlib.Path.rmdir, []
+
+    def busy(path):
+        if path == out:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        real_rmdir(path)
+
+    monkeypatch.setattr(pathlib.Path, "rmdir", busy)
+    monkeypatch.setattr(toy, "run", lambda *a, **k: ran.append(1) or {})
+    with pytest.raises(UsageError, match=r"output folder .*volume is empty but cannot be "
+                                         r"replaced by the run's folder \(Device or resource "
+                                         r"busy: a mount point\?\); give a new folder inside it"):
+        _framework.execute("toy", out=out, smoke=True)
+    assert not ran and list(tmp_path.iterdir()) == [out] and not any(out.iterdir())
+
+
 def test_failed_run_leaves_no_folder(registered, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RuntimeError, match="toy failure"):
@@ -264,3 +288,14 @@ def test_write_csv_columns(tmp_path):
     assert (tmp_path / "h.csv").read_text().splitlines() == ["epoch,loss", "0,0.5", "1,0.25"]
     with pytest.raises(ValueError, match="unequal"):
         _framework.write_csv(tmp_path / "bad.csv", {"a": [1], "b": [1, 2]})
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--set", "epochs=2", "--set", "epochs=3"], "--set epochs given twice ('2' and '3')"),
+    (["--seed", "2", "--set", "seed=1"], "--set seed=1 and --seed 2: give the seed once"),
+])
+def test_a_setting_given_twice_is_a_usage_error(capsys, args, says):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "digits", "--smoke", *args])
+    assert e.value.code == 2
+    assert says in capsys.readouterr().err
