@@ -183,7 +183,11 @@ def total(params, penalties, *, stacked: int = 0) -> jax.Array:
     """
     stacked = _check_stacked(stacked, params)
     spec = terms(penalties)
-    out = jnp.zeros(_leading_shape(params, stacked) if spec else ())
+    floats = [jnp.result_type(leaf) for leaf in jax.tree.leaves(params)
+              if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
+    # the params' precision: a float64 zero would widen a float32 objective under x64
+    out = jnp.zeros(_leading_shape(params, stacked) if spec else (),
+                    jnp.result_type(*floats) if floats else None)
     for p, lam in spec:
         fn = p.fn
         for _ in range(stacked):

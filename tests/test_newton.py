@@ -331,3 +331,13 @@ def test_an_objective_unbounded_below_ends_non_finite_not_max_iter():
     r = N.newton(lambda p: -jnp.sum(p["w"] ** 2), {"w": jnp.ones(3)}, max_iter=200)
     assert r.status == "non-finite"
     assert np.isfinite(r.grad_norm) and np.all(np.isfinite(np.asarray(r.params["w"])))
+
+
+def test_a_starting_damping_above_its_cap_and_untyped_options_are_refused():
+    f = lambda q: jnp.sum((q - 3.0) ** 2)  # noqa: E731
+    with pytest.raises(ValueError, match=r"damping: expected at most max_damping=0.5 .*got 1"):
+        newton_module.newton(f, jnp.zeros(2), damping=1.0, max_damping=0.5)
+    with pytest.raises(TypeError, match=r"line_search: expected a bool, got str 'no'"):
+        newton_module.newton(f, jnp.zeros(2), line_search="no")
+    with pytest.raises(TypeError, match=r"max_params: expected an int >= 1 or None, got float"):
+        newton_module.newton(f, jnp.zeros(2), max_params=1.5)

@@ -85,3 +85,19 @@ def test_l1_gradient_at_zero_is_the_subgradient_zero():
     np.testing.assert_array_equal(auto, [[0.0, 1.0], [-1.0, 0.0]])
     np.testing.assert_array_equal(hand, auto)
     assert float(penalties.l1(params)) == 3.5
+
+
+def test_the_penalty_keeps_the_params_precision_under_x64(x64):
+    """float32 params and data give a float32 objective with x64 on (a float64 zero used to
+    widen it, so Newton's method refused float32 params); float64 params stay float64."""
+    from nets import objective
+    net = mlp.model((2, 4, 2))
+    params, _ = net.init(jax.random.key(1))
+    p32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    p64 = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    X, y = jnp.ones((5, 2), jnp.float32), jnp.zeros(5, jnp.int32)
+    for spec in (None, {"l2": 1e-3}):
+        obj = objective.make(net, "cross_entropy", spec)
+        assert obj(p32, X, y).dtype == jnp.float32
+        assert obj(p64, X.astype(jnp.float64), y).dtype == jnp.float64
+        assert penalties.total(p32, spec).dtype == jnp.float32

@@ -156,6 +156,8 @@ def _check_params(params, max_params: int | None = None) -> int:
         size += arr.size
     if size == 0:
         raise ValueError("params: expected at least one parameter, got only empty arrays")
+    if max_params is not None:
+        max_params = _checks.check_int(max_params, "max_params", 1, what=" or None")
     if max_params is not None and size > max_params:
         raise ValueError(
             f"params: expected at most max_params={max_params} parameters (Newton's method "
@@ -364,6 +366,12 @@ def _update(objective, state: NewtonState, cfg: _Config, line_search: bool,
 _update_jit = jax.jit(_update, static_argnums=(0, 3, 4))
 
 
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def _history_size(max_iter: int) -> int:
     """Rows of the history buffers: a power of two >= max_iter + 1 (at least 64), so that
     different ``max_iter`` values mostly share one compiled loop."""
@@ -444,7 +452,7 @@ def newton_update(objective: Callable, state: NewtonState, *, tol: float = 1e-8,
     and static options (``line_search``, ``max_backtracks``) reuse the compiled step.
     """
     cfg = _config(tol, armijo, backtrack, grow, shrink, max_damping)
-    line_search = bool(line_search)
+    line_search = _check_bool(line_search, "line_search")
     max_backtracks = _checks.check_int(max_backtracks, "max_backtracks", 0)
     return _update_jit(objective, state, _as_arrays(cfg, state.value.dtype), line_search,
                        max_backtracks)
@@ -500,7 +508,9 @@ def newton(
       ``iterations``, ``converged``, ``status``/``message``, the final ``damping`` and the
       per-iteration ``history`` (objective, gradient norm, damping, step length; entry 0 is
       the initial point). Every accepted step decreases the objective, so
-      ``history.objective`` is non-increasing.
+      ``history.objective`` is non-increasing up to rounding: the value recorded is
+      recomputed with the gradient, which in float32 can round one ulp above the value the
+      step was accepted on (float64 rarely shows it).
 
     Raises:
       ValueError, TypeError: bad arguments (each message names the argument, what was
@@ -510,9 +520,12 @@ def newton(
     max_iter = _checks.check_int(max_iter, "max_iter", 1)
     cfg = _config(tol, armijo, backtrack, grow, shrink, max_damping)
     max_backtracks = _checks.check_int(max_backtracks, "max_backtracks", 0)
-    line_search = bool(line_search)
+    line_search = _check_bool(line_search, "line_search")
     _check_params(params, max_params)
     damping = _checks.check_number(damping, "damping", "a finite damping >= 0", lambda v: v >= 0)
+    if damping > cfg.max_damping:
+        raise ValueError(f"damping: expected at most max_damping={cfg.max_damping:g} (the "
+                         f"largest damping tried), got {damping:g}")
     _check_objective(objective, params)
     dtype = jax.eval_shape(lambda p: ravel_pytree(p)[0], params).dtype
     state, history = _run(objective, params, jnp.asarray(damping, dtype),
