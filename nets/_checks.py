@@ -19,6 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def label_hint(dtype, name: str = "Y") -> str:
+    """The hint for class labels of a non-integer ``dtype``: ``(float labels? pass
+    Y.astype(np.int32))``, or ``bool`` labels' own."""
+    kind = "bool" if str(dtype) == "bool" else "float"
+    return f"({kind} labels? pass {name}.astype(np.int32))"
+
+
 def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None,
               what: str = "") -> int:
     """``value`` as an ``int`` in ``[minimum, maximum]``; bools and floats are refused.

@@ -153,7 +153,7 @@ def _check_class_target(z, y) -> jax.Array:
         if not jnp.issubdtype(y.dtype, jnp.integer):
             raise TypeError(
                 f"cross_entropy: target y: expected {expected}, got a scalar of dtype {y.dtype} "
-                f"(float labels? pass Y.astype(np.int32))")
+                f"{_checks.label_hint(y.dtype)}")
         _record(M)
         return y
     if y.shape != z.shape:

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nets import _checks
 from nets.losses import IGNORE  # a per-position label that is not scored
 
 
@@ -53,7 +54,7 @@ def _check_labels(Z, y, name_y="y", *, positions=False, num_classes=None):
     integer = jnp.issubdtype(dtype, jnp.integer)
     if shape == lead and not integer and (n_out > 1 or positions):
         raise TypeError(f"{name_y}: expected integer class labels of shape {lead}, got dtype "
-                        f"{dtype} (float labels? pass {name_y}.astype(np.int32))")
+                        f"{dtype} {_checks.label_hint(dtype, name_y)}")
     if not positions and len(shape) == 2 and shape[1] != n_out:
         raise ValueError(f"{name_y}: expected integer labels of shape {lead} or probabilities "
                          f"of shape {(*lead, n_out)} (one column per output of Z), got shape "

@@ -170,7 +170,7 @@ class Objective:
                     check_padding_labels(X, Y, pad_id, "X", "Y")
         elif Y.shape == labels:
             raise TypeError(f"Y: expected integer class labels of shape {labels}, got dtype "
-                            f"{Y.dtype} (float labels? pass Y.astype(np.int32))")
+                            f"{Y.dtype} {_checks.label_hint(Y.dtype)}")
         elif Y.shape == probabilities and Y.dtype.kind != "f":
             raise TypeError(f"Y: expected probabilities of shape {probabilities} as floats, got "
                             f"dtype {Y.dtype} (one-hot integers? pass Y.argmax(axis=-1) for "

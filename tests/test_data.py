@@ -608,3 +608,24 @@ def test_load_csv_wrong_delimiter_suggests_the_right_one(tmp_path):
         data.load_csv(_write(tmp_path, "1\t2\n3\t4\n", "tab.csv"), label_column=None)
     X, _ = data.load_csv(_write(tmp_path, "value\n1\n2\n", "one.csv"), label_column=None)
     assert X.shape == (2, 1)  # a real single-column file
+
+
+def test_a_first_line_with_missing_cells_is_data_and_named_and_decimal_commas_get_a_hint(
+        tmp_path):
+    path = tmp_path / "missing.csv"
+    path.write_text("1,,0\n3,4,1\n")
+    with pytest.raises(ValueError, match=r"line 1, column 2: expected a number, got an empty "
+                                         r"cell"):
+        data.load_csv(path)
+    path = tmp_path / "comma.csv"
+    path.write_text("1,5;2,5;0\n3,5;4,5;1\n")
+    with pytest.raises(ValueError, match=r"line 1: mixes numbers and text .*is the delimiter "
+                                         r"';', with decimal commas\?"):
+        data.load_csv(path)
+
+
+def test_an_idx_header_with_too_many_dimensions_is_named(tmp_path):
+    path = tmp_path / "bad.idx"
+    path.write_bytes(bytes([0, 0, 8, 255]) + b"\0" * 1020)
+    with pytest.raises(ValueError, match=r"bad.idx'?: the IDX header says 255 dimensions"):
+        data.load_idx(path)

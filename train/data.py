@@ -865,6 +865,9 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
             "with two zero bytes"
         )
     code, ndim = raw[2], raw[3]
+    if ndim > 32:  # NumPy's limit is 64; MNIST files have 1 or 3
+        raise ValueError(f"{path!r}: the IDX header says {ndim} dimensions, expected at most "
+                         f"32 (a corrupt header, or not an IDX file?)")
     if code not in _IDX_TYPES:
         known = ", ".join(f"0x{c:02X} ({name})" for c, (_, name) in _IDX_TYPES.items())
         raise ValueError(f"{path!r}: unknown IDX type code 0x{code:02X}; expected one of {known}")
@@ -945,13 +948,21 @@ def load_csv(
         cells = next(csv.reader([first], delimiter=delimiter))
         numeric = [_parse_number(c) is not None for c in cells]
         if skip_header is None:
-            if any(numeric) and not all(numeric):
+            texts = [c.strip() for c, number in zip(cells, numeric) if not number]
+            if any(numeric) and texts and all(t.lower() in _MISSING for t in texts):
+                skip_header = False  # a data row with missing cells: named by the parse below
+            elif any(numeric) and not all(numeric):
+                other = next((d for d in _DELIMITERS if d != delimiter
+                              and any(d in t for t in texts)), None)
                 raise ValueError(
                     f"{path!r}, line {lineno}: mixes numbers and text ({first.strip()!r}), "
                     "so it is neither clearly a header nor data; pass skip_header=True or "
                     "skip_header=False"
+                    + (f" (cells like {texts[0]!r} hold {other!r}: is the delimiter "
+                       f"{other!r}, with decimal commas?)" if other else "")
                 )
-            skip_header = not any(numeric)
+            else:
+                skip_header = not any(numeric)
         if skip_header:
             numbered = numbered[1:]
     if not numbered:
@@ -995,6 +1006,7 @@ def load_csv(
 
 
 _DELIMITERS = (",", ";", "\t", "|", " ")
+_MISSING = {"", "na", "n/a", "nan", "null", "none", "?", "-", "."}  # missing-value spellings
 
 
 def _check_delimiter(path: str, numbered: list[tuple[int, str]], delimiter: str) -> None:
