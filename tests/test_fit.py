@@ -734,3 +734,22 @@ def test_has_aux_with_a_scalar_loss_names_a_scalar_array_not_a_tracer(key):
                                         r"\(has_aux=True\), got a scalar array \(float32\)(\n|$)"):
         train.fit(_tanh_loss, mlp.init(key, SIZES), (X, y), optimizer=train.sgd(0.1),
                   epochs=1, batch_size=4, key=key, has_aux=True, progress=False)
+
+
+def test_raw_uint8_pixels_into_a_model_without_embedding_get_a_warning():
+    import warnings as _warnings
+    net = mlp.model((2, 4, 2))
+    params, _ = net.init(jax.random.key(0))
+    X = np.random.default_rng(0).integers(0, 256, (16, 2)).astype(np.uint8)
+    y = np.arange(16) % 2
+    kw = dict(optimizer=optax.sgd(0.01), epochs=1, batch_size=8, key=jax.random.key(1),
+              progress=False)
+    with pytest.warns(UserWarning, match=r"X is uint8 with values up to \d+, read by the "
+                                         r"model as numbers .*X.astype\(np.float32\) / 255"):
+        train.fit(objective.make(net), params, (X, y), **kw)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")
+        train.fit(objective.make(net), params, (X.astype(np.float32) / 255, y), **kw)
+        tokens = nets.transformer.model(vocab_size=256, n_classes=2, seq_len=2, d_model=4)
+        t_params, _ = tokens.init(jax.random.key(0))
+        train.fit(objective.make(tokens), t_params, (X, np.stack([y, y], 1)), **kw)

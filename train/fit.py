@@ -446,6 +446,13 @@ def _check_model_shapes(loss_fn, data, validation) -> None:
     for pair, suffix in ((data, ""), (validation, "_val")):
         if isinstance(pair, (tuple, list)) and len(pair) == 2:
             check(pair[0], pair[1], "X" + suffix, "Y" + suffix)
+    X = data[0] if isinstance(data, (tuple, list)) and data else None
+    if isinstance(X, np.ndarray) and X.dtype == np.uint8 and X.size and X.max() > 1 \
+            and X.shape[1:] == tuple(loss_fn.model.input_shape) \
+            and not _objective.embedding_vocab(loss_fn.model, X.dtype):
+        warnings.warn(f"fit: X is uint8 with values up to {X.max()}, read by the model as "
+                      f"numbers (it has no embedding): raw pixels? scale them, "
+                      f"X.astype(np.float32) / 255", UserWarning, stacklevel=3)
 
 
 def _diverged(loss) -> str | None:
