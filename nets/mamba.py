@@ -75,7 +75,7 @@ import jax.numpy as jnp
 
 from nets import _checks, _sequence
 from nets import layers as L
-from nets._sequence import per_position  # re-exported
+from nets._sequence import Readout, per_position  # re-exported
 from nets.layers import Layer
 from nets.model import Model
 
@@ -292,4 +292,4 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
 
 
 __all__ = ["scan_parallel", "scan_sequential", "selective_scan", "causal_conv", "S6",
-           "mamba_block", "MambaBlock", "model", "per_position", "SCANS"]
+           "mamba_block", "MambaBlock", "model", "per_position", "Readout", "SCANS"]

@@ -64,7 +64,7 @@ import jax.numpy as jnp
 
 from nets import _checks, _sequence
 from nets import layers as L
-from nets._sequence import per_position  # re-exported
+from nets._sequence import Readout, per_position  # re-exported
 from nets.layers import Layer
 from nets.model import Model
 
@@ -261,4 +261,4 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
 
 
 __all__ = ["LSTMState", "rnn_step", "lstm_step", "rnn", "lstm", "RNN", "LSTM", "model",
-           "per_position"]
+           "per_position", "Readout"]

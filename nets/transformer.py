@@ -97,7 +97,7 @@ import numpy as np
 
 from nets import _checks, _sequence
 from nets import layers as L
-from nets._sequence import per_position  # re-exported
+from nets._sequence import Readout, per_position  # re-exported
 from nets.layers import Layer
 from nets.model import Model
 
@@ -445,4 +445,4 @@ def _layer_norm(params, x):
 
 __all__ = ["sinusoidal_encoding", "PositionalEncoding", "causal_mask", "attention",
            "MultiHeadAttention", "mlp_block", "block", "model", "attention_maps",
-           "per_position", "IMPLS"]
+           "per_position", "Readout", "IMPLS"]

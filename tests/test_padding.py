@@ -261,3 +261,19 @@ def test_the_gradient_of_a_padded_encoder_against_central_differences(x64, impl,
          np.where(X == 0, -1, np.array([[0, 1, 2, 0, 1]] * 3)))
     report = gradcheck.check(nets.objective.make(net, "cross_entropy"), params, X, Y)
     assert report.worst < 1e-6, report.table()
+
+
+def test_an_encoder_composed_from_the_public_pieces_is_the_models_own(rng):
+    """transformer.block, PositionalEncoding, per_position, Readout and layers.padded build
+    the same padded encoder as transformer.model(pad_id=...): the same params, the same
+    outputs (a researcher's own variant starts from these)."""
+    kw = dict(vocab_size=V, n_classes=3, seq_len=T, d_model=8, n_heads=2, n_layers=1,
+              d_mlp=16, causal=False, readout="mean", pad_id=0)
+    built = transformer.model(**kw)
+    own = nets.Model(L.padded(L.serial(
+        L.Embedding(V, 8), transformer.PositionalEncoding(),
+        transformer.block(2, 16, causal=False), L.LayerNorm(),
+        transformer.per_position(L.Dense(3)), transformer.Readout("mean")), 0), (T,))
+    params, _ = built.init(jax.random.key(3))
+    _, long = _sequences(rng)
+    np.testing.assert_array_equal(own.apply(params, long), built.apply(params, long))
