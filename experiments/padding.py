@@ -61,7 +61,8 @@ import numpy as np
 import optax
 
 import train
-from experiments._config import Annotated, Count, Distinct, Increasing, Names, NonEmpty, Positive, Range, Samples, Width
+from experiments._config import (
+    Annotated, Count, Distinct, Increasing, Names, NonEmpty, Positive, Range, Samples, Width)
 from experiments._framework import progress, progress_enabled, write_csv
 from experiments._plot import plt, savefig
 from nets import metrics as _metrics
@@ -77,7 +78,8 @@ MAX_LENGTH = 1024
 @dataclasses.dataclass(frozen=True)
 class Config:
     models: Names(KINDS) = KINDS  # the models compared, each with and without pad_id
-    vocab: Annotated[int, Range(3, 256)] = 6  # real token ids 1..vocab: 1 and 2 counted, the rest noise
+    # real token ids 1..vocab: 1 and 2 are counted, the rest are noise
+    vocab: Annotated[int, Range(3, 256)] = 6
     min_length: Annotated[int, Range(1, MAX_LENGTH)] = 4  # shortest real sequence
     max_length: Annotated[int, Range(1, MAX_LENGTH)] = 16  # longest real sequence = training T
     # padded lengths T' of the test sequences (each >= max_length)

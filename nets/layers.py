@@ -634,7 +634,6 @@ def record_padding():
     return _PADS.collect()
 
 
-
 def record_token_ranges():
     """A context that collects ``vocab_size`` each time an :func:`Embedding` is TRACED (its
     ``apply`` runs) on integer ids while it is active; it yields the list it appends to.
