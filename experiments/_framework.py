@@ -395,7 +395,15 @@ def _short(v) -> str:
 
 
 def format_summary(metrics: dict, outdir: Path) -> str:
-    """The metrics on one line each, then the folder and the files in it."""
-    lines = [f"  {k} = {_short(v)}" for k, v in sorted(_flatten(metrics).items())]
+    """The metrics on one line each, then the folder and the files in it; last, a warning
+    naming every metric that says a training run became non-finite (a ``stop_reason`` of
+    ``"non_finite"``), which a headline number alone would hide."""
+    flat = _flatten(metrics)
+    lines = [f"  {k} = {_short(v)}" for k, v in sorted(flat.items())]
     files = sorted(str(p.relative_to(outdir)) for p in Path(outdir).rglob("*") if p.is_file())
-    return "\n".join(["metrics:", *lines, f"wrote {outdir}/", *(f"  {f}" for f in files)])
+    diverged = sorted(k for k, v in flat.items() if v == "non_finite")
+    warning = ([f"warning: a training run became non-finite ({', '.join(diverged)}): its "
+                f"numbers are those of its last finite epoch; try a smaller learning rate"]
+               if diverged else [])
+    return "\n".join(["metrics:", *lines, f"wrote {outdir}/", *(f"  {f}" for f in files),
+                      *warning])

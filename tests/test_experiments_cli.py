@@ -299,3 +299,15 @@ def test_a_setting_given_twice_is_a_usage_error(capsys, args, says):
         cli.main(["run", "digits", "--smoke", *args])
     assert e.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_the_summary_warns_when_a_training_run_became_non_finite(tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")
+    quiet = _framework.format_summary({"test_error": 0.1, "fit": {"stop_reason": "epochs"}},
+                                      tmp_path)
+    assert "warning" not in quiet
+    loud = _framework.format_summary(
+        {"test_error": 0.92, "single": {"stop_reason": "non_finite"}}, tmp_path)
+    assert loud.splitlines()[-1] == (
+        "warning: a training run became non-finite (single.stop_reason): its numbers are "
+        "those of its last finite epoch; try a smaller learning rate")
