@@ -18,6 +18,18 @@ so a caption of ``k`` words becomes ``(w_1, ..., w_k, <end>, <pad>, ..., <pad>)`
 from example texts (sorted, so the same texts give the same ids). Encoding runs on the host
 (NumPy), never traced: captions are data, prepared before training.
 
+``level="char"`` (:func:`build`) makes a character-level tokenizer instead: every character
+of the text is a token, as it is (no lower-casing; spaces and any Unicode character
+included), and :meth:`Tokenizer.decode` joins them without spaces; the special tokens,
+``length`` and padding are the same. That is the tokenizer of a character-level language
+model (:func:`nets.generate`).
+
+>>> chars = build(["abba", "cab"], level="char")
+>>> chars.vocab, chars.length
+(('<pad>', '<end>', '<unk>', 'a', 'b', 'c'), 5)
+>>> chars.encode("bad"), chars.decode(chars.encode("bad"))
+(array([4, 3, 2, 1, 0], dtype=int32), 'ba<unk>')
+
 This plays the part of CLIP's byte-pair encoding (Radford et al. 2021, section 2.4: a
 lower-cased BPE of 49,152 entries, sequences bracketed by [SOS] and [EOS], the text
 transformer's activation at [EOS] taken as the text's feature) for a vocabulary of a few
@@ -55,6 +67,7 @@ from nets import _checks
 PAD, END, UNK = "<pad>", "<end>", "<unk>"
 SPECIALS = (PAD, END, UNK)  # ids 0, 1, 2
 UNKNOWN = ("unk", "error")
+LEVELS = ("word", "char")
 
 _WORD = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
 
@@ -83,18 +96,36 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def _units(text: str, level: str) -> list[str]:
+    """The tokens of ``text``: its :func:`words`, or its characters for ``"char"``."""
+    if level == "word":
+        return words(text)
+    if not isinstance(text, str):
+        raise TypeError(f"text: expected a str, got {type(text).__name__} {text!r}")
+    return list(text)
+
+
+def _check_level(level) -> str:
+    if level not in LEVELS:
+        raise ValueError(f"level: expected one of {LEVELS}, got {level!r}")
+    return level
+
+
 @dataclasses.dataclass(frozen=True)
 class Tokenizer:
     """A fixed vocabulary and sequence length (module doc).
 
     Attributes:
-      vocab: the words by id; the first three are :data:`SPECIALS` (``<pad>``, ``<end>``,
-        ``<unk>``), the rest distinct words as :func:`words` splits them.
-      length: the length of every encoded sequence (words, the end token, padding), >= 2.
+      vocab: the tokens by id; the first three are :data:`SPECIALS` (``<pad>``, ``<end>``,
+        ``<unk>``), the rest distinct words as :func:`words` splits them, or distinct
+        single characters with ``level="char"``.
+      length: the length of every encoded sequence (tokens, the end token, padding), >= 2.
+      level: ``"word"`` (the default) or ``"char"`` (module doc).
     """
 
     vocab: tuple
     length: int
+    level: str = "word"
 
     def __post_init__(self):
         if not isinstance(self.vocab, (tuple, list)):
@@ -104,8 +135,12 @@ class Tokenizer:
         if vocab[:3] != SPECIALS:
             raise ValueError(f"vocab: expected the special tokens {SPECIALS} first, got "
                              f"{vocab[:3]}")
+        _check_level(self.level)
         for i, w in enumerate(vocab[3:], start=3):
-            if not isinstance(w, str) or words(w) != [w]:
+            if self.level == "char" and not (isinstance(w, str) and len(w) == 1):
+                raise ValueError(f"vocab: expected single characters (level='char'), got "
+                                 f"{w!r} at id {i}")
+            if self.level == "word" and (not isinstance(w, str) or words(w) != [w]):
                 raise ValueError(f"vocab: expected single lower-case words (as tokenizer.words "
                                  f"splits text), got {w!r} at id {i}")
         if len(set(vocab)) != len(vocab):
@@ -127,26 +162,28 @@ class Tokenizer:
     unk_id = 2
 
     def encode(self, text: str, *, unknown: str = "unk") -> np.ndarray:
-        """Token ids ``(length,)`` int32: the words of ``text``, ``<end>``, then ``<pad>``.
+        """Token ids ``(length,)`` int32: the words (or characters) of ``text``, ``<end>``,
+        then ``<pad>``.
 
-        ``unknown``: ``"unk"`` maps a word outside the vocabulary to ``<unk>``; ``"error"``
-        raises a ValueError naming it. A text with no words, or with more than
-        ``length - 1`` words, is a ValueError.
+        ``unknown``: ``"unk"`` maps a token outside the vocabulary to ``<unk>``; ``"error"``
+        raises a ValueError naming it. A text with no token, or with more than
+        ``length - 1``, is a ValueError.
         """
         if unknown not in UNKNOWN:
             raise ValueError(f"unknown: expected one of {UNKNOWN}, got {unknown!r}")
-        ws = words(text)
+        ws = _units(text, self.level)
+        unit = "word" if self.level == "word" else "character"
         if not ws:
-            raise ValueError(f"text: expected at least one word, got {text!r}")
+            raise ValueError(f"text: expected at least one {unit}, got {text!r}")
         if len(ws) + 1 > self.length:
-            raise ValueError(f"text: {text!r} has {len(ws)} words, and with the end token needs "
-                             f"a length of {len(ws) + 1}; this tokenizer's length is "
-                             f"{self.length} (at most {self.length - 1} words)")
+            raise ValueError(f"text: {text!r} has {len(ws)} {unit}s, and with the end token "
+                             f"needs a length of {len(ws) + 1}; this tokenizer's length is "
+                             f"{self.length} (at most {self.length - 1} {unit}s)")
         ids = np.full(self.length, self.pad_id, np.int32)
         for i, w in enumerate(ws):
             if w not in self._ids and unknown == "error":
-                raise ValueError(f"text: the word {w!r} of {text!r} is not in the vocabulary "
-                                 f"({self.vocab_size} entries)")
+                raise ValueError(f"text: the {unit} {w!r} of {text!r} is not in the "
+                                 f"vocabulary ({self.vocab_size} entries)")
             ids[i] = self._ids.get(w, self.unk_id)
         ids[len(ws)] = self.end_id
         return ids
@@ -162,7 +199,8 @@ class Tokenizer:
 
     def decode(self, ids) -> str:
         """The words of a sequence of token ids up to its ``<end>`` (or its last id), joined
-        by spaces; ``<unk>`` reads as ``"<unk>"``. ``decode(encode(t))`` is
+        by spaces (characters, with ``level="char"``: joined as they are); ``<unk>`` reads
+        as ``"<unk>"``. ``decode(encode(t))`` is
         ``" ".join(words(t))`` when every word is in the vocabulary. A ``<pad>`` before the
         end token, an id outside ``[0, vocab_size)``, or ids that are not a 1-D integer
         array are errors."""
@@ -182,23 +220,24 @@ class Tokenizer:
             if t == self.pad_id:
                 raise ValueError(f"ids: a padding token at position {i}, before the end token")
             out.append(self.vocab[t])
-        return " ".join(out)
+        return ("" if self.level == "char" else " ").join(out)
 
 
-def build(texts, *, length: int | None = None, extra_words=()) -> Tokenizer:
+def build(texts, *, length: int | None = None, extra_words=(), level: str = "word") -> Tokenizer:
     """A :class:`Tokenizer` whose vocabulary is the special tokens, then the sorted distinct
-    words of ``texts`` and ``extra_words``; ``length`` defaults to the most words in one of
-    ``texts`` plus one (the end token); a ``length`` too short for one of ``texts`` is a
-    ValueError."""
+    words of ``texts`` and ``extra_words`` (their characters with ``level="char"``);
+    ``length`` defaults to the most tokens in one of ``texts`` plus one (the end token); a
+    ``length`` too short for one of ``texts`` is a ValueError."""
+    level = _check_level(level)
     if isinstance(texts, str) or not isinstance(texts, (tuple, list)):
         raise TypeError(f"texts: expected a list or tuple of str, got {type(texts).__name__}")
     if not texts:
         raise ValueError("texts: expected at least one text, got none")
-    split = [words(t) for t in texts]
+    split = [_units(t, level) for t in texts]
     if isinstance(extra_words, str) or not isinstance(extra_words, (tuple, list)):
         raise TypeError(f"extra_words: expected a list or tuple of str, got "
                         f"{type(extra_words).__name__}")
-    extra = [w for e in extra_words for w in words(e)]
+    extra = [w for e in extra_words for w in _units(e, level)]
     specials = {w for ws in split for w in ws} & set(SPECIALS)
     if specials:  # words() never returns "<pad>": a guard should its pattern change
         raise ValueError(f"texts: the special tokens {sorted(specials)} may not be words")
@@ -209,9 +248,11 @@ def build(texts, *, length: int | None = None, extra_words=()) -> Tokenizer:
     elif not isinstance(length, bool) and isinstance(length, (int, np.integer)) \
             and length < longest + 1:
         i = next(i for i, ws in enumerate(split) if len(ws) == longest)
-        raise ValueError(f"length: expected at least {longest + 1} (the {longest} words of "
+        unit = "words" if level == "word" else "characters"
+        raise ValueError(f"length: expected at least {longest + 1} (the {longest} {unit} of "
                          f"texts[{i}] = {texts[i]!r} and the end token), got {length}")
-    return Tokenizer(vocab, length)
+    return Tokenizer(vocab, length, level)
 
 
-__all__ = ["PAD", "END", "UNK", "SPECIALS", "UNKNOWN", "words", "Tokenizer", "build"]
+__all__ = ["PAD", "END", "UNK", "SPECIALS", "UNKNOWN", "LEVELS", "words", "Tokenizer",
+           "build"]
