@@ -395,6 +395,21 @@ def _default(field: dataclasses.Field):
     return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
+def at_most(config, name: str, bound: str, why: str = "") -> None:
+    """A cross-field check for an experiment's ``check(config)``: ``config.<name>`` at most
+    ``config.<bound>`` (a batch within the training set), else a ValueError naming both."""
+    value, limit = getattr(config, name), getattr(config, bound)
+    if value > limit:
+        raise ValueError(f"{name}: expected at most {bound}={limit}{why}, got {value}")
+
+
+def even(config, name: str, why: str) -> None:
+    """A cross-field check: ``config.<name>`` even (a width split over 2 heads), else a
+    ValueError saying ``why``."""
+    if getattr(config, name) % 2:
+        raise ValueError(f"{name}: expected an even width ({why}), got {getattr(config, name)}")
+
+
 def make_config(module, config=None, *, smoke=False, overrides=None, seed=None):
     """`config` (default `module.Config()`) with `module.SMOKE` (if `smoke`), then `overrides`
     (strings parsed by the field's type), then `seed`; then every field checked against its

@@ -128,6 +128,19 @@ def write_csv(path, rows: list[dict] | dict[str, Any]) -> None:
 
 # --- run-time helpers ------------------------------------------------------------------------
 
+def predict(model, params, X, chunk: int = 256) -> np.ndarray:
+    """``model``'s evaluation-mode outputs for ``X`` (a stateless :class:`nets.Model`),
+    ``chunk`` examples per call: one compiled program per model and chunk shape (the last
+    chunk is padded with copies of the last example, whose outputs are dropped)."""
+    n = len(X)
+    size = min(chunk, n)
+    pad = -n % size
+    Xp = np.concatenate([X, np.repeat(X[-1:], pad, axis=0)]) if pad else X
+    out = [np.asarray(model.batch_apply(params, Xp[i:i + size])[0])
+           for i in range(0, len(Xp), size)]
+    return np.concatenate(out)[:n]
+
+
 def progress_enabled() -> bool:
     """Whether this run shows progress bars: off under `--no-progress` or when stderr is not a
     terminal. Pass it on as `train.fit(..., progress=progress_enabled())` (and `train.sweep`)."""

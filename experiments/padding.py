@@ -68,8 +68,9 @@ import optax
 
 import train
 from experiments._config import (
-    Annotated, Count, Distinct, Increasing, Names, NonEmpty, Positive, Range, Samples, Width)
-from experiments._framework import progress, progress_enabled, write_csv
+    Annotated, Count, Distinct, Increasing, Names, NonEmpty, Positive, Range, Samples, Width,
+    at_most, even)
+from experiments._framework import predict, progress, progress_enabled, write_csv
 from experiments._plot import plt, savefig
 from nets import metrics as _metrics
 from nets import mamba, objective, rnn, transformer
@@ -116,12 +117,8 @@ def check(config: Config) -> None:
     if config.eval_lengths[0] < config.max_length:
         raise ValueError(f"eval_lengths: expected lengths >= max_length={config.max_length} "
                          f"(the test sequences are padded to them), got {config.eval_lengths}")
-    if config.batch_size > config.n_train:
-        raise ValueError(f"batch_size: expected at most n_train={config.n_train}, got "
-                         f"{config.batch_size}")
-    if config.d_model % 2:
-        raise ValueError(f"d_model: expected an even width (2 attention heads), got "
-                         f"{config.d_model}")
+    at_most(config, "batch_size", "n_train")
+    even(config, "d_model", "2 attention heads")
 
 
 def majority(rng: np.random.Generator, n: int, config: Config, T: int):
@@ -158,15 +155,6 @@ def build(kind: str, T: int, masked: bool, config: Config) -> Model:
     return rnn.model(d_hidden=config.lstm_hidden, readout="last", **io)
 
 
-def _scores(net: Model, params, X, chunk: int = 512) -> np.ndarray:
-    """Evaluation-mode scores, ``chunk`` sequences per call (the last call padded)."""
-    size = min(chunk, len(X))
-    extra = -len(X) % size
-    Xp = np.concatenate([X, np.repeat(X[-1:], extra, axis=0)]) if extra else X
-    return np.concatenate([np.asarray(net.batch_apply(params, Xp[i:i + size])[0])
-                           for i in range(0, len(Xp), size)])[:len(X)]
-
-
 def run(config: Config, outdir) -> dict:
     check(config)
     rng_train, rng_test = (np.random.default_rng([config.seed, s]) for s in (0, 1))
@@ -188,8 +176,8 @@ def run(config: Config, outdir) -> dict:
             history += [{"model": kind, "masked": masked, "epoch": e,
                          "loss": fitted.history["loss"][e - 1]}
                         for e in fitted.history["epoch"]]
-            scores = {T: _scores(build(kind, T, masked, config), fitted.params,
-                                 pad_to(X_test, T)) for T in config.eval_lengths}
+            scores = {T: predict(build(kind, T, masked, config), fitted.params,
+                                 pad_to(X_test, T), chunk=512) for T in config.eval_lengths}
             accuracy = {T: float(_metrics.accuracy(Z, y_test)) for T, Z in scores.items()}
             base = scores[config.eval_lengths[0]]
             change = {T: float(np.max(np.abs(Z - base))) for T, Z in scores.items()}

@@ -90,7 +90,7 @@ import numpy as np
 import train
 from experiments._config import (
     Annotated, Count, Distinct, MAX_REPLICATES, NonEmpty, NonNegative, Positive, Probability,
-    Range, Replicates, Rule, Samples, Widths)
+    Range, Replicates, Rule, Samples, Widths, at_most)
 from experiments._framework import progress_enabled, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import losses, mlp, objective
@@ -363,9 +363,7 @@ def check(config: Config) -> None:
     if config.lambda_min > config.lambda_max:
         raise ValueError(f"lambda_min: expected at most lambda_max={config.lambda_max:g}, got "
                          f"{config.lambda_min:g}")
-    if config.batch_size > config.n_train:
-        raise ValueError(f"batch_size: expected at most n_train={config.n_train} (the training "
-                         f"images), got {config.batch_size}")
+    at_most(config, "batch_size", "n_train", " (the training images)")
 
 
 def _combinations(config: Config) -> dict[str, tuple[dict, float]]:

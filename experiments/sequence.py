@@ -127,7 +127,8 @@ import optax
 import train
 from experiments._config import (
     Annotated, Count, Distinct, Increasing, Literal, Names, NonEmpty, Positive, Range, Samples,
-    Width)
+    Width, at_most, even)
+from experiments._framework import predict as _predict
 from experiments._framework import progress_enabled, write_csv, write_json
 from experiments._plot import plt, savefig
 from nets import losses, mamba, metrics as _metrics, objective, rnn, transformer
@@ -193,12 +194,8 @@ def check(config: Config) -> None:
         raise ValueError(f"n_copy: expected at most half the shortest length {shortest} "
                          f"(K tokens among L - K positions, then K markers), got "
                          f"{config.n_copy}")
-    if config.batch_size > config.n_train:
-        raise ValueError(f"batch_size: expected at most n_train={config.n_train}, got "
-                         f"{config.batch_size}")
-    if config.d_model % 2:
-        raise ValueError(f"d_model: expected an even width (2 attention heads), got "
-                         f"{config.d_model}")
+    at_most(config, "batch_size", "n_train")
+    even(config, "d_model", "2 attention heads")
     if config.generalize_models and config.generalize_from not in config.lengths:
         raise ValueError(f"generalize_from: expected one of lengths {config.lengths}, got "
                          f"{config.generalize_from}")
@@ -295,17 +292,6 @@ def _key(config: Config, *parts) -> jax.Array:
     """A key for ``parts`` (names and numbers), folded into the run's seed."""
     return jax.random.fold_in(jax.random.key(config.seed),
                               zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF)
-
-
-def _predict(net: Model, params, X, chunk: int = 256) -> np.ndarray:
-    """Evaluation-mode outputs in chunks of ``chunk`` sequences (one compiled program per
-    model and chunk shape; the last chunk padded)."""
-    n = len(X)
-    size = min(chunk, n)
-    pad = -n % size
-    Xp = np.concatenate([X, np.repeat(X[-1:], pad, axis=0)]) if pad else X
-    out = [np.asarray(net.batch_apply(params, Xp[i:i + size])[0]) for i in range(0, len(Xp), size)]
-    return np.concatenate(out)[:n]
 
 
 def score(task: str, Z: np.ndarray, Y: np.ndarray) -> float:

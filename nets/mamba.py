@@ -266,12 +266,10 @@ def model(*, n_classes: int, seq_len: int, vocab_size: int | None = None,
         makes a stateful model (its state holds the rate; pass ``train=``) with the same
         params as ``drop_rate=0``.
       pad_id: ``None`` (the default), or the token id that pads shorter sequences (with
-        ``vocab_size``; an id the data never uses otherwise): ``readout="last"``/``"mean"``
-        then read the real positions only (padding alone: position ``T - 1``, or 0), and
-        ``train.fit`` refuses ids that are not right padded and labels other than ``-1``
-        at the padding.
-        The blocks are causal, so a right-padded sequence's real positions are what a model
-        of its own length gives them. Same params as ``pad_id=None``.
+        ``vocab_size``): ``readout="last"``/``"mean"`` read the real positions only.
+        The blocks are causal, so that is all the mask does here (:mod:`nets._sequence`, "Padding",
+        for the rest: right padding, ``-1`` labels at the padding). Same params as
+        ``pad_id=None``.
 
     :mod:`nets.penalties` decays every leaf with two axes, here ``A_log`` and the
     convolution kernel too; leave them out of the penalty (or use none) to follow the paper.

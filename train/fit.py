@@ -446,13 +446,19 @@ def _check_model_shapes(loss_fn, data, validation) -> None:
     for pair, suffix in ((data, ""), (validation, "_val")):
         if isinstance(pair, (tuple, list)) and len(pair) == 2:
             check(pair[0], pair[1], "X" + suffix, "Y" + suffix)
+    _warn_if_raw_pixels(loss_fn.model, data)
+
+
+def _warn_if_raw_pixels(model, data) -> None:
+    """A warning for uint8 inputs above 1 into a model without an embedding: raw pixels
+    read as numbers (losses in the hundreds, and nothing said why)."""
     X = data[0] if isinstance(data, (tuple, list)) and data else None
     if isinstance(X, np.ndarray) and X.dtype == np.uint8 and X.size and X.max() > 1 \
-            and X.shape[1:] == tuple(loss_fn.model.input_shape) \
-            and not _objective.embedding_vocab(loss_fn.model, X.dtype):
+            and X.shape[1:] == tuple(model.input_shape) \
+            and not _objective.embedding_vocab(model, X.dtype):
         warnings.warn(f"fit: X is uint8 with values up to {X.max()}, read by the model as "
                       f"numbers (it has no embedding): raw pixels? scale them, "
-                      f"X.astype(np.float32) / 255", UserWarning, stacklevel=3)
+                      f"X.astype(np.float32) / 255", UserWarning, stacklevel=4)
 
 
 def _diverged(loss) -> str | None:
